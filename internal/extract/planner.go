@@ -223,25 +223,31 @@ func cutEvery(pd pending, n int) []pending {
 	return cutAt(pd, cuts)
 }
 
-// cutAt splits pd so that pieces start at sample[i] for each i in idx. An
-// index whose instant is not strictly inside the window, or not after the
-// previous cut, moves forward to the next usable instant or is dropped.
+// cutAt splits pd so that pieces start near sample[i] for each i in idx: at
+// that instant, so the piece before it ends with the instant's whole run of
+// equal values; or, if that would leave the piece before empty, at the next
+// instant after the run. Cuts outside the window are dropped.
 func cutAt(pd pending, idx []int) []pending {
 	var out []pending
 	lo, start := pd.s.lo, 0
 	for _, i := range idx {
-		for i < len(pd.sample) && (pd.sample[i] <= lo || (i > 0 && pd.sample[i] == pd.sample[i-1])) {
-			i++
-		}
-		if i >= len(pd.sample) || pd.sample[i] >= pd.s.hi {
+		if i >= len(pd.sample) {
 			break
 		}
-		if i <= start {
-			continue
+		v := pd.sample[i]
+		j, _ := slices.BinarySearch(pd.sample, v) // first index of v
+		if j <= start || v <= lo {
+			j, _ = slices.BinarySearch(pd.sample, v+1) // first index after v's run
+			if j >= len(pd.sample) {
+				break
+			}
+			v = pd.sample[j]
 		}
-		cut := pd.sample[i]
-		out = append(out, pending{s: span{lo, cut}, sample: pd.sample[start:i], dens: pd.dens})
-		lo, start = cut, i
+		if v >= pd.s.hi {
+			break
+		}
+		out = append(out, pending{s: span{lo, v}, sample: pd.sample[start:j], dens: pd.dens})
+		lo, start = v, j
 	}
 	return append(out, pending{s: span{lo, pd.s.hi}, sample: pd.sample[start:], dens: pd.dens})
 }
@@ -353,11 +359,12 @@ func (p *Planner) remainder(pd pending, t Tally) ([]pending, error) {
 		pieces = cutAt(next, []int{int(float64(len(sample)) * p.probeShare())})
 	}
 	if len(pieces) < 2 {
-		if len(sample) == 0 {
-			sample = slices.Clone(t.Times)
-			slices.Sort(sample)
-		}
-		return nil, overflow(mode(sample))
+		// No instant inside the window to cut at: the rows are at one
+		// instant, or at the edges an inclusive bound adds. Name the
+		// instant most of them share.
+		all := slices.Clone(t.Times)
+		slices.Sort(all)
+		return nil, overflow(mode(all))
 	}
 	return pieces, nil
 }

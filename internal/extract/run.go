@@ -47,10 +47,9 @@ type Extractor struct {
 // Run exports every window p hands out until the range is complete, the
 // context ends, or maxCalls calls have been spent (0 = no cap; stopping at
 // the cap is not an error, and p.Pending says what is left).
-func (e *Extractor) Run(ctx context.Context, p *Planner, h Handler, maxCalls int) (Summary, error) {
+func (e *Extractor) Run(ctx context.Context, p *Planner, h Handler, maxCalls int) (sum Summary, err error) {
 	start := time.Now()
 	calls0, rl0 := e.Client.Calls(), e.Client.RateLimited()
-	var sum Summary
 	defer func() {
 		sum.Calls = e.Client.Calls() - calls0
 		sum.RateLimited = e.Client.RateLimited() - rl0
