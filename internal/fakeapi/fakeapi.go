@@ -1,0 +1,366 @@
+// Package fakeapi owns a faithful local stand-in for the LeadLex
+// GET /v1/contacts/export endpoint: a deterministic generated workspace of
+// contacts, the endpoint's parameters, CSV body, errors and rate limit, and
+// the faults a real service shows (5xx, cut and slow bodies), so that the
+// rest of leadlex-etl can be tested and demonstrated without the real API.
+// It must not import the product's other packages nor reach any network
+// beyond the listener it is given.
+package fakeapi
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ExportPath is the only path the server answers with data.
+const ExportPath = "/v1/contacts/export"
+
+// Order is the row order of an export response.
+type Order string
+
+// The row orders.
+const (
+	OrderAsc    Order = "asc"    // created_at ascending, ties in dataset order
+	OrderDesc   Order = "desc"   // the exact reverse of OrderAsc
+	OrderRandom Order = "random" // a fixed pseudo-random permutation, independent of time
+)
+
+// Bounds says whether created_after and created_before include a contact
+// created exactly at the bound.
+type Bounds string
+
+// The bound rules.
+const (
+	BoundsInclusive Bounds = "inclusive" // after <= t <= before
+	BoundsExclusive Bounds = "exclusive" // after < t < before
+	BoundsMixed     Bounds = "mixed"     // after <= t < before
+)
+
+// ResetStyle is how X-RateLimit-Reset is expressed.
+type ResetStyle string
+
+// The reset styles.
+const (
+	ResetEpoch ResetStyle = "epoch" // unix seconds of the reset, rounded up
+	ResetDelta ResetStyle = "delta" // seconds until the reset, rounded up, at least 1
+)
+
+// TimeFormat is how created_at is written in a response body.
+type TimeFormat string
+
+// The time formats.
+const (
+	TimeUTC    TimeFormat = "utc"    // 2026-04-15T09:00:00Z
+	TimeOffset TimeFormat = "offset" // the same instant with a per-row UTC offset, 2026-04-15T11:00:00+02:00
+)
+
+// The default API keys, both of workspace "demo".
+const (
+	DemoKey   = "wbk_demo_key"    // has read:contacts
+	NoReadKey = "wbk_demo_noread" // lacks read:contacts
+)
+
+// Key is an API key the server accepts.
+type Key struct {
+	Token        string
+	Workspace    string // rate limits are kept per workspace
+	ReadContacts bool   // the read:contacts permission
+}
+
+// MaxContacts is the largest dataset New builds.
+const MaxContacts = 50_000_000
+
+// Config describes the server's dataset and behaviour. The zero value is a
+// valid configuration of 10,000 contacts with no rate limit and no faults.
+type Config struct {
+	Contacts   int           // dataset size; 0 means 10000
+	Seed       int64         // seed of the dataset and of the random faults
+	Order      Order         // "" means OrderAsc
+	Bounds     Bounds        // "" means BoundsInclusive
+	RateLimit  int           // counted calls per Hour per workspace; 0 means no limit
+	Hour       time.Duration // length of a rate-limit window; 0 means one hour
+	ResetStyle ResetStyle    // "" means ResetEpoch
+	TimeFormat TimeFormat    // "" means TimeUTC
+	Keys       []Key         // nil means DemoKey and NoReadKey
+
+	FailRate  float64       // probability that a counted call answers 500, 502 or 503
+	CutRate   float64       // probability that a body is cut off mid-row and the connection dropped
+	SlowRate  float64       // probability that a body is streamed slowly
+	SlowDelay time.Duration // pause between flushed chunks of a slow body; 0 means 50ms
+
+	Now func() time.Time // clock of the rate limiter; nil means time.Now
+}
+
+// Fault is a failure the server can be told to show on a call.
+type Fault int
+
+// The faults. FaultNone lets a queued call through normally.
+const (
+	FaultNone Fault = iota
+	Fault500
+	Fault503
+	FaultCut
+	FaultSlow
+	Fault502
+)
+
+// String returns the fault's name.
+func (f Fault) String() string {
+	switch f {
+	case FaultNone:
+		return "none"
+	case Fault500:
+		return "500"
+	case Fault502:
+		return "502"
+	case Fault503:
+		return "503"
+	case FaultCut:
+		return "cut"
+	case FaultSlow:
+		return "slow"
+	}
+	return fmt.Sprintf("Fault(%d)", int(f))
+}
+
+// Server is the fake export API. It is safe for concurrent use.
+type Server struct {
+	cfg  Config
+	ds   *Dataset
+	keys map[string]Key
+	now  func() time.Time
+	// seq numbers the requests for their ids; idBase mixes in the seed.
+	seq    atomic.Uint64
+	idBase uint64
+
+	requests atomic.Int64
+	calls    atomic.Int64
+
+	mu       sync.Mutex
+	windows  map[string]*window // rate-limit windows by workspace
+	queue    []Fault            // injected faults, next first
+	faultRNG *rand.Rand
+}
+
+// window is one workspace's current fixed rate-limit window.
+type window struct {
+	reset time.Time
+	used  int
+}
+
+// New validates cfg, fills in its defaults and builds the dataset.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Contacts == 0 {
+		cfg.Contacts = 10000
+	}
+	if cfg.Order == "" {
+		cfg.Order = OrderAsc
+	}
+	if cfg.Bounds == "" {
+		cfg.Bounds = BoundsInclusive
+	}
+	if cfg.Hour == 0 {
+		cfg.Hour = time.Hour
+	}
+	if cfg.ResetStyle == "" {
+		cfg.ResetStyle = ResetEpoch
+	}
+	if cfg.TimeFormat == "" {
+		cfg.TimeFormat = TimeUTC
+	}
+	if cfg.SlowDelay == 0 {
+		cfg.SlowDelay = 50 * time.Millisecond
+	}
+	if cfg.Keys == nil {
+		cfg.Keys = []Key{
+			{Token: DemoKey, Workspace: "demo", ReadContacts: true},
+			{Token: NoReadKey, Workspace: "demo"},
+		}
+	}
+	s := &Server{
+		cfg:      cfg,
+		ds:       newDataset(cfg.Contacts, cfg.Seed),
+		keys:     make(map[string]Key, len(cfg.Keys)),
+		now:      cfg.Now,
+		idBase:   mix64(uint64(cfg.Seed) ^ 0x5851f42d4c957f2d),
+		windows:  make(map[string]*window),
+		faultRNG: rand.New(rand.NewPCG(uint64(cfg.Seed), 0xfa17fa17fa17fa17)),
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	for _, k := range cfg.Keys {
+		s.keys[k.Token] = k
+	}
+	return s, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("fakeapi: "+format, args...))
+	}
+	if c.Contacts < 0 || c.Contacts > MaxContacts {
+		bad("Contacts %d out of range [0, %d]", c.Contacts, MaxContacts)
+	}
+	switch c.Order {
+	case "", OrderAsc, OrderDesc, OrderRandom:
+	default:
+		bad("unknown Order %q (want asc, desc or random)", c.Order)
+	}
+	switch c.Bounds {
+	case "", BoundsInclusive, BoundsExclusive, BoundsMixed:
+	default:
+		bad("unknown Bounds %q (want inclusive, exclusive or mixed)", c.Bounds)
+	}
+	switch c.ResetStyle {
+	case "", ResetEpoch, ResetDelta:
+	default:
+		bad("unknown ResetStyle %q (want epoch or delta)", c.ResetStyle)
+	}
+	switch c.TimeFormat {
+	case "", TimeUTC, TimeOffset:
+	default:
+		bad("unknown TimeFormat %q (want utc or offset)", c.TimeFormat)
+	}
+	if c.RateLimit < 0 {
+		bad("negative RateLimit %d", c.RateLimit)
+	}
+	if c.Hour < 0 {
+		bad("negative Hour %s", c.Hour)
+	}
+	if c.SlowDelay < 0 {
+		bad("negative SlowDelay %s", c.SlowDelay)
+	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"FailRate", c.FailRate}, {"CutRate", c.CutRate}, {"SlowRate", c.SlowRate}} {
+		if math.IsNaN(r.v) || r.v < 0 || r.v > 1 {
+			bad("%s %v outside [0, 1]", r.name, r.v)
+		}
+	}
+	seen := make(map[string]bool, len(c.Keys))
+	for i, k := range c.Keys {
+		switch {
+		case k.Token == "":
+			bad("Keys[%d] has an empty Token", i)
+		case seen[k.Token]:
+			bad("Keys[%d] repeats a Token", i)
+		case k.Workspace == "":
+			bad("Keys[%d] has an empty Workspace", i)
+		}
+		seen[k.Token] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Dataset returns the contacts the server exports.
+func (s *Server) Dataset() *Dataset { return s.ds }
+
+// Calls returns the number of export requests that passed authentication and
+// the rate limiter, and so counted against the limit (when there is one).
+// Calls answered 400 or with an injected 5xx count too.
+func (s *Server) Calls() int64 { return s.calls.Load() }
+
+// Requests returns the number of requests to the export path, whatever their
+// outcome, including 401, 403, 405 and 429.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// InjectFault queues faults for the next counted calls, one per call in
+// order; a queued fault takes precedence over the random rates. A queued
+// 5xx answers the call before its parameters are checked; a cut or slow
+// fault consumed by a call that answers 400 has no effect.
+func (s *Server) InjectFault(f ...Fault) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queue = append(s.queue, f...)
+}
+
+// decision is what a counted call does wrong, if anything.
+type decision struct {
+	status    int // 500, 502 or 503; 0 for a normal answer
+	cut, slow bool
+}
+
+// nextDecision takes the next queued fault, or draws one from the rates.
+func (s *Server) nextDecision() decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) > 0 {
+		f := s.queue[0]
+		s.queue = s.queue[1:]
+		switch f {
+		case Fault500:
+			return decision{status: 500}
+		case Fault502:
+			return decision{status: 502}
+		case Fault503:
+			return decision{status: 503}
+		case FaultCut:
+			return decision{cut: true}
+		case FaultSlow:
+			return decision{slow: true}
+		}
+		return decision{}
+	}
+	var d decision
+	if s.cfg.FailRate > 0 && s.faultRNG.Float64() < s.cfg.FailRate {
+		d.status = []int{500, 502, 503}[s.faultRNG.IntN(3)]
+		return d
+	}
+	d.cut = s.cfg.CutRate > 0 && s.faultRNG.Float64() < s.cfg.CutRate
+	d.slow = s.cfg.SlowRate > 0 && s.faultRNG.Float64() < s.cfg.SlowRate
+	return d
+}
+
+// limitState is the rate-limit outcome of one call.
+type limitState struct {
+	admitted  bool
+	remaining int
+	reset     time.Time
+	now       time.Time
+}
+
+// admit counts a call against its workspace's window, starting a new window
+// when there is none or the last one has reset.
+func (s *Server) admit(workspace string) limitState {
+	if s.cfg.RateLimit == 0 {
+		s.calls.Add(1)
+		return limitState{admitted: true}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.now()
+	w := s.windows[workspace]
+	if w == nil || !now.Before(w.reset) {
+		w = &window{reset: now.Add(s.cfg.Hour)}
+		s.windows[workspace] = w
+	}
+	if w.used >= s.cfg.RateLimit {
+		return limitState{reset: w.reset, now: now}
+	}
+	w.used++
+	s.calls.Add(1)
+	return limitState{admitted: true, remaining: s.cfg.RateLimit - w.used, reset: w.reset, now: now}
+}
+
+// requestID returns a new unique request id: a bijective mix of a counter
+// and the seed.
+func (s *Server) requestID() string {
+	n := mix64(s.idBase + s.seq.Add(1)*golden)
+	const hexdig = "0123456789abcdef"
+	b := []byte("req_0000000000000000")
+	for k := 0; k < 16; k++ {
+		b[4+k] = hexdig[n>>(60-4*k)&0xf]
+	}
+	return string(b)
+}
