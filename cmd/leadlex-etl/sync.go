@@ -1,0 +1,265 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+)
+
+// DefaultBaseURL is the LeadLex API gateway the documentation names.
+const DefaultBaseURL = "https://data.leadlex.com/functions/v1/api-gateway"
+
+// syncOptions holds the flags of `leadlex-etl sync`.
+type syncOptions struct {
+	BaseURL           string
+	APIKeyFile        string
+	apiKeyFlag        string // refused: keys do not belong on a command line
+	DuckDB            string
+	Since, Until      string
+	Tags              []string
+	ListID            string
+	Fields            []string
+	Limit             int
+	Lookback          time.Duration
+	MaxCalls          int
+	Wait, NoWait      bool
+	AllowInsecureHTTP bool
+	MemoryLimit       string
+	Threads           int
+	RejectRatio       float64
+	LogFormat         string
+	Quiet             bool
+}
+
+// AddFlags registers the sync flags; environment variables give defaults.
+func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
+	baseDefault := DefaultBaseURL
+	if env := os.Getenv("LEADLEX_BASE_URL"); env != "" {
+		baseDefault = env
+	}
+	fs.StringVar(&o.BaseURL, "base-url", baseDefault, "LeadLex API base URL, before /v1/contacts/export (env LEADLEX_BASE_URL)")
+	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "read the API key from this file (default: env LEADLEX_API_KEY)")
+	fs.StringVar(&o.apiKeyFlag, "api-key", "", "")
+	_ = fs.MarkHidden("api-key")
+	fs.StringVar(&o.DuckDB, "duckdb", "", "DuckDB file to upsert contacts into (created if missing)")
+	fs.StringVar(&o.Since, "since", "", "sync contacts created at or after this ISO 8601 instant or date (default: the saved cursor less --lookback, or all history on a first run)")
+	fs.StringVar(&o.Until, "until", "", "sync contacts created before this ISO 8601 instant or date (default: now)")
+	fs.StringArrayVar(&o.Tags, "tag", nil, "only contacts carrying this tag; repeat to require several (a filtered sync keeps its own cursor)")
+	fs.StringVar(&o.ListID, "list-id", "", "only contacts on this list (a filtered sync keeps its own cursor)")
+	fs.StringSliceVar(&o.Fields, "fields", nil, "comma-separated fields to export (default: the API's standard set); id and created_at are always added; extra fields become text columns")
+	fs.IntVar(&o.Limit, "limit", extract.MaxLimit, "rows per API call, 1 to 50000; fewer rows a call means more of the 10 calls an hour")
+	fs.DurationVar(&o.Lookback, "lookback", time.Hour, "re-export this much before the saved cursor, to pick up late or edited contacts")
+	fs.IntVar(&o.MaxCalls, "max-calls", 0, "stop after this many API calls and save progress (0: no cap); the next run resumes")
+	fs.BoolVar(&o.Wait, "wait", true, "when the rate limit is spent, wait for the reset (default)")
+	fs.BoolVar(&o.NoWait, "no-wait", false, "when the rate limit is spent, save progress and exit 75, printing when to resume")
+	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", false, "allow a plain http:// base URL to a host that is not loopback (the key would travel in clear)")
+	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
+	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
+	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window when more than this share of its rows do not parse (bad rows go to _leadlex_rejects)")
+	fs.StringVar(&o.LogFormat, "log-format", "text", "log format on stderr: text or json")
+	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "log warnings and errors only")
+}
+
+// parseInstant reads an ISO 8601 instant or a date (midnight UTC).
+func parseInstant(flag, s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05", "2006-01-02"} {
+		if t, err := time.Parse(layout, s); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, usagef("--%s %q is not an ISO 8601 instant (2026-04-15T09:00:00Z) or date (2026-04-15)", flag, s)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// validate checks the flags and reads the key, before any network call.
+func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, until time.Time, err error) {
+	if fs.Changed("api-key") {
+		return key, since, until, usagef("--api-key is not accepted: a key on the command line shows in ps and shell history; set LEADLEX_API_KEY or use --api-key-file")
+	}
+	if o.DuckDB == "" {
+		return key, since, until, usagef("no destination: give --duckdb PATH")
+	}
+	u, perr := url.Parse(o.BaseURL)
+	if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return key, since, until, usagef("--base-url %q is not an http(s) URL", o.BaseURL)
+	}
+	if u.User != nil {
+		return key, since, until, usagef("--base-url must not carry credentials")
+	}
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !o.AllowInsecureHTTP {
+		return key, since, until, usagef("--base-url %s is plain http to a host that is not loopback: the API key would travel in clear; use https, or pass --allow-insecure-http", o.BaseURL)
+	}
+	if o.Limit < 1 || o.Limit > extract.MaxLimit {
+		return key, since, until, usagef("--limit %d must be between 1 and %d", o.Limit, extract.MaxLimit)
+	}
+	if o.Lookback < 0 {
+		return key, since, until, usagef("--lookback %s must not be negative", o.Lookback)
+	}
+	if o.MaxCalls < 0 {
+		return key, since, until, usagef("--max-calls %d must not be negative", o.MaxCalls)
+	}
+	if fs.Changed("wait") && o.Wait && o.NoWait {
+		return key, since, until, usagef("--wait and --no-wait contradict each other")
+	}
+	if o.RejectRatio < 0 || o.RejectRatio > 1 {
+		return key, since, until, usagef("--reject-ratio %g must be between 0 and 1", o.RejectRatio)
+	}
+	if o.LogFormat != "text" && o.LogFormat != "json" {
+		return key, since, until, usagef("--log-format %q must be text or json", o.LogFormat)
+	}
+	for _, t := range o.Tags {
+		if strings.TrimSpace(t) == "" {
+			return key, since, until, usagef("--tag must not be empty")
+		}
+	}
+	if since, err = parseInstant("since", o.Since); err != nil {
+		return
+	}
+	if until, err = parseInstant("until", o.Until); err != nil {
+		return
+	}
+	if !since.IsZero() && !until.IsZero() && !until.After(since) {
+		return key, since, until, usagef("--until %s is not after --since %s", o.Until, o.Since)
+	}
+	if !until.IsZero() && until.After(time.Now().Add(time.Minute)) {
+		return key, since, until, usagef("--until %s is in the future: contacts created before it could still appear and would be missed", o.Until)
+	}
+	raw := os.Getenv("LEADLEX_API_KEY")
+	src := "LEADLEX_API_KEY"
+	if o.APIKeyFile != "" {
+		b, rerr := os.ReadFile(o.APIKeyFile)
+		if rerr != nil {
+			return key, since, until, usagef("--api-key-file: %v", rerr)
+		}
+		raw, src = strings.TrimSpace(string(b)), "--api-key-file "+o.APIKeyFile
+	}
+	if raw == "" {
+		return key, since, until, usagef("no API key: set LEADLEX_API_KEY or use --api-key-file")
+	}
+	if strings.ContainsAny(raw, " \t\r\n") {
+		return key, since, until, usagef("the API key from %s contains whitespace", src)
+	}
+	return extract.NewAPIKey(raw), since, until, nil
+}
+
+// fields returns the requested fields with id and created_at added.
+func (o *syncOptions) fields() []string {
+	if len(o.Fields) == 0 {
+		return nil
+	}
+	var out []string
+	for _, must := range []string{"id", "created_at"} {
+		found := false
+		for _, f := range o.Fields {
+			found = found || strings.TrimSpace(f) == must
+		}
+		if !found {
+			out = append(out, must)
+		}
+	}
+	for _, f := range o.Fields {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func newLogger(format string, quiet bool, w io.Writer) *slog.Logger {
+	level := slog.LevelInfo
+	if quiet {
+		level = slog.LevelWarn
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, hopts))
+	}
+	return slog.New(slog.NewTextHandler(w, hopts))
+}
+
+func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o syncOptions
+	fs := newFlagSet("sync", `Export contacts from LeadLex and upsert them into a DuckDB file, window by
+window. Each window's rows are committed together with the sync state, so a
+run killed at any point loses nothing and the next run resumes; ids stay
+unique. A first run exports all history; later runs export what is new since
+the saved cursor (less --lookback). API calls are scarce (10 an hour per
+workspace): the planner asks for 50,000 rows a call and splits windows only
+as the data requires.
+
+The API key comes from LEADLEX_API_KEY or --api-key-file, never a flag value.
+
+Exit codes: 0 ok (also when --max-calls stopped the run; run again to go
+on), 1 error, 2 bad usage, 3 key refused (401/403), 75 rate-limited with
+--no-wait (the message says when to resume).
+
+Example:
+  export LEADLEX_API_KEY=wbk_...
+  leadlex-etl sync --duckdb warehouse.duckdb
+  duckdb warehouse.duckdb "SELECT unnest(tags) AS tag, count(*) FROM contacts GROUP BY tag"`, stdout)
+	o.AddFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	key, since, until, err := o.validate(fs)
+	if err != nil {
+		return err
+	}
+	log := newLogger(o.LogFormat, o.Quiet, stderr)
+	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl"}
+	db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
+	res, err := pipeline.Sync(ctx, pipeline.Options{
+		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
+		Sink: db, State: db, Transform: transform.Options{MaxRejectRatio: o.RejectRatio}, Logger: log,
+	})
+	printSummary(stdout, res, o.DuckDB)
+	var rl *extract.RateLimitError
+	if errors.As(err, &rl) {
+		return fmt.Errorf("%w; progress is saved, run again after %s to resume", err, rl.ResumeAt.UTC().Format(time.RFC3339))
+	}
+	return err
+}
+
+func printSummary(w io.Writer, r pipeline.Result, dest string) {
+	state := "complete"
+	switch {
+	case !r.Complete && len(r.Pending) > 0:
+		state = fmt.Sprintf("incomplete, %d window(s) pending: run again to resume", len(r.Pending))
+	case !r.Complete:
+		state = "failed"
+	}
+	fmt.Fprintf(w, "sync %s into %s: %d rows in %d windows, %d API calls (minimum %d), %d rejected, %s\n",
+		state, dest, r.Rows, r.Windows, r.Calls, r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
+	if !r.Cursor.IsZero() {
+		fmt.Fprintf(w, "cursor: contacts created before %s are synced\n", r.Cursor.UTC().Format(time.RFC3339))
+	}
+}

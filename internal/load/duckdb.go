@@ -1,0 +1,429 @@
+package load
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
+)
+
+// DuckDBOptions tunes the embedded DuckDB.
+type DuckDBOptions struct {
+	// MemoryLimit is DuckDB's memory_limit ("2GB"); "" -> "2GB". DuckDB's own
+	// default is 80% of RAM, too much beside other jobs on a cron host.
+	MemoryLimit string
+	// Threads is DuckDB's threads setting; 0 -> the number of CPUs.
+	Threads int
+}
+
+// LockedError says another process has the DuckDB file open for writing.
+type LockedError struct {
+	Path   string
+	Detail string
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("DuckDB file %s is locked by another process (is another sync still running?): %s", e.Path, e.Detail)
+}
+
+// DuckDB is the DuckDB sink and state store. All its work happens on one
+// pinned connection, because the staging table and the registered Arrow
+// views belong to a connection. It is not safe for concurrent use.
+type DuckDB struct {
+	path  string
+	db    *sql.DB
+	conn  *sql.Conn
+	arrow *duckdb.Arrow
+	cols  []schemas.Column // of the window being staged
+	table map[string]bool  // columns the contacts table has
+	inTx  bool
+}
+
+var (
+	_ Sink       = (*DuckDB)(nil)
+	_ StateStore = (*DuckDB)(nil)
+)
+
+const (
+	stageTable = TablePrefix + "stage"
+	batchView  = TablePrefix + "batch"
+)
+
+// OpenDuckDB opens (creating if needed) the DuckDB file at path and the
+// tables the tool needs in it.
+func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, error) {
+	if opts.MemoryLimit == "" {
+		opts.MemoryLimit = "2GB"
+	}
+	if opts.Threads <= 0 {
+		opts.Threads = runtime.NumCPU()
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create folder for %s: %w", path, err)
+		}
+	}
+	connector, err := duckdb.NewConnector(path, func(ex driver.ExecerContext) error {
+		for _, q := range []string{
+			fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(opts.MemoryLimit, "'", "")),
+			fmt.Sprintf("SET threads = %d", opts.Threads),
+		} {
+			if _, err := ex.ExecContext(ctx, q, nil); err != nil {
+				return fmt.Errorf("%s: %w", q, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	db := sql.OpenDB(connector)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		_ = db.Close()
+		return nil, openError(path, err)
+	}
+	d := &DuckDB{path: path, db: db, conn: conn}
+	if err := conn.Raw(func(dc any) error {
+		var err error
+		d.arrow, err = duckdb.NewArrowFromConn(dc.(driver.Conn))
+		return err
+	}); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := d.createTables(ctx); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("prepare %s: %w", path, err)
+	}
+	return d, nil
+}
+
+func openError(path string, err error) error {
+	if msg := err.Error(); strings.Contains(msg, "Could not set lock") || strings.Contains(msg, "Conflicting lock") {
+		return &LockedError{Path: path, Detail: msg}
+	}
+	return fmt.Errorf("open DuckDB file %s: %w", path, err)
+}
+
+// Close closes the database.
+func (d *DuckDB) Close() error {
+	var errs []error
+	if d.conn != nil {
+		errs = append(errs, d.conn.Close())
+	}
+	errs = append(errs, d.db.Close())
+	return errors.Join(errs...)
+}
+
+// DB returns the database, for reading results (tests, summaries).
+func (d *DuckDB) DB() *sql.DB { return d.db }
+
+func (d *DuckDB) exec(ctx context.Context, q string, args ...any) error {
+	_, err := d.conn.ExecContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", firstLine(q), err)
+	}
+	return nil
+}
+
+func firstLine(q string) string {
+	q = strings.TrimSpace(q)
+	if i := strings.IndexByte(q, '\n'); i >= 0 {
+		q = q[:i] + " ..."
+	}
+	if len(q) > 80 {
+		q = q[:80] + "..."
+	}
+	return q
+}
+
+func (d *DuckDB) createTables(ctx context.Context) error {
+	contacts := append(append([]schemas.Column{}, schemas.Contacts...), schemas.Lineage...)
+	for _, q := range []string{
+		schemas.CreateTableSQL(ContactsTable, contacts),
+		`CREATE TABLE IF NOT EXISTS _leadlex_streams (
+			stream_id VARCHAR PRIMARY KEY, identity VARCHAR NOT NULL, cursor TIMESTAMPTZ,
+			pending VARCHAR, pending_since TIMESTAMPTZ, pending_until TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS _leadlex_runs (
+			run_id VARCHAR PRIMARY KEY, stream_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
+			status VARCHAR NOT NULL, since TIMESTAMPTZ, "until" TIMESTAMPTZ, windows INTEGER, "rows" BIGINT, rejects BIGINT,
+			calls INTEGER, error VARCHAR)`,
+		`CREATE TABLE IF NOT EXISTS _leadlex_windows (
+			stream_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, window_from TIMESTAMPTZ, window_to TIMESTAMPTZ,
+			request_id VARCHAR, "rows" BIGINT, rejects BIGINT, calls INTEGER, committed_at TIMESTAMPTZ NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS _leadlex_rejects (
+			stream_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, request_id VARCHAR, window_from TIMESTAMPTZ,
+			window_to TIMESTAMPTZ, line BIGINT, raw VARCHAR, reason VARCHAR, rejected_at TIMESTAMPTZ NOT NULL)`,
+		`CREATE TABLE IF NOT EXISTS _leadlex_budget (
+			key_fingerprint VARCHAR PRIMARY KEY, rate_limit INTEGER, remaining INTEGER, reset_at TIMESTAMPTZ,
+			updated_at TIMESTAMPTZ NOT NULL)`,
+	} {
+		if err := d.exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return d.loadTableColumns(ctx)
+}
+
+func (d *DuckDB) loadTableColumns(ctx context.Context) error {
+	rows, err := d.conn.QueryContext(ctx, `SELECT column_name FROM duckdb_columns() WHERE table_name = ? AND schema_name = 'main' AND database_name = current_database()`, ContactsTable)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	d.table = map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return err
+		}
+		d.table[name] = true
+	}
+	return rows.Err()
+}
+
+// Begin creates an empty staging table for the window's columns.
+func (d *DuckDB) Begin(ctx context.Context, _ WindowInfo, cols []schemas.Column) error {
+	if d.inTx {
+		if err := d.Abort(ctx); err != nil {
+			return err
+		}
+	}
+	d.cols = cols
+	stage := append(append([]schemas.Column{}, cols...), schemas.Column{Name: "_line", Kind: schemas.Int64, Required: true})
+	q := strings.Replace(schemas.CreateTableSQL(stageTable, stage), "CREATE TABLE IF NOT EXISTS", "CREATE OR REPLACE TEMP TABLE", 1)
+	return d.exec(ctx, q)
+}
+
+// Write copies one batch into the staging table through a registered Arrow
+// view: columnar, no per-row work in Go.
+func (d *DuckDB) Write(ctx context.Context, batch arrow.RecordBatch) error {
+	rr, err := array.NewRecordReader(batch.Schema(), []arrow.RecordBatch{batch})
+	if err != nil {
+		return err
+	}
+	defer rr.Release()
+	release, err := d.arrow.RegisterView(rr, batchView)
+	if err != nil {
+		return fmt.Errorf("register Arrow batch: %w", err)
+	}
+	defer release()
+	return d.exec(ctx, `INSERT INTO `+stageTable+` BY NAME SELECT * REPLACE (CAST(id AS UUID) AS id) FROM `+batchView)
+}
+
+// Abort drops the staging table's rows and rolls back an open transaction.
+func (d *DuckDB) Abort(ctx context.Context) error {
+	if d.inTx {
+		d.inTx = false
+		if err := d.exec(ctx, "ROLLBACK"); err != nil {
+			return err
+		}
+	}
+	return d.exec(ctx, `DROP TABLE IF EXISTS `+stageTable)
+}
+
+// Commit upserts the staged window into contacts and records rejects, the
+// window and the stream state, all in one transaction.
+func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (err error) {
+	if err := d.exec(ctx, "BEGIN TRANSACTION"); err != nil {
+		return err
+	}
+	d.inTx = true
+	defer func() {
+		if err != nil && d.inTx {
+			d.inTx = false
+			_ = d.exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+	}()
+	var added []string
+	for _, c := range d.cols {
+		if !d.table[c.Name] {
+			if err := d.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", schemas.QuoteIdent(ContactsTable), schemas.QuoteIdent(c.Name), c.DuckDBType())); err != nil {
+				return err
+			}
+			added = append(added, c.Name)
+		}
+	}
+	if err := d.exec(ctx, `DELETE FROM `+schemas.QuoteIdent(ContactsTable)+` WHERE id IN (SELECT id FROM `+stageTable+`)`); err != nil {
+		return err
+	}
+	// Latest wins: of ids repeated within the window, keep the last row.
+	if err := d.exec(ctx, `INSERT INTO `+schemas.QuoteIdent(ContactsTable)+` BY NAME
+		SELECT * EXCLUDE (_line), ?::VARCHAR AS _request_id, ?::TIMESTAMPTZ AS _loaded_at FROM `+stageTable+`
+		QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`, info.RequestID, info.LoadedAt.UTC()); err != nil {
+		return err
+	}
+	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
+	for _, r := range rejects {
+		if err := d.exec(ctx, `INSERT INTO _leadlex_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			info.StreamID, info.RunID, r.RequestID, from, to, r.Line, r.Raw, r.Reason, info.LoadedAt.UTC()); err != nil {
+			return err
+		}
+	}
+	if err := d.exec(ctx, `INSERT INTO _leadlex_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		info.StreamID, info.RunID, from, to, info.RequestID, stats.Rows, stats.Rejects, stats.Calls, info.LoadedAt.UTC()); err != nil {
+		return err
+	}
+	if err := d.saveState(ctx, st); err != nil {
+		return err
+	}
+	if err := d.exec(ctx, "COMMIT"); err != nil {
+		return err
+	}
+	d.inTx = false
+	for _, name := range added {
+		d.table[name] = true
+	}
+	return d.exec(ctx, `DROP TABLE IF EXISTS `+stageTable)
+}
+
+func nullTime(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UTC()
+}
+
+// windowJSON is how pending windows are stored; "" is an open bound.
+type windowJSON struct {
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+}
+
+func encodeWindows(ws []extract.Window) (string, error) {
+	out := make([]windowJSON, len(ws))
+	for i, w := range ws {
+		if !w.From.IsZero() {
+			out[i].From = w.From.UTC().Format(time.RFC3339Nano)
+		}
+		if !w.To.IsZero() {
+			out[i].To = w.To.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	b, err := json.Marshal(out)
+	return string(b), err
+}
+
+func decodeWindows(s string) ([]extract.Window, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var in []windowJSON
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("pending windows %q: %w", s, err)
+	}
+	out := make([]extract.Window, len(in))
+	for i, w := range in {
+		var err error
+		if w.From != "" {
+			if out[i].From, err = time.Parse(time.RFC3339Nano, w.From); err != nil {
+				return nil, err
+			}
+		}
+		if w.To != "" {
+			if out[i].To, err = time.Parse(time.RFC3339Nano, w.To); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
+	pending, err := encodeWindows(st.Pending)
+	if err != nil {
+		return err
+	}
+	var pendingArg any = pending
+	if len(st.Pending) == 0 {
+		pendingArg = nil
+	}
+	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		st.StreamID, st.Identity, nullTime(st.Cursor), pendingArg, nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC())
+}
+
+// SaveState writes a stream's state outside a window commit (a run that
+// found nothing to do still moves its cursor).
+func (d *DuckDB) SaveState(ctx context.Context, st StreamState) error { return d.saveState(ctx, st) }
+
+// LoadState reads a stream's state.
+func (d *DuckDB) LoadState(ctx context.Context, streamID, identity string) (StreamState, error) {
+	st := StreamState{StreamID: streamID, Identity: identity}
+	var cursor, since, until sql.NullTime
+	var pending sql.NullString
+	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until FROM _leadlex_streams WHERE stream_id = ?`, streamID).
+		Scan(&cursor, &pending, &since, &until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("read state of stream %s: %w", streamID, err)
+	}
+	st.Cursor, st.PendingSince, st.PendingUntil = cursor.Time.UTC(), since.Time.UTC(), until.Time.UTC()
+	if !cursor.Valid {
+		st.Cursor = time.Time{}
+	}
+	if !since.Valid {
+		st.PendingSince = time.Time{}
+	}
+	if !until.Valid {
+		st.PendingUntil = time.Time{}
+	}
+	st.Pending, err = decodeWindows(pending.String)
+	return st, err
+}
+
+// StartRun records a run as running.
+func (d *DuckDB) StartRun(ctx context.Context, r Run) error {
+	return d.exec(ctx, `INSERT INTO _leadlex_runs (run_id, stream_id, started_at, status, since, "until") VALUES (?, ?, ?, 'running', ?, ?)`,
+		r.RunID, r.StreamID, r.StartedAt.UTC(), nullTime(r.Since), nullTime(r.Until))
+}
+
+// FinishRun records a run's outcome.
+func (d *DuckDB) FinishRun(ctx context.Context, r Run) error {
+	var errText any
+	if r.Error != "" {
+		errText = r.Error
+	}
+	return d.exec(ctx, `UPDATE _leadlex_runs SET finished_at = ?, status = ?, windows = ?, "rows" = ?, rejects = ?, calls = ?, error = ? WHERE run_id = ?`,
+		r.FinishedAt.UTC(), r.Status, r.Windows, r.Rows, r.Rejects, r.Calls, errText, r.RunID)
+}
+
+// LoadBudget reads the remembered rate-limit budget of a key.
+func (d *DuckDB) LoadBudget(ctx context.Context, fp string) (extract.RateLimit, error) {
+	var b extract.RateLimit
+	var reset sql.NullTime
+	err := d.conn.QueryRowContext(ctx, `SELECT rate_limit, remaining, reset_at FROM _leadlex_budget WHERE key_fingerprint = ?`, fp).Scan(&b.Limit, &b.Remaining, &reset)
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, nil
+	}
+	if err != nil {
+		return b, fmt.Errorf("read rate-limit budget: %w", err)
+	}
+	b.Known, b.Reset = true, reset.Time
+	return b, nil
+}
+
+// SaveBudget remembers a key's rate-limit budget.
+func (d *DuckDB) SaveBudget(ctx context.Context, fp string, b extract.RateLimit) error {
+	if !b.Known {
+		return nil
+	}
+	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_budget VALUES (?, ?, ?, ?, ?)`, fp, b.Limit, b.Remaining, nullTime(b.Reset), time.Now().UTC())
+}

@@ -1,0 +1,104 @@
+// Package load owns the sinks that make windows of contacts durable: DuckDB
+// (an upsert and the sync state in one transaction) and, later, Parquet. A
+// sink receives Arrow record batches that package transform produced and
+// never talks to the API or parses CSV itself.
+package load
+
+import (
+	"context"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
+)
+
+// TablePrefix starts the name of every table the tool keeps for itself, so
+// none can collide with a user's table.
+const TablePrefix = "_leadlex_"
+
+// ContactsTable is the table (DuckDB) or folder (Parquet) the contacts go to.
+const ContactsTable = "contacts"
+
+// WindowInfo identifies one window attempt.
+type WindowInfo struct {
+	StreamID  string
+	RunID     string
+	Window    extract.Window
+	RequestID string    // X-Request-ID of the response
+	LoadedAt  time.Time // stamped on every row of the window
+}
+
+// StreamState is the sync progress of one stream (one base URL, filter set
+// and field list). Everything created before Cursor has been synced (less
+// the lookback a run re-exports); Pending holds the windows an interrupted
+// run had left, PendingSince and PendingUntil the range that run covered
+// (zero PendingSince: from the beginning of time).
+type StreamState struct {
+	StreamID     string
+	Identity     string // JSON description: base URL, filters, fields
+	Cursor       time.Time
+	Pending      []extract.Window
+	PendingSince time.Time
+	PendingUntil time.Time
+}
+
+// WindowStats is what a committed window held.
+type WindowStats struct {
+	Rows    int64 // data rows in the response
+	Rejects int64
+	Calls   int // API calls the window took, retries included
+}
+
+// Sink makes windows durable. Calls for one window come in the order Begin,
+// Write*, then Commit or Abort; a window may be begun again after Abort (a
+// retried download).
+type Sink interface {
+	// Begin starts a window attempt with the given columns (header order),
+	// discarding anything an earlier attempt left uncommitted.
+	Begin(ctx context.Context, info WindowInfo, cols []schemas.Column) error
+	// Write adds one batch of the current window; its schema is
+	// schemas.ArrowSchema(cols) plus a last int64 column "_line". The caller
+	// owns batch and releases it after Write returns.
+	Write(ctx context.Context, batch arrow.RecordBatch) error
+	// Commit makes the window's rows, its rejects and the stream's new state
+	// durable together: after a crash either all of them are there or none.
+	// Ids repeated within the window keep their last row (highest _line);
+	// ids already stored are replaced.
+	Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, state StreamState) error
+	// Abort discards the current window attempt.
+	Abort(ctx context.Context) error
+}
+
+// StateStore keeps sync state and run history beside the data.
+type StateStore interface {
+	// LoadState returns the state of a stream; a stream never synced has
+	// only StreamID and Identity set.
+	LoadState(ctx context.Context, streamID, identity string) (StreamState, error)
+	// StartRun records a run's start.
+	StartRun(ctx context.Context, run Run) error
+	// FinishRun records a run's outcome.
+	FinishRun(ctx context.Context, run Run) error
+	// LoadBudget returns the remembered rate-limit budget of a workspace key.
+	LoadBudget(ctx context.Context, keyFingerprint string) (extract.RateLimit, error)
+	// SaveBudget remembers the budget.
+	SaveBudget(ctx context.Context, keyFingerprint string, b extract.RateLimit) error
+}
+
+// Run is one invocation of sync for one stream.
+type Run struct {
+	RunID      string
+	StreamID   string
+	StartedAt  time.Time
+	FinishedAt time.Time
+	Status     string // running, ok, partial (stopped at --max-calls), failed
+	Since      time.Time
+	Until      time.Time
+	Windows    int
+	Rows       int64
+	Rejects    int64
+	Calls      int
+	Error      string
+}

@@ -1,0 +1,307 @@
+// Package pipeline runs a sync: it works out which created_at range a run
+// must cover from the stream's saved state, drives the extractor over it,
+// streams each response through the transform into the sinks, and commits
+// each window together with the state a resumed run starts from. It holds
+// the wiring and the state rules, and leaves HTTP to extract, parsing to
+// transform and storage to load.
+package pipeline
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+)
+
+// Options configures one sync.
+type Options struct {
+	Client *extract.Client
+	// Query holds the filters, the fields and the limit; its created_after
+	// and created_before are set per window.
+	Query extract.Query
+	// Since and Until bound the run (zero: from the saved cursor, or all
+	// history on a first run; until now).
+	Since, Until time.Time
+	// Lookback re-exports this much before the saved cursor.
+	Lookback time.Duration
+	// MaxCalls stops the run after this many API calls (0: no cap).
+	MaxCalls int
+	Sink     load.Sink
+	State    load.StateStore
+	// Transform's RequestID is set per response.
+	Transform transform.Options
+	Logger    *slog.Logger
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+}
+
+// Result says what a sync did.
+type Result struct {
+	extract.Summary
+	StreamID  string
+	RunID     string
+	Since     time.Time // zero: from the beginning
+	Until     time.Time
+	Rejects   int64
+	Complete  bool             // the range is fully synced
+	Pending   []extract.Window // what a next run resumes with
+	Cursor    time.Time        // the stream's cursor after the run
+	MinCalls  int              // ceil(rows / limit): the fewest calls the rows could have taken
+	WasResume bool             // the run finished an interrupted one
+}
+
+// Identity describes a stream: the same base URL, filters and fields make
+// the same stream, whose cursor a sync with other filters never moves.
+type Identity struct {
+	BaseURL string   `json:"base_url"`
+	ListID  string   `json:"list_id,omitempty"`
+	Tags    []string `json:"tags,omitempty"`
+	Fields  []string `json:"fields,omitempty"`
+}
+
+// StreamIdentity returns the identity of q's stream against baseURL, as
+// canonical JSON, and a short id derived from it.
+func StreamIdentity(baseURL string, q extract.Query) (id, identity string) {
+	ident := Identity{
+		BaseURL: strings.TrimRight(baseURL, "/"),
+		ListID:  q.ListID,
+		Tags:    slices.Sorted(slices.Values(q.Tags)),
+		Fields:  slices.Sorted(slices.Values(q.Fields)),
+	}
+	ident.Tags = slices.Compact(ident.Tags)
+	ident.Fields = slices.Compact(ident.Fields)
+	b, _ := json.Marshal(ident)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8]), string(b)
+}
+
+// PlanRun decides the windows of a run from the stream's state: an
+// interrupted run's pending windows plus what is new since its end; else
+// the range from since (or the cursor less the lookback, or the beginning)
+// to until. runSince and runUntil are the range the run covers in one piece,
+// which decides whether completing it moves the cursor.
+func PlanRun(st load.StreamState, since, until time.Time, lookback time.Duration) (windows []extract.Window, runSince, runUntil time.Time) {
+	if len(st.Pending) > 0 {
+		from := st.PendingUntil
+		runSince = st.PendingSince
+		if !since.IsZero() {
+			from, runSince = since, since
+		}
+		windows = slices.Clone(st.Pending)
+		if until.After(from) {
+			windows = append(windows, extract.Window{From: from, To: until})
+		}
+		return mergeWindows(windows), runSince, later(until, st.PendingUntil)
+	}
+	if since.IsZero() && !st.Cursor.IsZero() {
+		since = st.Cursor.Add(-lookback)
+	}
+	if !since.IsZero() && !until.After(since) {
+		return nil, since, until
+	}
+	return []extract.Window{{From: since, To: until}}, since, until
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// mergeWindows sorts windows and joins those that overlap or touch.
+func mergeWindows(ws []extract.Window) []extract.Window {
+	slices.SortFunc(ws, func(a, b extract.Window) int {
+		switch {
+		case a.From.Equal(b.From):
+			return 0
+		case a.From.IsZero() || (!b.From.IsZero() && a.From.Before(b.From)):
+			return -1
+		}
+		return 1
+	})
+	var out []extract.Window
+	for _, w := range ws {
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if last.To.IsZero() || !w.From.After(last.To) {
+				if last.To.IsZero() || w.To.IsZero() {
+					last.To = time.Time{}
+				} else {
+					last.To = later(last.To, w.To)
+				}
+				continue
+			}
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+// Sync runs one sync and returns what it did. Windows committed before an
+// error stay committed, and the state saved with them lets the next run
+// resume where this one stopped.
+func Sync(ctx context.Context, o Options) (res Result, err error) {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := now().UTC()
+	until := o.Until
+	if until.IsZero() {
+		until = start
+	}
+	streamID, identity := StreamIdentity(o.Client.BaseURL, o.Query)
+	st, err := o.State.LoadState(ctx, streamID, identity)
+	if err != nil {
+		return res, err
+	}
+	fp := o.Client.Key.Fingerprint()
+	if b, err := o.State.LoadBudget(ctx, fp); err != nil {
+		return res, err
+	} else if b.Known && b.Reset.After(start) {
+		o.Client.SetBudget(b)
+	}
+	windows, runSince, runUntil := PlanRun(st, o.Since, until, o.Lookback)
+	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor, WasResume: len(st.Pending) > 0}
+	log = log.With("stream", streamID, "run", res.RunID)
+	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: "running", Since: runSince, Until: runUntil}
+	if err := o.State.StartRun(ctx, run); err != nil {
+		return res, err
+	}
+	log.Info("sync starting", "since", fmtTime(runSince, "the beginning"), "until", fmtTime(runUntil, "now"),
+		"windows", len(windows), "resuming", res.WasResume, "identity", identity)
+
+	limit := o.Query.Limit
+	if limit <= 0 {
+		limit = extract.MaxLimit
+		o.Query.Limit = limit
+	}
+	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls()}
+	planner := extract.NewPlanner(limit, windows...)
+	ex := &extract.Extractor{Client: o.Client, Query: o.Query}
+	sum, runErr := ex.Run(ctx, planner, h, o.MaxCalls)
+	if len(windows) == 0 && runErr == nil {
+		// Nothing to fetch; the range is empty.
+		h.st.PendingSince, h.st.PendingUntil = time.Time{}, time.Time{}
+	}
+	res.Summary = sum
+	res.Rejects = h.rejects
+	res.Pending = planner.Pending()
+	res.Complete = runErr == nil && len(res.Pending) == 0
+	res.Cursor = h.st.Cursor
+	res.MinCalls = extract.MinCalls(sum.Rows, limit)
+
+	run.FinishedAt, run.Windows, run.Rows, run.Rejects, run.Calls = now().UTC(), sum.Windows, int64(sum.Rows), h.rejects, sum.Calls
+	switch {
+	case runErr != nil:
+		run.Status, run.Error = "failed", runErr.Error()
+	case res.Complete:
+		run.Status = "ok"
+	default:
+		run.Status = "partial"
+	}
+	// Record the outcome even if ctx was cancelled.
+	bg := context.WithoutCancel(ctx)
+	finishErr := errors.Join(o.State.FinishRun(bg, run), o.State.SaveBudget(bg, fp, o.Client.Budget()))
+	if runErr != nil {
+		return res, runErr
+	}
+	return res, finishErr
+}
+
+func fmtTime(t time.Time, zero string) string {
+	if t.IsZero() {
+		return zero
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func newRunID(t time.Time) string {
+	var b [4]byte
+	sum := sha256.Sum256([]byte(t.Format(time.RFC3339Nano)))
+	copy(b[:], sum[:])
+	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
+}
+
+// handler streams each response through the transform into the sink and
+// commits windows with the stream state.
+type handler struct {
+	o                  *Options
+	st                 load.StreamState
+	runID              string
+	runSince, runUntil time.Time
+	now                func() time.Time
+	log                *slog.Logger
+
+	reqID     string
+	rows      int64
+	rejected  []transform.Reject
+	callsSeen int
+	rejects   int64
+}
+
+func (h *handler) info(w extract.Window) load.WindowInfo {
+	return load.WindowInfo{StreamID: h.st.StreamID, RunID: h.runID, Window: w, RequestID: h.reqID, LoadedAt: h.now().UTC()}
+}
+
+// Consume implements extract.Handler.
+func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
+	h.reqID, h.rows, h.rejected = resp.RequestID, 0, nil
+	topts := h.o.Transform
+	topts.RequestID = resp.RequestID
+	rd, err := transform.NewReader(resp.Body, topts)
+	if err != nil {
+		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
+	}
+	defer rd.Release()
+	if err := h.o.Sink.Begin(ctx, h.info(w), rd.Columns()); err != nil {
+		return extract.Tally{}, err
+	}
+	for rd.Next() {
+		if err := h.o.Sink.Write(ctx, rd.RecordBatch()); err != nil {
+			return extract.Tally{}, errors.Join(err, h.o.Sink.Abort(context.WithoutCancel(ctx)))
+		}
+	}
+	if err := rd.Err(); err != nil {
+		return extract.Tally{}, errors.Join(fmt.Errorf("response %s: %w", resp.RequestID, err), h.o.Sink.Abort(context.WithoutCancel(ctx)))
+	}
+	h.rows, h.rejected = rd.Rows(), rd.Rejects()
+	return rd.Tally(), nil
+}
+
+// Commit implements extract.Handler.
+func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extract.Window) error {
+	h.st.Pending = pending
+	if len(pending) == 0 {
+		h.st.PendingSince, h.st.PendingUntil = time.Time{}, time.Time{}
+		if h.st.Cursor.IsZero() || h.runSince.IsZero() || !h.runSince.After(h.st.Cursor) {
+			h.st.Cursor = later(h.st.Cursor, h.runUntil)
+		}
+	} else {
+		h.st.PendingSince, h.st.PendingUntil = h.runSince, h.runUntil
+	}
+	calls := h.o.Client.Calls()
+	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
+	h.callsSeen = calls
+	if err := h.o.Sink.Commit(ctx, h.info(w), h.rejected, stats, h.st); err != nil {
+		return err
+	}
+	h.rejects += int64(len(h.rejected))
+	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending))
+	return nil
+}

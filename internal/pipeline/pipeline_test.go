@@ -1,0 +1,252 @@
+package pipeline_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/fakeapi"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
+)
+
+const testKey = "wbk_test_S3CR3T_pipeline_key"
+
+func startFake(t testing.TB, cfg fakeapi.Config) (*fakeapi.Server, string) {
+	t.Helper()
+	cfg.Keys = []fakeapi.Key{{Token: testKey, Workspace: "acme", ReadContacts: true}}
+	srv, err := fakeapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return srv, hs.URL
+}
+
+func openDB(t testing.TB, path string) *load.DuckDB {
+	t.Helper()
+	db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{MemoryLimit: "1GB", Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+type syncArgs struct {
+	limit        int
+	since, until time.Time
+	tags         []string
+	fields       []string
+	maxCalls     int
+}
+
+func runSync(t testing.TB, url string, db *load.DuckDB, a syncArgs) (pipeline.Result, error) {
+	t.Helper()
+	if a.limit == 0 {
+		a.limit = extract.MaxLimit
+	}
+	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
+	return pipeline.Sync(context.Background(), pipeline.Options{
+		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, Fields: a.fields},
+		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Sink: db, State: db,
+	})
+}
+
+// row is one contacts row read back from DuckDB, NULLs as "".
+type row struct {
+	ID, FullName, Email, Phone, JobTitle, Company, LinkedIn string
+	Tags                                                     []string
+	CreatedAt                                                time.Time
+	RequestID                                                string
+}
+
+func readContacts(t testing.TB, db *sql.DB) map[string]row {
+	t.Helper()
+	rows, err := db.Query(`SELECT id::VARCHAR, coalesce(full_name, ''), coalesce(email, ''), coalesce(phone, ''), coalesce(job_title, ''),
+		coalesce(company_name, ''), coalesce(linkedin_url, ''), tags, epoch_us(created_at), coalesce(_request_id, '') FROM contacts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]row{}
+	for rows.Next() {
+		var r row
+		var tags []any
+		var us int64
+		if err := rows.Scan(&r.ID, &r.FullName, &r.Email, &r.Phone, &r.JobTitle, &r.Company, &r.LinkedIn, &tags, &us, &r.RequestID); err != nil {
+			t.Fatal(err)
+		}
+		for _, tag := range tags {
+			r.Tags = append(r.Tags, tag.(string))
+		}
+		r.CreatedAt = time.UnixMicro(us).UTC()
+		if _, dup := out[r.ID]; dup {
+			t.Fatalf("id %s is in contacts twice", r.ID)
+		}
+		out[r.ID] = r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkEqualsDataset fails unless the contacts table holds exactly the
+// dataset's contacts for which keep is true, field by field.
+func checkEqualsDataset(t testing.TB, db *sql.DB, ds *fakeapi.Dataset, keep func(fakeapi.Contact) bool) {
+	t.Helper()
+	got := readContacts(t, db)
+	want := 0
+	for i := 0; i < ds.Len(); i++ {
+		c := ds.Contact(i)
+		if keep != nil && !keep(c) {
+			continue
+		}
+		want++
+		r, ok := got[c.ID]
+		if !ok {
+			t.Fatalf("contact %s (created %s) is missing", c.ID, c.CreatedAt)
+		}
+		exp := row{ID: c.ID, FullName: c.FullName, Email: c.Email, Phone: c.Phone, JobTitle: c.JobTitle, Company: c.CompanyName,
+			LinkedIn: c.LinkedInURL, Tags: c.Tags, CreatedAt: c.CreatedAt.UTC(), RequestID: r.RequestID}
+		if len(exp.Tags) == 0 {
+			exp.Tags = nil
+		}
+		if fmt.Sprintf("%q", r) != fmt.Sprintf("%q", exp) {
+			t.Fatalf("contact %s differs:\n got  %q\n want %q", c.ID, r, exp)
+		}
+		if r.RequestID == "" {
+			t.Fatalf("contact %s has no request id", c.ID)
+		}
+	}
+	if len(got) != want {
+		t.Fatalf("contacts has %d rows, want %d", len(got), want)
+	}
+}
+
+func TestRoundTripEveryOrderAndBound(t *testing.T) {
+	for _, order := range []fakeapi.Order{fakeapi.OrderAsc, fakeapi.OrderDesc, fakeapi.OrderRandom} {
+		for _, bounds := range []fakeapi.Bounds{fakeapi.BoundsInclusive, fakeapi.BoundsExclusive, fakeapi.BoundsMixed} {
+			t.Run(string(order)+"/"+string(bounds), func(t *testing.T) {
+				t.Parallel()
+				srv, url := startFake(t, fakeapi.Config{Contacts: 30000, Seed: 42, Order: order, Bounds: bounds, TimeFormat: fakeapi.TimeOffset})
+				db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+				res, err := runSync(t, url, db, syncArgs{limit: 5000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !res.Complete || len(res.Pending) != 0 {
+					t.Fatalf("sync not complete: %+v", res)
+				}
+				checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+				t.Logf("%d calls (minimum %d), %d rows received", res.Calls, extract.MinCalls(30000, 5000), res.Rows)
+
+				// A second run costs one call and changes nothing.
+				res2, err := runSync(t, url, db, syncArgs{limit: 5000})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res2.Calls != 1 {
+					t.Errorf("incremental run used %d calls, want 1", res2.Calls)
+				}
+				checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+			})
+		}
+	}
+}
+
+func TestOverlappingWindowsLeaveNoDuplicates(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 20000, Seed: 7, Order: fakeapi.OrderRandom})
+	ds := srv.Dataset()
+	db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	at := func(i int) time.Time { return ds.Contact(i).CreatedAt }
+	// [a, c) then [b, d) with b < c, then everything (an explicit --since
+	// before the first contact: without it the run would go on from the
+	// cursor, d).
+	for _, w := range [][2]time.Time{{at(1000), at(12000)}, {at(8000), at(19000)}, {at(0).Add(-time.Hour), {}}} {
+		if _, err := runSync(t, url, db, syncArgs{limit: 3000, since: w[0], until: w[1]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkEqualsDataset(t, db.DB(), ds, nil)
+}
+
+func TestFilteredSyncKeepsItsOwnCursor(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 5000, Seed: 8})
+	ds := srv.Dataset()
+	db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	// Half a second after a contact: the data has whole seconds, so no
+	// contact sits on the bound whichever bound rule the API has.
+	mid := ds.Contact(2500).CreatedAt.Add(500 * time.Millisecond)
+	res, err := runSync(t, url, db, syncArgs{until: mid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unfiltered, _ := pipeline.StreamIdentity(url, extract.Query{})
+	before, err := db.LoadState(context.Background(), unfiltered, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !before.Cursor.Equal(mid) || !res.Cursor.Equal(mid) {
+		t.Fatalf("unfiltered cursor %s, result %s; want %s", before.Cursor, res.Cursor, mid)
+	}
+	fres, err := runSync(t, url, db, syncArgs{tags: []string{"vip"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fres.StreamID == unfiltered {
+		t.Fatal("the filtered sync has the unfiltered stream's id")
+	}
+	after, err := db.LoadState(context.Background(), unfiltered, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !after.Cursor.Equal(before.Cursor) {
+		t.Errorf("a --tag sync moved the unfiltered cursor from %s to %s", before.Cursor, after.Cursor)
+	}
+	// The table holds the unfiltered first half and every vip contact.
+	checkEqualsDataset(t, db.DB(), ds, func(c fakeapi.Contact) bool {
+		return c.CreatedAt.Before(mid) || slices.Contains(c.Tags, "vip")
+	})
+}
+
+func TestMaxCallsStopsAndResumes(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 20000, Seed: 9})
+	db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	until := time.Now().UTC()
+	total := 0
+	for i := 0; ; i++ {
+		res, err := runSync(t, url, db, syncArgs{limit: 2000, maxCalls: 3, until: until})
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += res.Calls
+		if res.Calls > 3 {
+			t.Fatalf("run %d used %d calls, cap 3", i, res.Calls)
+		}
+		if res.Complete {
+			if !res.Cursor.Equal(until) {
+				t.Errorf("cursor %s, want %s", res.Cursor, until)
+			}
+			break
+		}
+		if len(res.Pending) == 0 {
+			t.Fatal("incomplete run with nothing pending")
+		}
+		if i > 20 {
+			t.Fatal("never completes")
+		}
+	}
+	checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+	if total > extract.MinCalls(20000, 2000-200)+1 {
+		t.Errorf("resumed runs used %d calls in all", total)
+	}
+}

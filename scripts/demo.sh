@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make demo: start the fake LeadLex API on a free loopback port, sync a few
+# hundred thousand contacts into demo/warehouse.duckdb, run it again to show
+# an incremental sync, print a summary and a sample query, stop the fake API.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-bin/leadlex-etl}
+CONTACTS=${DEMO_CONTACTS:-300000}
+DB=demo/warehouse.duckdb
+
+mkdir -p demo
+rm -f "$DB" "$DB.wal"
+"$BIN" fake-api --addr 127.0.0.1:0 --contacts "$CONTACTS" --order random >demo/fake-api.log 2>&1 &
+FAKE=$!
+trap 'kill $FAKE 2>/dev/null || true; wait $FAKE 2>/dev/null || true' EXIT
+URL=
+for _ in $(seq 200); do
+  URL=$(grep -o 'http://[0-9.:]*' demo/fake-api.log | head -1 || true)
+  [ -n "$URL" ] && break
+  kill -0 $FAKE 2>/dev/null || { cat demo/fake-api.log; exit 1; }
+  sleep 0.05
+done
+[ -n "$URL" ] || { echo "fake API did not start"; cat demo/fake-api.log; exit 1; }
+echo "== $(cat demo/fake-api.log)"
+
+export LEADLEX_API_KEY=wbk_demo_key   # the fake API's demo key
+echo "== first sync: all history ($CONTACTS contacts, rows come back in random order)"
+"$BIN" sync --quiet --base-url "$URL" --duckdb "$DB"
+echo "== second sync: only what is new since the cursor (one call)"
+"$BIN" sync --quiet --base-url "$URL" --duckdb "$DB"
+
+echo "== contacts per tag"
+"$BIN" query --duckdb "$DB" "SELECT tag, count(*) AS contacts FROM (SELECT unnest(tags) AS tag FROM contacts) GROUP BY tag ORDER BY contacts DESC, tag"
+echo "== the table and the tool's own tables"
+"$BIN" query --duckdb "$DB" "SELECT (SELECT count(*) FROM contacts) AS contacts, (SELECT count(DISTINCT id) FROM contacts) AS distinct_ids, (SELECT min(created_at) FROM contacts) AS first_created, (SELECT max(created_at) FROM contacts) AS last_created"
+"$BIN" query --duckdb "$DB" "SELECT run_id, status, windows, rows, calls, rejects, finished_at - started_at AS took FROM _leadlex_runs ORDER BY started_at"
+echo "== done: open $DB with DuckDB, e.g. duckdb $DB \"SELECT * FROM contacts LIMIT 5\""
