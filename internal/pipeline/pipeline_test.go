@@ -63,9 +63,9 @@ func runSync(t testing.TB, url string, db *load.DuckDB, a syncArgs) (pipeline.Re
 // row is one contacts row read back from DuckDB, NULLs as "".
 type row struct {
 	ID, FullName, Email, Phone, JobTitle, Company, LinkedIn string
-	Tags                                                     []string
-	CreatedAt                                                time.Time
-	RequestID                                                string
+	Tags                                                    []string
+	CreatedAt                                               time.Time
+	RequestID                                               string
 }
 
 func readContacts(t testing.TB, db *sql.DB) map[string]row {
