@@ -41,6 +41,8 @@ type syncOptions struct {
 	MemoryLimit       string
 	Threads           int
 	RejectRatio       float64
+	Attempts          int
+	Backoff           time.Duration
 	LogFormat         string
 	Quiet             bool
 }
@@ -67,6 +69,8 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Wait, "wait", true, "when the rate limit is spent, wait for the reset (default)")
 	fs.BoolVar(&o.NoWait, "no-wait", false, "when the rate limit is spent, save progress and exit 75, printing when to resume")
 	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", false, "allow a plain http:// base URL to a host that is not loopback (the key would travel in clear)")
+	fs.IntVar(&o.Attempts, "attempts", 4, "tries per window on 5xx answers, broken-off bodies and network errors (each try spends an API call)")
+	fs.DurationVar(&o.Backoff, "retry-backoff", 2*time.Second, "first pause between tries; it doubles each try (with jitter), up to a minute")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
 	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window when more than this share of its rows do not parse (bad rows go to _leadlex_rejects)")
@@ -124,6 +128,12 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if fs.Changed("wait") && o.Wait && o.NoWait {
 		return key, since, until, usagef("--wait and --no-wait contradict each other")
+	}
+	if o.Attempts < 1 {
+		return key, since, until, usagef("--attempts %d must be at least 1", o.Attempts)
+	}
+	if o.Backoff <= 0 {
+		return key, since, until, usagef("--retry-backoff %s must be positive", o.Backoff)
 	}
 	if o.RejectRatio < 0 || o.RejectRatio > 1 {
 		return key, since, until, usagef("--reject-ratio %g must be between 0 and 1", o.RejectRatio)
@@ -230,7 +240,8 @@ Example:
 		return err
 	}
 	log := newLogger(o.LogFormat, o.Quiet, stderr)
-	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl"}
+	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl",
+		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}}
 	db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads})
 	if err != nil {
 		return err
@@ -241,7 +252,7 @@ Example:
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
 		Sink: db, State: db, Transform: transform.Options{MaxRejectRatio: o.RejectRatio}, Logger: log,
 	})
-	printSummary(stdout, res, o.DuckDB)
+	printSummary(stdout, res, err != nil, o.DuckDB)
 	var rl *extract.RateLimitError
 	if errors.As(err, &rl) {
 		return fmt.Errorf("%w; progress is saved, run again after %s to resume", err, rl.ResumeAt.UTC().Format(time.RFC3339))
@@ -249,16 +260,18 @@ Example:
 	return err
 }
 
-func printSummary(w io.Writer, r pipeline.Result, dest string) {
+func printSummary(w io.Writer, r pipeline.Result, failed bool, dest string) {
 	state := "complete"
 	switch {
-	case !r.Complete && len(r.Pending) > 0:
-		state = fmt.Sprintf("incomplete, %d window(s) pending: run again to resume", len(r.Pending))
-	case !r.Complete:
+	case failed && len(r.Pending) > 0:
+		state = fmt.Sprintf("stopped with %d window(s) pending (committed windows are kept; run again to resume)", len(r.Pending))
+	case failed:
 		state = "failed"
+	case len(r.Pending) > 0:
+		state = fmt.Sprintf("stopped at --max-calls with %d window(s) pending (run again to resume)", len(r.Pending))
 	}
-	fmt.Fprintf(w, "sync %s into %s: %d rows in %d windows, %d API calls (minimum %d), %d rejected, %s\n",
-		state, dest, r.Rows, r.Windows, r.Calls, r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "sync %s: %s: received %d rows in %d windows with %d API calls (minimum %d), %d rejected, %s\n",
+		dest, state, r.Rows, r.Windows, r.Calls, r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
 	if !r.Cursor.IsZero() {
 		fmt.Fprintf(w, "cursor: contacts created before %s are synced\n", r.Cursor.UTC().Format(time.RFC3339))
 	}

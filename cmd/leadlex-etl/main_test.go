@@ -1,0 +1,377 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/leadlex/leadlex-etl/internal/fakeapi"
+	"github.com/leadlex/leadlex-etl/internal/load"
+)
+
+// The test binary doubles as the CLI: with LEADLEX_ETL_RUN_MAIN=1 it runs
+// main, so the tests below exercise real processes (exit codes, SIGKILL,
+// file locks) without a separate build.
+func TestMain(m *testing.M) {
+	if os.Getenv("LEADLEX_ETL_RUN_MAIN") == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+const cliKey = "wbk_cli_S3CR3T_key_0123456789"
+
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+func cli(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=")
+	cmd.Env = append(cmd.Env, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{code, out.String(), errb.String()}
+}
+
+func fake(t *testing.T, cfg fakeapi.Config) (*fakeapi.Server, string) {
+	t.Helper()
+	cfg.Keys = []fakeapi.Key{{Token: cliKey, Workspace: "acme", ReadContacts: true}, {Token: "wbk_noread", Workspace: "acme"}}
+	srv, err := fakeapi.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(hs.Close)
+	return srv, hs.URL
+}
+
+func count(t *testing.T, path, q string) int64 {
+	t.Helper()
+	db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{MemoryLimit: "512MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int64
+	if err := db.DB().QueryRow(q).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+func TestHelpExplainsItself(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--help"}, []string{"sync", "fake-api", "query", "Exit codes"}},
+		{[]string{"sync", "--help"}, []string{"--duckdb", "--since", "--lookback", "--no-wait", "LEADLEX_API_KEY", "LEADLEX_BASE_URL", "75"}},
+		{[]string{"fake-api", "--help"}, []string{"--addr", "--contacts", "--order", "--bounds", "--rate-limit", "--hour", "--reset-style", "--cut-rate", "curl"}},
+	} {
+		r := cli(t, nil, tc.args...)
+		if r.code != 0 {
+			t.Errorf("%v exited %d: %s", tc.args, r.code, r.stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("%v: help lacks %q", tc.args, w)
+			}
+		}
+		if strings.Contains(r.stdout, "api-key string") {
+			t.Errorf("%v: help shows the hidden --api-key flag", tc.args)
+		}
+	}
+	if r := cli(t, nil); r.code != 2 {
+		t.Errorf("no command exited %d, want 2", r.code)
+	}
+	if r := cli(t, nil, "frobnicate"); r.code != 2 || !strings.Contains(r.stderr, `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %d %q", r.code, r.stderr)
+	}
+}
+
+func TestUsageErrorsBeforeAnyCall(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 10})
+	db := filepath.Join(t.TempDir(), "w.duckdb")
+	key := "LEADLEX_API_KEY=" + cliKey
+	keyFile := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(keyFile, []byte(cliKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+		want string
+	}{
+		{"no destination", []string{key}, []string{"--base-url", url}, "--duckdb"},
+		{"no key", nil, []string{"--base-url", url, "--duckdb", db}, "LEADLEX_API_KEY"},
+		{"key as a flag", nil, []string{"--base-url", url, "--duckdb", db, "--api-key", cliKey}, "--api-key-file"},
+		{"missing key file", nil, []string{"--base-url", url, "--duckdb", db, "--api-key-file", "/nonexistent/key"}, "--api-key-file"},
+		{"bad since", []string{key}, []string{"--base-url", url, "--duckdb", db, "--since", "last tuesday"}, `--since "last tuesday"`},
+		{"until before since", []string{key}, []string{"--base-url", url, "--duckdb", db, "--since", "2024-02-01", "--until", "2024-01-01"}, "--until"},
+		{"until in the future", []string{key}, []string{"--base-url", url, "--duckdb", db, "--until", "2999-01-01"}, "future"},
+		{"limit too high", []string{key}, []string{"--base-url", url, "--duckdb", db, "--limit", "50001"}, "--limit 50001"},
+		{"plain http off loopback", []string{key}, []string{"--base-url", "http://api.example.com", "--duckdb", db}, "--allow-insecure-http"},
+		{"not a URL", []string{key}, []string{"--base-url", "ftp://x", "--duckdb", db}, "--base-url"},
+		{"wait and no-wait", []string{key}, []string{"--base-url", url, "--duckdb", db, "--wait", "--no-wait"}, "contradict"},
+		{"unknown flag", []string{key}, []string{"--base-url", url, "--duckdb", db, "--frob"}, "--frob"},
+		{"empty tag", []string{key}, []string{"--base-url", url, "--duckdb", db, "--tag", " "}, "--tag"},
+		{"bad log format", []string{key}, []string{"--base-url", url, "--duckdb", db, "--log-format", "xml"}, "--log-format"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := cli(t, tc.env, append([]string{"sync"}, tc.args...)...)
+			if r.code != 2 {
+				t.Fatalf("exit %d, want 2; stderr %q", r.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("stderr %q does not name %q", r.stderr, tc.want)
+			}
+			if strings.Count(strings.TrimSpace(r.stderr), "\n") > 0 {
+				t.Errorf("stderr is more than one line: %q", r.stderr)
+			}
+			if strings.Contains(r.stderr, cliKey) {
+				t.Error("the key is in the error")
+			}
+		})
+	}
+	if n := srv.Requests(); n != 0 {
+		t.Errorf("usage errors made %d API requests", n)
+	}
+	// A key file works.
+	if r := cli(t, nil, "sync", "--base-url", url, "--duckdb", db, "--api-key-file", keyFile, "-q"); r.code != 0 {
+		t.Errorf("sync with --api-key-file exited %d: %s", r.code, r.stderr)
+	}
+}
+
+func TestRefusedKeyExits3(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 10})
+	for _, tc := range []struct{ key, code string }{{"wbk_wrong_S3CR3T", "invalid_key"}, {"wbk_noread", "insufficient_permissions"}} {
+		r := cli(t, []string{"LEADLEX_API_KEY=" + tc.key}, "sync", "--base-url", url, "--duckdb", filepath.Join(t.TempDir(), "w.duckdb"), "-q")
+		if r.code != 3 {
+			t.Fatalf("exit %d, want 3; stderr %q", r.code, r.stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(r.stderr), "\n")
+		last := lines[len(lines)-1]
+		if !strings.HasPrefix(last, "leadlex-etl: ") || !strings.Contains(last, tc.code) || !strings.Contains(last, "request req_") {
+			t.Errorf("last line %q lacks the code and request id", last)
+		}
+		if strings.Contains(r.stderr, "goroutine") || strings.Contains(r.stderr, "panic") {
+			t.Errorf("stack trace on stderr: %s", r.stderr)
+		}
+		if strings.Contains(r.stderr+r.stdout, tc.key) {
+			t.Error("the key was printed")
+		}
+	}
+}
+
+func TestRateLimitedNoWaitExits75(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 3000, Seed: 2, RateLimit: 2, Hour: time.Hour})
+	db := filepath.Join(t.TempDir(), "w.duckdb")
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+	r := cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--limit", "500", "--no-wait", "-q")
+	if r.code != 75 {
+		t.Fatalf("exit %d, want 75; stderr %q", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "run again after") || !strings.Contains(r.stderr, "rate limited until") {
+		t.Errorf("stderr %q does not say when to resume", r.stderr)
+	}
+	loaded := count(t, db, "SELECT count(*) FROM contacts")
+	if loaded == 0 {
+		t.Error("the windows fetched before the limit were not kept")
+	}
+	// The next run knows the budget is spent and does not spend a request on a 429.
+	before := srv.Requests()
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--limit", "500", "--no-wait", "-q")
+	if r.code != 75 || srv.Requests() != before {
+		t.Errorf("second run: exit %d after %d requests; want 75 after none", r.code, srv.Requests()-before)
+	}
+	if n := count(t, db, "SELECT count(*) FROM contacts"); n != loaded {
+		t.Errorf("contacts went from %d to %d", loaded, n)
+	}
+}
+
+// TestKilledSyncResumesExactly kills syncs with SIGKILL at random moments and
+// checks that a final run leaves exactly the dataset: nothing lost, no id twice.
+func TestKilledSyncResumesExactly(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 60000, Seed: 11, Order: fakeapi.OrderRandom, Bounds: fakeapi.BoundsExclusive})
+	dir := t.TempDir()
+	db := filepath.Join(dir, "w.duckdb")
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	killed := 0
+	for i := 0; i < 8; i++ {
+		cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", db, "--limit", "3000", "-q")
+		cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(100+r.IntN(1500)) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			killed++
+		} else if err != nil {
+			t.Fatalf("run %d failed before the kill: %v\n%s", i, err, errb.String())
+		}
+	}
+	if killed == 0 {
+		t.Fatal("no run was killed mid-way; the test proves nothing")
+	}
+	res := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "--limit", "3000", "-q")
+	if res.code != 0 {
+		t.Fatalf("final run exited %d: %s", res.code, res.stderr)
+	}
+	t.Logf("%d of 8 runs killed; final run: %s", killed, strings.TrimSpace(res.stdout))
+	ds := srv.Dataset()
+	if n := count(t, db, "SELECT count(*) FROM contacts"); n != int64(ds.Len()) {
+		t.Errorf("contacts has %d rows, want %d", n, ds.Len())
+	}
+	if n := count(t, db, "SELECT count(DISTINCT id) FROM contacts"); n != int64(ds.Len()) {
+		t.Errorf("contacts has %d distinct ids, want %d", n, ds.Len())
+	}
+	// Every dataset id is there (checked in SQL against the generated list).
+	var ids strings.Builder
+	for i := 0; i < ds.Len(); i++ {
+		fmt.Fprintf(&ids, "%s\n", ds.Contact(i).ID)
+	}
+	idFile := filepath.Join(dir, "ids.csv")
+	if err := os.WriteFile(idFile, []byte("id\n"+ids.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := fmt.Sprintf("SELECT count(*) FROM read_csv('%s', columns = {'id': 'UUID'}, header = true) AS d ANTI JOIN contacts c ON c.id = d.id", idFile)
+	if n := count(t, db, q); n != 0 {
+		t.Errorf("%d dataset ids missing from contacts", n)
+	}
+}
+
+func TestSecondWriterGetsALockError(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 100})
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "-q")
+	if r.code != 1 || !strings.Contains(r.stderr, "locked by another process") || !strings.Contains(r.stderr, path) {
+		t.Errorf("exit %d, stderr %q; want 1 and a message naming the lock and the file", r.code, r.stderr)
+	}
+}
+
+// badRowsServer answers every export with the same CSV: good rows and rows
+// that do not parse.
+func badRowsServer(t *testing.T, body string) string {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+cliKey {
+			w.WriteHeader(401)
+			return
+		}
+		w.Header().Set("Content-Type", "text/csv; charset=utf-8")
+		w.Header().Set("X-Request-ID", "req_badrows")
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+func TestBadRowsGoToRejects(t *testing.T) {
+	const header = "id,full_name,email,phone,job_title,company_name,linkedin_url,tags,created_at\r\n"
+	good := "123e4567-e89b-12d3-a456-426614174000,Jane Doe,jane@acme.com,+1-555-0100,General Counsel,Acme Corp,https://linkedin.com/in/janedoe,\"lead,priority\",2026-04-15T09:00:00Z\r\n" +
+		"456e7890-a1b2-34c5-d678-901234567890,Bob Smith,bob@beta.com,+1-555-0200,CEO,Beta LLP,,\"prospect\",2026-04-16T14:30:00Z\r\n"
+	bad := "not-a-uuid,Eve,eve@x.com,,,,,,2026-04-17T10:00:00Z\r\n" +
+		"789e7890-a1b2-34c5-d678-901234567890,Mallory,m@x.com,,,,,,yesterday\r\n" +
+		"999e7890-a1b2-34c5-d678-901234567890,Too,Few\r\n"
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+
+	// Over the default 1% reject ratio: the window fails and loads nothing.
+	url := badRowsServer(t, header+good+bad)
+	r := cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q")
+	if r.code != 1 || !strings.Contains(r.stderr, "reject") {
+		t.Fatalf("exit %d, stderr %q; want 1 naming the rejects", r.code, r.stderr)
+	}
+	if n := count(t, path, "SELECT count(*) FROM contacts"); n != 0 {
+		t.Errorf("a failed window loaded %d rows", n)
+	}
+	// With a tolerant ratio, good rows load and bad ones land in rejects.
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--reject-ratio", "0.9")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if n := count(t, path, "SELECT count(*) FROM contacts"); n != 2 {
+		t.Errorf("contacts has %d rows, want the 2 good ones", n)
+	}
+	if n := count(t, path, "SELECT count(*) FROM contacts WHERE id::VARCHAR LIKE '789e%' OR id::VARCHAR LIKE '999e%'"); n != 0 {
+		t.Error("a rejected row is in contacts")
+	}
+	for _, q := range []string{
+		"SELECT count(*) FROM _leadlex_rejects WHERE line = 4 AND raw LIKE 'not-a-uuid,Eve%' AND reason LIKE '%id%' AND request_id = 'req_badrows'",
+		"SELECT count(*) FROM _leadlex_rejects WHERE line = 5 AND raw LIKE '%yesterday' AND reason LIKE '%created_at%'",
+		"SELECT count(*) FROM _leadlex_rejects WHERE line = 6 AND raw = '999e7890-a1b2-34c5-d678-901234567890,Too,Few'",
+	} {
+		if n := count(t, path, q); n != 1 {
+			t.Errorf("%s: %d rows, want 1", q, n)
+		}
+	}
+	// A later failing window leaves what was loaded alone.
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--since", "2020-01-01")
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1", r.code)
+	}
+	if n := count(t, path, "SELECT count(*) FROM contacts"); n != 2 {
+		t.Errorf("after a failed window contacts has %d rows, want 2", n)
+	}
+}
+
+func TestKeyInNoFileTheRunWrote(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 5000, FailRate: 0.2, CutRate: 0.1, Seed: 4})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "w.duckdb")
+	logFile, err := os.Create(filepath.Join(dir, "sync.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json", "--attempts", "10", "--retry-backoff", "5ms")
+	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	runErr := cmd.Run()
+	logFile.Close()
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(cliKey)) || bytes.Contains(b, []byte("S3CR3T")) {
+			t.Errorf("the API key is in %s", e.Name())
+		}
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "sync.log"))
+	if runErr != nil {
+		t.Fatalf("sync failed: %v\n%s", runErr, log)
+	}
+	if !bytes.Contains(log, []byte(`"request_id"`)) {
+		t.Errorf("the log names no request id:\n%s", log)
+	}
+}
