@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -60,8 +61,9 @@ var (
 )
 
 const (
-	stageTable = TablePrefix + "stage"
-	batchView  = TablePrefix + "batch"
+	stageTable  = TablePrefix + "stage"
+	batchView   = TablePrefix + "batch"
+	mergedTable = TablePrefix + "merged"
 )
 
 // OpenDuckDB opens (creating if needed) the DuckDB file at path and the
@@ -260,13 +262,29 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 			added = append(added, c.Name)
 		}
 	}
+	// Latest wins: of ids repeated within the window, keep the last row.
+	latest := `(SELECT * EXCLUDE (_line) FROM ` + stageTable + ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1)`
+	// Columns the table has but this window did not export (a --fields
+	// subset, or extra fields an earlier sync added) keep their values.
+	keep := d.columnsNotIn(d.cols)
+	src := latest + ` AS s`
+	if len(keep) > 0 {
+		var sel strings.Builder
+		sel.WriteString(`SELECT s.*`)
+		for _, c := range keep {
+			fmt.Fprintf(&sel, ", o.%s", schemas.QuoteIdent(c))
+		}
+		if err := d.exec(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM `+latest+` AS s LEFT JOIN `+
+			schemas.QuoteIdent(ContactsTable)+` AS o ON o.id = s.id`); err != nil {
+			return err
+		}
+		src = mergedTable + ` AS s`
+	}
 	if err := d.exec(ctx, `DELETE FROM `+schemas.QuoteIdent(ContactsTable)+` WHERE id IN (SELECT id FROM `+stageTable+`)`); err != nil {
 		return err
 	}
-	// Latest wins: of ids repeated within the window, keep the last row.
 	if err := d.exec(ctx, `INSERT INTO `+schemas.QuoteIdent(ContactsTable)+` BY NAME
-		SELECT * EXCLUDE (_line), ?::VARCHAR AS _request_id, ?::TIMESTAMPTZ AS _loaded_at FROM `+stageTable+`
-		QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`, info.RequestID, info.LoadedAt.UTC()); err != nil {
+		SELECT s.*, ?::VARCHAR AS _request_id, ?::TIMESTAMPTZ AS _loaded_at FROM `+src, info.RequestID, info.LoadedAt.UTC()); err != nil {
 		return err
 	}
 	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
@@ -290,7 +308,27 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 	for _, name := range added {
 		d.table[name] = true
 	}
-	return d.exec(ctx, `DROP TABLE IF EXISTS `+stageTable)
+	return d.exec(ctx, `DROP TABLE IF EXISTS `+stageTable+`; DROP TABLE IF EXISTS `+mergedTable)
+}
+
+// columnsNotIn returns the contacts table's data columns (not lineage) that
+// cols lacks, in a stable order.
+func (d *DuckDB) columnsNotIn(cols []schemas.Column) []string {
+	have := map[string]bool{}
+	for _, c := range cols {
+		have[c.Name] = true
+	}
+	for _, c := range schemas.Lineage {
+		have[c.Name] = true
+	}
+	var out []string
+	for name := range d.table {
+		if !have[name] {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func nullTime(t time.Time) any {

@@ -250,3 +250,56 @@ func TestMaxCallsStopsAndResumes(t *testing.T) {
 		t.Errorf("resumed runs used %d calls in all", total)
 	}
 }
+
+func TestExtraFieldsBecomeTextColumns(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 3000, Seed: 12})
+	ds := srv.Dataset()
+	db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	// A default-fields sync first, then one that adds extra fields.
+	if _, err := runSync(t, url, db, syncArgs{}); err != nil {
+		t.Fatal(err)
+	}
+	fields := []string{"id", "created_at", "full_name", "tags", "city", "notes", "lead_score", "list_ids"}
+	if _, err := runSync(t, url, db, syncArgs{fields: fields}); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.DB().Query(`SELECT id::VARCHAR, coalesce(city, ''), coalesce(notes, ''), lead_score, coalesce(list_ids, ''), typeof(city), typeof(lead_score) FROM contacts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var id, city, notes, score, lists, cityType, scoreType string
+		if err := rows.Scan(&id, &city, &notes, &score, &lists, &cityType, &scoreType); err != nil {
+			t.Fatal(err)
+		}
+		i, ok := ds.Index(id)
+		if !ok {
+			t.Fatalf("unknown id %s", id)
+		}
+		c := ds.Contact(i)
+		wantScore, _ := c.Field("lead_score")
+		wantLists, _ := c.Field("list_ids")
+		if city != c.City || notes != c.Notes || score != wantScore || lists != wantLists {
+			t.Fatalf("contact %s: got %q %q %q %q, want %q %q %q %q", id, city, notes, score, lists, c.City, c.Notes, wantScore, wantLists)
+		}
+		if cityType != "VARCHAR" || scoreType != "VARCHAR" {
+			t.Fatalf("extra fields typed %s, %s; want VARCHAR", cityType, scoreType)
+		}
+		n++
+	}
+	if n != ds.Len() {
+		t.Errorf("%d rows, want %d", n, ds.Len())
+	}
+	// The fields the second sync did not ask for kept their values.
+	checkEqualsDataset(t, db.DB(), ds, nil)
+	// And a default-fields sync keeps the extra columns.
+	if _, err := runSync(t, url, db, syncArgs{since: ds.Contact(0).CreatedAt.Add(-time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var cities int
+	if err := db.DB().QueryRow(`SELECT count(city) FROM contacts`).Scan(&cities); err != nil || cities == 0 {
+		t.Errorf("a default-fields sync wiped the city column (%d non-NULL, %v)", cities, err)
+	}
+}
