@@ -290,7 +290,7 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
 	for _, r := range rejects {
 		if err := d.exec(ctx, `INSERT INTO _leadlex_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			info.StreamID, info.RunID, r.RequestID, from, to, r.Line, r.Raw, r.Reason, info.LoadedAt.UTC()); err != nil {
+			info.StreamID, info.RunID, r.RequestID, from, to, r.Line, strings.ToValidUTF8(r.Raw, "\uFFFD"), r.Reason, info.LoadedAt.UTC()); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,390 @@
+package transform
+
+import (
+	"bytes"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/schemas"
+)
+
+// Defaults of Options.
+const (
+	DefaultBatchRows      = 16384
+	DefaultMaxRejectRatio = 0.01
+)
+
+// LineField is the name of the last field of every batch: the line the
+// row's record starts on, so that a loader can keep the latest of duplicate
+// ids.
+const LineField = "_line"
+
+// Options tunes a Reader. The zero value is ready to use.
+type Options struct {
+	BatchRows      int              // rows per record batch; 0 (or less) means DefaultBatchRows
+	MaxRejectRatio float64          // the body fails (Err returns a *RejectRatioError) when rejected rows exceed this share of data rows; 0 means DefaultMaxRejectRatio, below 0 tolerates no reject, 1 or more never fails
+	Alloc          memory.Allocator // nil means memory.DefaultAllocator
+	RequestID      string           // copied into each Reject
+}
+
+// Reader turns one export body into record batches with the schema Schema
+// returns. It implements array.RecordReader, so it can be handed straight to
+// DuckDB's Arrow view registration. Each batch has exactly BatchRows rows
+// but the last; rows that do not parse never appear in a batch and are kept
+// in Rejects instead. The stream ends at the end of the body (Err returns
+// nil), at a read error of the underlying reader (Err returns it unchanged;
+// the rows of the unfinished batch are dropped), or, at the end of the body,
+// when too many rows were rejected (Err returns a *RejectRatioError instead
+// of the last batch). Either error means the window must not be committed.
+// A Reader is not safe for concurrent use. The caller releases it (which
+// does not close the io.Reader); the batch RecordBatch returns belongs to the
+// Reader.
+type Reader struct {
+	refs atomic.Int64
+
+	sc        *scanner
+	requestID string
+	batchRows int
+	maxReject float64
+
+	cols      []schemas.Column
+	schema    *arrow.Schema
+	rb        *array.RecordBuilder
+	conv      []colBuilder
+	lines     *array.Int64Builder
+	createdAt int // index of the created_at column
+
+	cur  arrow.RecordBatch
+	n    int // rows in the builders
+	rows int64
+
+	rejects []Reject
+	tally   extract.Tally
+	err     error
+	done    bool
+
+	uuids [][36]byte // per column: the canonical UUID of the row being added
+	ints  []int64    // per column: the timestamp or integer of the row being added
+	sizes [][2]int   // per column: values and bytes in the last batch
+}
+
+// colBuilder appends one column's values.
+type colBuilder struct {
+	schemas.Column
+	str  *array.StringBuilder // Text and UUID
+	ts   *array.TimestampBuilder
+	i64  *array.Int64Builder
+	list *array.ListBuilder
+	tags *array.StringBuilder // the values of list
+}
+
+var _ array.RecordReader = (*Reader)(nil)
+
+// NewReader reads the header of the CSV body r and returns a Reader of its
+// data rows. It fails with ErrEmptyBody when the body has no header row, with
+// an error matching ErrHeader (and wrapping schemas.ForHeader's) when the
+// header is unusable, and with the read error when reading r fails. The
+// Reader does not close r.
+func NewReader(r io.Reader, opts Options) (*Reader, error) {
+	return newReader(r, opts, initialBufferBytes, maxRecordBytes)
+}
+
+func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, error) {
+	sc := newScanner(r, bufSize, maxRecord)
+	sc.skipBOM()
+	if !sc.next() {
+		if err := sc.err(); err != nil {
+			return nil, err
+		}
+		return nil, ErrEmptyBody
+	}
+	if sc.bad != nil {
+		return nil, fmt.Errorf("%w: line %d: %w", ErrHeader, sc.recLine, sc.bad)
+	}
+	header := make([]string, len(sc.fields))
+	for i, f := range sc.fields {
+		header[i] = string(f)
+	}
+	cols, err := schemas.ForHeader(header)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrHeader, err)
+	}
+
+	rd := &Reader{
+		sc:        sc,
+		requestID: opts.RequestID,
+		batchRows: opts.BatchRows,
+		maxReject: opts.MaxRejectRatio,
+		cols:      cols,
+		createdAt: -1,
+		uuids:     make([][36]byte, len(cols)),
+		ints:      make([]int64, len(cols)),
+		sizes:     make([][2]int, len(cols)),
+	}
+	rd.refs.Store(1)
+	if rd.batchRows <= 0 {
+		rd.batchRows = DefaultBatchRows
+	}
+	switch {
+	case rd.maxReject == 0:
+		rd.maxReject = DefaultMaxRejectRatio
+	case rd.maxReject < 0:
+		rd.maxReject = 0
+	}
+	alloc := opts.Alloc
+	if alloc == nil {
+		alloc = memory.DefaultAllocator
+	}
+	base := schemas.ArrowSchema(cols)
+	fields := append(base.Fields(), arrow.Field{Name: LineField, Type: arrow.PrimitiveTypes.Int64})
+	rd.schema = arrow.NewSchema(fields, nil)
+	rd.rb = array.NewRecordBuilder(alloc, rd.schema)
+	rd.conv = make([]colBuilder, len(cols))
+	for i, c := range cols {
+		cb := colBuilder{Column: c}
+		switch b := rd.rb.Field(i).(type) {
+		case *array.StringBuilder:
+			cb.str = b
+		case *array.TimestampBuilder:
+			cb.ts = b
+		case *array.Int64Builder:
+			cb.i64 = b
+		case *array.ListBuilder:
+			cb.list = b
+			cb.tags = b.ValueBuilder().(*array.StringBuilder)
+		default:
+			rd.rb.Release()
+			return nil, fmt.Errorf("transform: column %s: no builder for %s", c.Name, c.ArrowType())
+		}
+		rd.conv[i] = cb
+		if c.Name == "created_at" && c.Kind == schemas.Timestamp {
+			rd.createdAt = i
+		}
+	}
+	rd.lines = rd.rb.Field(len(cols)).(*array.Int64Builder)
+	return rd, nil
+}
+
+// Columns returns the data columns in header order (without LineField).
+func (r *Reader) Columns() []schemas.Column { return slices.Clone(r.cols) }
+
+// Schema is schemas.ArrowSchema(Columns()) plus a last field LineField, int64
+// and never null: the line the row's record starts on.
+func (r *Reader) Schema() *arrow.Schema { return r.schema }
+
+// Next reads the next batch and reports whether there is one. It releases the
+// previous batch. After it returns false, Err says why.
+func (r *Reader) Next() bool {
+	if r.cur != nil {
+		r.cur.Release()
+		r.cur = nil
+	}
+	if r.err != nil || r.done || r.refs.Load() <= 0 {
+		return false
+	}
+	sc := r.sc
+	for r.n < r.batchRows {
+		if !sc.next() {
+			if err := sc.err(); err != nil {
+				r.err = err
+				return false
+			}
+			r.done = true
+			break
+		}
+		r.rows++
+		r.tally.AddRow()
+		var bad *RowError
+		if sc.bad != nil {
+			bad = &RowError{Line: sc.recLine, Err: sc.bad}
+		} else {
+			bad = r.add(sc.fields, sc.raw, sc.recLine)
+		}
+		if bad != nil {
+			r.rejects = append(r.rejects, Reject{
+				Line:      bad.Line,
+				Raw:       string(truncate(sc.raw, maxRawBytes)),
+				Reason:    bad.reason(),
+				RequestID: r.requestID,
+			})
+		}
+	}
+	if r.done {
+		if rej := int64(len(r.rejects)); rej > 0 && float64(rej) > r.maxReject*float64(r.rows) {
+			r.err = &RejectRatioError{Rejected: rej, Rows: r.rows, Max: r.maxReject}
+			return false
+		}
+		if r.n == 0 {
+			return false
+		}
+	}
+	r.emit()
+	return true
+}
+
+// emit turns the builders into the current batch and, when more rows are to
+// come, reserves room for a full batch like the last.
+func (r *Reader) emit() {
+	if !r.done {
+		for i, c := range r.conv {
+			switch {
+			case c.str != nil:
+				r.sizes[i] = [2]int{0, c.str.DataLen()}
+			case c.list != nil:
+				r.sizes[i] = [2]int{c.tags.Len(), c.tags.DataLen()}
+			}
+		}
+	}
+	r.cur = r.rb.NewRecordBatch()
+	r.n = 0
+	if r.done {
+		return
+	}
+	r.rb.Reserve(r.batchRows)
+	for i, c := range r.conv {
+		n, data := r.sizes[i][0], r.sizes[i][1]
+		switch {
+		case c.str != nil:
+			c.str.ReserveData(data + data/16)
+		case c.list != nil:
+			c.tags.Reserve(n + n/16)
+			c.tags.ReserveData(data + data/16)
+		}
+	}
+}
+
+// add appends one well-formed record to the builders, or returns why it is
+// rejected without appending anything.
+func (r *Reader) add(fields [][]byte, raw []byte, line int64) *RowError {
+	if len(fields) != len(r.conv) {
+		return &RowError{Line: line, Err: fmt.Errorf("%w: got %d, want %d", csv.ErrFieldCount, len(fields), len(r.conv))}
+	}
+	if !utf8.Valid(raw) {
+		for i, f := range fields {
+			if !utf8.Valid(f) {
+				return &RowError{Line: line, Column: r.conv[i].Name, Err: ErrInvalidUTF8}
+			}
+		}
+		return &RowError{Line: line, Err: ErrInvalidUTF8}
+	}
+	// Check every value before appending any.
+	for i := range r.conv {
+		c := &r.conv[i]
+		v := fields[i]
+		if len(v) == 0 && !c.Required {
+			continue
+		}
+		switch c.Kind {
+		case schemas.UUID:
+			if !canonicalUUID(&r.uuids[i], v) {
+				return &RowError{Line: line, Column: c.Name, Err: fmt.Errorf("%w: %s", ErrNotUUID, quoteValue(v))}
+			}
+		case schemas.Timestamp:
+			t, ok := parseTimestamp(v)
+			if !ok {
+				return &RowError{Line: line, Column: c.Name, Err: fmt.Errorf("%w: %s", ErrBadTimestamp, quoteValue(v))}
+			}
+			r.ints[i] = t
+		case schemas.Int64:
+			n, ok := parseInt64(v)
+			if !ok {
+				return &RowError{Line: line, Column: c.Name, Err: fmt.Errorf("%w: %s", ErrNotInteger, quoteValue(v))}
+			}
+			r.ints[i] = n
+		case schemas.Text:
+			if len(v) == 0 {
+				return &RowError{Line: line, Column: c.Name, Err: ErrMissing}
+			}
+		}
+	}
+	for i := range r.conv {
+		c := &r.conv[i]
+		v := fields[i]
+		switch {
+		case c.list != nil:
+			c.list.Append(true) // an empty field is an empty list, never NULL
+			for len(v) > 0 {
+				item := v
+				if k := bytes.IndexByte(v, ','); k >= 0 {
+					item, v = v[:k], v[k+1:]
+				} else {
+					v = nil
+				}
+				if item = bytes.TrimSpace(item); len(item) > 0 {
+					c.tags.BinaryBuilder.Append(item)
+				}
+			}
+		case len(v) == 0:
+			r.rb.Field(i).AppendNull()
+		case c.Kind == schemas.UUID:
+			c.str.BinaryBuilder.Append(r.uuids[i][:])
+		case c.str != nil:
+			c.str.BinaryBuilder.Append(v)
+		case c.ts != nil:
+			c.ts.Append(arrow.Timestamp(r.ints[i]))
+		case c.i64 != nil:
+			c.i64.Append(r.ints[i])
+		}
+	}
+	r.lines.Append(line)
+	r.n++
+	if r.createdAt >= 0 && len(fields[r.createdAt]) > 0 {
+		if t := r.tally.Times; len(t) == cap(t) {
+			r.tally.Times = slices.Grow(t, max(len(t), 1024)) // double, not append's 1.25
+		}
+		r.tally.AddTime(time.UnixMicro(r.ints[r.createdAt]))
+	}
+	return nil
+}
+
+// RecordBatch returns the current batch, valid until the next call of Next or
+// Release. The caller retains it to keep it longer.
+func (r *Reader) RecordBatch() arrow.RecordBatch { return r.cur }
+
+// Record returns the current batch, like RecordBatch.
+//
+// Deprecated: use RecordBatch.
+func (r *Reader) Record() arrow.RecordBatch { return r.cur }
+
+// Err returns the error that ended the stream, nil at a clean end. A read
+// error of the underlying reader is returned as it is.
+func (r *Reader) Err() error { return r.err }
+
+// Retain adds a reference to r.
+func (r *Reader) Retain() { r.refs.Add(1) }
+
+// Release drops a reference to r; the last one frees the current batch and
+// the builders. Next returns false afterwards.
+func (r *Reader) Release() {
+	if r.refs.Add(-1) != 0 {
+		return
+	}
+	if r.cur != nil {
+		r.cur.Release()
+		r.cur = nil
+	}
+	r.rb.Release()
+	r.sc.buf = nil
+}
+
+// Rejects returns the rows rejected so far, in body order. The caller must
+// not modify the slice.
+func (r *Reader) Rejects() []Reject { return r.rejects }
+
+// Rows returns the number of data records read so far, parsed or rejected.
+func (r *Reader) Rows() int64 { return r.rows }
+
+// Tally returns the planner's feedback: Rows counts the data records read so
+// far, parsed or rejected, and Times holds the created_at of each accepted
+// row, in body order.
+func (r *Reader) Tally() extract.Tally { return r.tally }
