@@ -1,0 +1,190 @@
+package load_test
+
+import (
+	"context"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+)
+
+const header = "id,full_name,email,phone,job_title,company_name,linkedin_url,tags,created_at\n"
+
+func open(t *testing.T, path string) *load.DuckDB {
+	t.Helper()
+	db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{MemoryLimit: "512MB", Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// window stages csv (header included) as one window in batches of two rows,
+// then commits it unless abort is set.
+func window(t *testing.T, db *load.DuckDB, csv, reqID string, st load.StreamState, abort bool) {
+	t.Helper()
+	ctx := context.Background()
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer alloc.AssertSize(t, 0)
+	rd, err := transform.NewReader(strings.NewReader(csv), transform.Options{BatchRows: 2, Alloc: alloc, RequestID: reqID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Release()
+	info := load.WindowInfo{StreamID: st.StreamID, RunID: "run1", RequestID: reqID, LoadedAt: time.Now()}
+	if err := db.Begin(ctx, info, rd.Columns()); err != nil {
+		t.Fatal(err)
+	}
+	for rd.Next() {
+		if err := db.Write(ctx, rd.RecordBatch()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rd.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if abort {
+		if err := db.Abort(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err := db.Commit(ctx, info, rd.Rejects(), load.WindowStats{Rows: rd.Rows(), Rejects: int64(len(rd.Rejects())), Calls: 1}, st); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func names(t *testing.T, db *load.DuckDB) map[string]string {
+	t.Helper()
+	rows, err := db.DB().Query(`SELECT id::VARCHAR, full_name || '/' || _request_id FROM contacts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var id, v string
+		if err := rows.Scan(&id, &v); err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := out[id]; dup {
+			t.Fatalf("id %s twice", id)
+		}
+		out[id] = v
+	}
+	return out
+}
+
+const (
+	idA = "123e4567-e89b-12d3-a456-426614174000"
+	idB = "223e4567-e89b-12d3-a456-426614174000"
+	idC = "323e4567-e89b-12d3-a456-426614174000"
+)
+
+func TestUpsertKeepsIDsUnique(t *testing.T) {
+	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	st := load.StreamState{StreamID: "s", Identity: "{}"}
+	// Within a window the last row of an id wins, even across batches.
+	window(t, db, header+
+		idA+",A old,,,,,,,2024-01-01T00:00:00Z\n"+
+		idB+",B,,,,,,,2024-01-01T00:00:00Z\n"+
+		idC+",C,,,,,,,2024-01-01T00:00:00Z\n"+
+		strings.ToUpper(idA)+",A new,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	want := map[string]string{idA: "A new/req1", idB: "B/req1", idC: "C/req1"}
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// A later window replaces the ids it carries and leaves the others.
+	window(t, db, header+idB+",B again,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, false)
+	want[idB] = "B again/req2"
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// An aborted attempt leaves nothing; the next attempt of the window commits.
+	window(t, db, header+idC+",C aborted,,,,,,,2024-01-01T00:00:00Z\n", "req3", st, true)
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after abort: got %v, want %v", got, want)
+	}
+	window(t, db, header+idC+",C retried,,,,,,,2024-01-01T00:00:00Z\n", "req4", st, false)
+	want[idC] = "C retried/req4"
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after retry: got %v, want %v", got, want)
+	}
+}
+
+func TestTypesAreStoredFaithfully(t *testing.T) {
+	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	window(t, db, header+
+		idA+`,"Núñez, José","j@x.com",,"Head of ""Special"" Projects",,,"lead, priority,,vip",2024-03-10T01:30:00.123456+02:00`+"\n"+
+		idB+",Zoë,,,,,,,2024-03-10T00:00:00Z\n", "req1", load.StreamState{StreamID: "s"}, false)
+	var name, title string
+	var phone, company *string
+	var tags []any
+	var us int64
+	var typ string
+	err := db.DB().QueryRow(`SELECT full_name, job_title, phone, company_name, tags, epoch_us(created_at), typeof(created_at) FROM contacts WHERE id = ?`, idA).
+		Scan(&name, &title, &phone, &company, &tags, &us, &typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if name != "Núñez, José" || title != `Head of "Special" Projects` || phone != nil || company != nil {
+		t.Errorf("got %q %q %v %v", name, title, phone, company)
+	}
+	if !reflect.DeepEqual(tags, []any{"lead", "priority", "vip"}) {
+		t.Errorf("tags %v", tags)
+	}
+	if want := time.Date(2024, 3, 9, 23, 30, 0, 123456000, time.UTC).UnixMicro(); us != want || typ != "TIMESTAMP WITH TIME ZONE" {
+		t.Errorf("created_at %d (%s), want %d", us, typ, want)
+	}
+	if err := db.DB().QueryRow(`SELECT tags FROM contacts WHERE id = ?`, idB).Scan(&tags); err != nil || len(tags) != 0 || tags == nil {
+		t.Errorf("empty tags field: %v (%v), want an empty list", tags, err)
+	}
+}
+
+func TestStateSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	db := open(t, path)
+	cursor := time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)
+	st := load.StreamState{
+		StreamID: "s1", Identity: `{"base_url":"x"}`, Cursor: cursor,
+		Pending: []extract.Window{
+			{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)},
+			{From: time.Date(2021, 1, 1, 0, 0, 0, 5000, time.UTC), To: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)},
+		},
+		PendingUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+	}
+	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	budget := extract.RateLimit{Limit: 10, Remaining: 3, Reset: time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC), Known: true}
+	if err := db.SaveBudget(context.Background(), "fp", budget); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	db = open(t, path)
+	got, err := db.LoadState(context.Background(), "s1", st.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, st) {
+		t.Errorf("state\n got  %+v\n want %+v", got, st)
+	}
+	b, err := db.LoadBudget(context.Background(), "fp")
+	if err != nil || b.Limit != 10 || b.Remaining != 3 || !b.Reset.Equal(budget.Reset) || !b.Known {
+		t.Errorf("budget %+v (%v)", b, err)
+	}
+	if n := len(names(t, db)); n != 1 {
+		t.Errorf("%d contacts after reopen", n)
+	}
+	other, err := db.LoadState(context.Background(), "never-synced", "{}")
+	if err != nil || !other.Cursor.IsZero() || other.Pending != nil {
+		t.Errorf("unknown stream: %+v (%v)", other, err)
+	}
+}
