@@ -44,6 +44,7 @@ type syncArgs struct {
 	limit        int
 	since, until time.Time
 	tags         []string
+	listID       string
 	fields       []string
 	maxCalls     int
 }
@@ -55,7 +56,7 @@ func runSync(t testing.TB, url string, db *load.DuckDB, a syncArgs) (pipeline.Re
 	}
 	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
 	return pipeline.Sync(context.Background(), pipeline.Options{
-		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, Fields: a.fields},
+		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, ListID: a.listID, Fields: a.fields},
 		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Sink: db, State: db,
 	})
 }
@@ -212,9 +213,18 @@ func TestFilteredSyncKeepsItsOwnCursor(t *testing.T) {
 	if !after.Cursor.Equal(before.Cursor) {
 		t.Errorf("a --tag sync moved the unfiltered cursor from %s to %s", before.Cursor, after.Cursor)
 	}
-	// The table holds the unfiltered first half and every vip contact.
+	// A list sync is a stream of its own too.
+	lres, err := runSync(t, url, db, syncArgs{listID: "lst_03"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lres.StreamID == unfiltered || lres.StreamID == fres.StreamID {
+		t.Fatal("the --list-id sync shares a stream id")
+	}
+	// The table holds the unfiltered first half, every vip contact and
+	// every contact on lst_03.
 	checkEqualsDataset(t, db.DB(), ds, func(c fakeapi.Contact) bool {
-		return c.CreatedAt.Before(mid) || slices.Contains(c.Tags, "vip")
+		return c.CreatedAt.Before(mid) || slices.Contains(c.Tags, "vip") || slices.Contains(c.ListIDs, "lst_03")
 	})
 }
 
