@@ -11,7 +11,13 @@ export CGO_ENABLED := 1
 build: ## build bin/leadlex-etl
 	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/leadlex-etl
 
-test: ## run all tests (what CI runs)
+# hyparquet, the JavaScript Parquet reader the tests check the lake with.
+JS_DEPS := tools/js/node_modules/.package-lock.json
+
+$(JS_DEPS): tools/js/package.json tools/js/package-lock.json
+	npm ci --prefix tools/js --no-audit --no-fund
+
+test: $(JS_DEPS) ## run all tests (what CI runs)
 	$(GO) vet -tags $(TAGS) ./...
 	$(GO) test -tags $(TAGS) -count=1 -timeout 20m ./...
 
@@ -28,4 +34,4 @@ vet:
 	$(GO) vet -tags $(TAGS) ./...
 
 clean:
-	rm -rf bin demo bench.out
+	rm -rf bin demo bench.out tools/js/node_modules

@@ -36,7 +36,7 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"sync":     {"export contacts and upsert them into DuckDB, resuming where the last run stopped", runSync},
+	"sync":     {"export contacts and upsert them into DuckDB and/or Parquet, resuming where the last run stopped", runSync},
 	"query":    {"run SQL on a DuckDB file the sync wrote and print the result", runQuery},
 	"fake-api": {"run a local fake LeadLex export API (for tests, demos and trying things out)", runFakeAPI},
 }

@@ -123,7 +123,10 @@ func TestUsageErrorsBeforeAnyCall(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"no destination", []string{key}, []string{"--base-url", url}, "--duckdb"},
+		{"no destination", []string{key}, []string{"--base-url", url}, "--parquet"},
+		{"bad partitioning", []string{key}, []string{"--base-url", url, "--parquet", db, "--partition-by", "week"}, "--partition-by"},
+		{"bad compression", []string{key}, []string{"--base-url", url, "--parquet", db, "--parquet-compression", "lzo"}, "--parquet-compression"},
+		{"bad target size", []string{key}, []string{"--base-url", url, "--parquet", db, "--parquet-target-size", "lots"}, "--parquet-target-size"},
 		{"no key", nil, []string{"--base-url", url, "--duckdb", db}, "LEADLEX_API_KEY"},
 		{"key as a flag", nil, []string{"--base-url", url, "--duckdb", db, "--api-key", cliKey}, "--api-key-file"},
 		{"missing key file", nil, []string{"--base-url", url, "--duckdb", db, "--api-key-file", "/nonexistent/key"}, "--api-key-file"},
@@ -216,10 +219,11 @@ func TestKilledSyncResumesExactly(t *testing.T) {
 	srv, url := fake(t, fakeapi.Config{Contacts: 60000, Seed: 11, Order: fakeapi.OrderRandom, Bounds: fakeapi.BoundsExclusive})
 	dir := t.TempDir()
 	db := filepath.Join(dir, "w.duckdb")
+	lake := filepath.Join(dir, "lake")
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	killed := 0
 	for i := 0; i < 8; i++ {
-		cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", db, "--limit", "3000", "-q")
+		cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--limit", "3000", "-q")
 		cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
 		var errb bytes.Buffer
 		cmd.Stderr = &errb
@@ -238,17 +242,30 @@ func TestKilledSyncResumesExactly(t *testing.T) {
 	if killed == 0 {
 		t.Fatal("no run was killed mid-way; the test proves nothing")
 	}
-	res := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "--limit", "3000", "-q")
+	res := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--limit", "3000", "-q")
 	if res.code != 0 {
 		t.Fatalf("final run exited %d: %s", res.code, res.stderr)
 	}
 	t.Logf("%d of 8 runs killed; final run: %s", killed, strings.TrimSpace(res.stdout))
 	ds := srv.Dataset()
-	if n := count(t, db, "SELECT count(*) FROM contacts"); n != int64(ds.Len()) {
-		t.Errorf("contacts has %d rows, want %d", n, ds.Len())
+	lakeTable := fmt.Sprintf("read_parquet('%s/**/*.parquet', hive_partitioning = true)", lake)
+	for _, table := range []string{"contacts", lakeTable} {
+		if n := count(t, db, "SELECT count(*) FROM "+table); n != int64(ds.Len()) {
+			t.Errorf("%s has %d rows, want %d", table, n, ds.Len())
+		}
+		if n := count(t, db, "SELECT count(DISTINCT id) FROM "+table); n != int64(ds.Len()) {
+			t.Errorf("%s has %d distinct ids, want %d", table, n, ds.Len())
+		}
 	}
-	if n := count(t, db, "SELECT count(DISTINCT id) FROM contacts"); n != int64(ds.Len()) {
-		t.Errorf("contacts has %d distinct ids, want %d", n, ds.Len())
+	// The two sinks hold the same rows.
+	cols := "id::VARCHAR, full_name, email, phone, job_title, company_name, linkedin_url, tags, created_at"
+	if n := count(t, db, "SELECT count(*) FROM (SELECT "+cols+" FROM contacts EXCEPT SELECT "+cols+" FROM "+lakeTable+")"); n != 0 {
+		t.Errorf("%d rows of DuckDB are not in the lake", n)
+	}
+	// No temporary file or journal is left once a run has finished.
+	leftovers, _ := filepath.Glob(filepath.Join(lake, "*", ".*.tmp"))
+	if _, err := os.Stat(filepath.Join(lake, "_leadlex", "journal.json")); err == nil || len(leftovers) > 0 {
+		t.Errorf("leftovers after the final run: journal present %v, temp files %v", err == nil, leftovers)
 	}
 	// Every dataset id is there (checked in SQL against the generated list).
 	var ids strings.Builder

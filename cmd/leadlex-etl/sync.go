@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,11 @@ type syncOptions struct {
 	APIKeyFile        string
 	apiKeyFlag        string // refused: keys do not belong on a command line
 	DuckDB            string
+	Parquet           string
+	PartitionBy       string
+	ParquetCompress   string
+	ParquetTarget     string
+	ParquetRowGroup   int
 	Since, Until      string
 	Tags              []string
 	ListID            string
@@ -58,6 +64,11 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.apiKeyFlag, "api-key", "", "")
 	_ = fs.MarkHidden("api-key")
 	fs.StringVar(&o.DuckDB, "duckdb", "", "DuckDB file to upsert contacts into (created if missing)")
+	fs.StringVar(&o.Parquet, "parquet", "", "folder of Hive-partitioned Parquet files to upsert contacts into (alone or with --duckdb: one extract feeds both)")
+	fs.StringVar(&o.PartitionBy, "partition-by", "month", "Parquet partitions of created_at (UTC): month (year=YYYY/month=MM), day or year; fixed when the lake is created")
+	fs.StringVar(&o.ParquetCompress, "parquet-compression", "zstd", "Parquet compression: zstd, snappy, gzip or none")
+	fs.StringVar(&o.ParquetTarget, "parquet-target-size", "128MB", "size a Parquet file grows to before another is started; smaller files are merged when their partition is next written")
+	fs.IntVar(&o.ParquetRowGroup, "parquet-row-group-rows", 131072, "rows per Parquet row group (bounds the writer's memory and each reader's unit of work)")
 	fs.StringVar(&o.Since, "since", "", "sync contacts created at or after this ISO 8601 instant or date (default: the saved cursor less --lookback, or all history on a first run)")
 	fs.StringVar(&o.Until, "until", "", "sync contacts created before this ISO 8601 instant or date (default: now)")
 	fs.StringArrayVar(&o.Tags, "tag", nil, "only contacts carrying this tag; repeat to require several (a filtered sync keeps its own cursor)")
@@ -104,8 +115,24 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	if fs.Changed("api-key") {
 		return key, since, until, usagef("--api-key is not accepted: a key on the command line shows in ps and shell history; set LEADLEX_API_KEY or use --api-key-file")
 	}
-	if o.DuckDB == "" {
-		return key, since, until, usagef("no destination: give --duckdb PATH")
+	if o.DuckDB == "" && o.Parquet == "" {
+		return key, since, until, usagef("no destination: give --duckdb PATH, --parquet DIR, or both")
+	}
+	switch o.PartitionBy {
+	case "month", "day", "year":
+	default:
+		return key, since, until, usagef("--partition-by %q must be month, day or year", o.PartitionBy)
+	}
+	switch o.ParquetCompress {
+	case "zstd", "snappy", "gzip", "none":
+	default:
+		return key, since, until, usagef("--parquet-compression %q must be zstd, snappy, gzip or none", o.ParquetCompress)
+	}
+	if _, err := parseSize(o.ParquetTarget); err != nil {
+		return key, since, until, usagef("--parquet-target-size: %v", err)
+	}
+	if o.ParquetRowGroup < 1000 {
+		return key, since, until, usagef("--parquet-row-group-rows %d must be at least 1000", o.ParquetRowGroup)
 	}
 	u, perr := url.Parse(o.BaseURL)
 	if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -213,8 +240,8 @@ func newLogger(format string, quiet bool, w io.Writer) *slog.Logger {
 
 func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o syncOptions
-	fs := newFlagSet("sync", `Export contacts from LeadLex and upsert them into a DuckDB file, window by
-window. Each window's rows are committed together with the sync state, so a
+	fs := newFlagSet("sync", `Export contacts from LeadLex and upsert them into a DuckDB file and/or a
+folder of Hive-partitioned Parquet files, window by window. Each window's rows are committed together with the sync state, so a
 run killed at any point loses nothing and the next run resumes; ids stay
 unique. A first run exports all history; later runs export what is new since
 the saved cursor (less --lookback). API calls are scarce (10 an hour per
@@ -242,17 +269,37 @@ Example:
 	log := newLogger(o.LogFormat, o.Quiet, stderr)
 	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl",
 		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}}
-	db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads})
-	if err != nil {
-		return err
+	var targets []load.Target
+	var dests []string
+	defer func() {
+		for _, t := range targets {
+			_ = t.(io.Closer).Close()
+		}
+	}()
+	if o.DuckDB != "" {
+		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads})
+		if err != nil {
+			return err
+		}
+		targets, dests = append(targets, db), append(dests, o.DuckDB)
 	}
-	defer db.Close()
+	if o.Parquet != "" {
+		target, _ := parseSize(o.ParquetTarget)
+		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
+			PartitionBy: o.PartitionBy, TargetFileBytes: target,
+			Parquet: load.ParquetOptions{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
+		})
+		if err != nil {
+			return err
+		}
+		targets, dests = append(targets, lake), append(dests, o.Parquet)
+	}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	res, err := pipeline.Sync(ctx, pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
-		Sink: db, State: db, Transform: transform.Options{MaxRejectRatio: o.RejectRatio}, Logger: log,
+		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio}, Logger: log,
 	})
-	printSummary(stdout, res, err != nil, o.DuckDB)
+	printSummary(stdout, res, err != nil, strings.Join(dests, " and "))
 	var rl *extract.RateLimitError
 	if errors.As(err, &rl) {
 		return fmt.Errorf("%w; progress is saved, run again after %s to resume", err, rl.ResumeAt.UTC().Format(time.RFC3339))
@@ -275,4 +322,27 @@ func printSummary(w io.Writer, r pipeline.Result, failed bool, dest string) {
 	if !r.Cursor.IsZero() {
 		fmt.Fprintf(w, "cursor: contacts created before %s are synced\n", r.Cursor.UTC().Format(time.RFC3339))
 	}
+}
+
+// parseSize reads a byte size: 134217728, 128MB, 128MiB, 1GB (powers of 1024).
+func parseSize(s string) (int64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size like 128MB", s)
+	}
+	if n*mult < 1<<20 {
+		return 0, fmt.Errorf("%q is below 1MB", s)
+	}
+	return n * mult, nil
 }

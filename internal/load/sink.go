@@ -87,6 +87,12 @@ type StateStore interface {
 	SaveBudget(ctx context.Context, keyFingerprint string, b extract.RateLimit) error
 }
 
+// Target is a destination: a sink that keeps its sync state beside its data.
+type Target interface {
+	Sink
+	StateStore
+}
+
 // Run is one invocation of sync for one stream.
 type Run struct {
 	RunID      string

@@ -36,8 +36,10 @@ type Options struct {
 	Lookback time.Duration
 	// MaxCalls stops the run after this many API calls (0: no cap).
 	MaxCalls int
-	Sink     load.Sink
-	State    load.StateStore
+	// Targets receive every window; one extract feeds them all, because API
+	// calls are the scarce resource. Each keeps its own state; a run covers
+	// what the least advanced one needs, and commits each window to all.
+	Targets []load.Target
 	// Transform's RequestID is set per response.
 	Transform transform.Options
 	Logger    *slog.Logger
@@ -166,22 +168,50 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		until = start
 	}
 	streamID, identity := StreamIdentity(o.Client.BaseURL, o.Query)
-	st, err := o.State.LoadState(ctx, streamID, identity)
-	if err != nil {
-		return res, err
+	if len(o.Targets) == 0 {
+		return res, errors.New("no destination")
 	}
 	fp := o.Client.Key.Fingerprint()
-	if b, err := o.State.LoadBudget(ctx, fp); err != nil {
-		return res, err
-	} else if b.Known && b.Reset.After(start) {
-		o.Client.SetBudget(b)
+	var windows []extract.Window
+	var st load.StreamState
+	var runSince, runUntil time.Time
+	for i, t := range o.Targets {
+		tst, err := t.LoadState(ctx, streamID, identity)
+		if err != nil {
+			return res, err
+		}
+		w, since, until := PlanRun(tst, o.Since, until, o.Lookback)
+		windows = append(windows, w...)
+		if i == 0 {
+			st, runSince, runUntil = tst, since, until
+			continue
+		}
+		// The least advanced target decides: the earliest start, the
+		// earliest cursor, the latest end.
+		if since.IsZero() || (!runSince.IsZero() && since.Before(runSince)) {
+			runSince = since
+		}
+		if tst.Cursor.IsZero() || (!st.Cursor.IsZero() && tst.Cursor.Before(st.Cursor)) {
+			st.Cursor = tst.Cursor
+		}
+		st.Pending = append(st.Pending, tst.Pending...)
+		runUntil = later(runUntil, until)
 	}
-	windows, runSince, runUntil := PlanRun(st, o.Since, until, o.Lookback)
+	windows = mergeWindows(windows)
+	for _, t := range o.Targets {
+		if b, err := t.LoadBudget(ctx, fp); err != nil {
+			return res, err
+		} else if b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
+			o.Client.SetBudget(b)
+		}
+	}
 	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor, WasResume: len(st.Pending) > 0}
 	log = log.With("stream", streamID, "run", res.RunID)
 	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: "running", Since: runSince, Until: runUntil}
-	if err := o.State.StartRun(ctx, run); err != nil {
-		return res, err
+	for _, t := range o.Targets {
+		if err := t.StartRun(ctx, run); err != nil {
+			return res, err
+		}
 	}
 	log.Info("sync starting", "since", fmtTime(runSince, "the beginning"), "until", fmtTime(runUntil, "now"),
 		"windows", len(windows), "resuming", res.WasResume, "identity", identity)
@@ -217,7 +247,10 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	}
 	// Record the outcome even if ctx was cancelled.
 	bg := context.WithoutCancel(ctx)
-	finishErr := errors.Join(o.State.FinishRun(bg, run), o.State.SaveBudget(bg, fp, o.Client.Budget()))
+	var finishErr error
+	for _, t := range o.Targets {
+		finishErr = errors.Join(finishErr, t.FinishRun(bg, run), t.SaveBudget(bg, fp, o.Client.Budget()))
+	}
 	if runErr != nil {
 		return res, runErr
 	}
@@ -269,19 +302,32 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
 	}
 	defer rd.Release()
-	if err := h.o.Sink.Begin(ctx, h.info(w), rd.Columns()); err != nil {
-		return extract.Tally{}, err
+	for _, t := range h.o.Targets {
+		if err := t.Begin(ctx, h.info(w), rd.Columns()); err != nil {
+			return extract.Tally{}, errors.Join(err, h.abort(ctx))
+		}
 	}
 	for rd.Next() {
-		if err := h.o.Sink.Write(ctx, rd.RecordBatch()); err != nil {
-			return extract.Tally{}, errors.Join(err, h.o.Sink.Abort(context.WithoutCancel(ctx)))
+		for _, t := range h.o.Targets {
+			if err := t.Write(ctx, rd.RecordBatch()); err != nil {
+				return extract.Tally{}, errors.Join(err, h.abort(ctx))
+			}
 		}
 	}
 	if err := rd.Err(); err != nil {
-		return extract.Tally{}, errors.Join(fmt.Errorf("response %s: %w", resp.RequestID, err), h.o.Sink.Abort(context.WithoutCancel(ctx)))
+		return extract.Tally{}, errors.Join(fmt.Errorf("response %s: %w", resp.RequestID, err), h.abort(ctx))
 	}
 	h.rows, h.rejected = rd.Rows(), rd.Rejects()
 	return rd.Tally(), nil
+}
+
+// abort discards the current window in every target.
+func (h *handler) abort(ctx context.Context) error {
+	var err error
+	for _, t := range h.o.Targets {
+		err = errors.Join(err, t.Abort(context.WithoutCancel(ctx)))
+	}
+	return err
 }
 
 // Commit implements extract.Handler.
@@ -298,8 +344,14 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	calls := h.o.Client.Calls()
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
 	h.callsSeen = calls
-	if err := h.o.Sink.Commit(ctx, h.info(w), h.rejected, stats, h.st); err != nil {
-		return err
+	// Each target commits atomically on its own. If the process dies
+	// between two commits, the next run plans from the least advanced
+	// target, and the one ahead absorbs the repeated window by upserting.
+	info := h.info(w)
+	for _, t := range h.o.Targets {
+		if err := t.Commit(ctx, info, h.rejected, stats, h.st); err != nil {
+			return errors.Join(err, h.abort(ctx))
+		}
 	}
 	h.rejects += int64(len(h.rejected))
 	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending))

@@ -57,7 +57,7 @@ func runSync(t testing.TB, url string, db *load.DuckDB, a syncArgs) (pipeline.Re
 	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
 	return pipeline.Sync(context.Background(), pipeline.Options{
 		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, ListID: a.listID, Fields: a.fields},
-		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Sink: db, State: db,
+		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Targets: []load.Target{db},
 	})
 }
 
@@ -70,9 +70,15 @@ type row struct {
 }
 
 func readContacts(t testing.TB, db *sql.DB) map[string]row {
+	return readContactsFrom(t, db, "contacts")
+}
+
+// readContactsFrom reads contacts from a table or table function (a lake:
+// read_parquet(...)).
+func readContactsFrom(t testing.TB, db *sql.DB, from string) map[string]row {
 	t.Helper()
 	rows, err := db.Query(`SELECT id::VARCHAR, coalesce(full_name, ''), coalesce(email, ''), coalesce(phone, ''), coalesce(job_title, ''),
-		coalesce(company_name, ''), coalesce(linkedin_url, ''), tags, epoch_us(created_at), coalesce(_request_id, '') FROM contacts`)
+		coalesce(company_name, ''), coalesce(linkedin_url, ''), tags, epoch_us(created_at), coalesce(_request_id, '') FROM ` + from)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +110,12 @@ func readContacts(t testing.TB, db *sql.DB) map[string]row {
 // dataset's contacts for which keep is true, field by field.
 func checkEqualsDataset(t testing.TB, db *sql.DB, ds *fakeapi.Dataset, keep func(fakeapi.Contact) bool) {
 	t.Helper()
-	got := readContacts(t, db)
+	checkEqualsDatasetFrom(t, db, "contacts", ds, keep)
+}
+
+func checkEqualsDatasetFrom(t testing.TB, db *sql.DB, from string, ds *fakeapi.Dataset, keep func(fakeapi.Contact) bool) {
+	t.Helper()
+	got := readContactsFrom(t, db, from)
 	want := 0
 	for i := 0; i < ds.Len(); i++ {
 		c := ds.Contact(i)

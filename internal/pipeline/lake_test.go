@@ -1,0 +1,372 @@
+package pipeline_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/fakeapi"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
+)
+
+func openLake(t testing.TB, dir string, opts load.LakeOptions) *load.Lake {
+	t.Helper()
+	l, err := load.OpenLake(context.Background(), dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func syncTargets(t testing.TB, url string, a syncArgs, targets ...load.Target) (pipeline.Result, error) {
+	t.Helper()
+	if a.limit == 0 {
+		a.limit = extract.MaxLimit
+	}
+	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
+	return pipeline.Sync(context.Background(), pipeline.Options{
+		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, ListID: a.listID, Fields: a.fields},
+		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Targets: targets,
+	})
+}
+
+// memDuckDB is an in-memory DuckDB for reading lakes.
+func memDuckDB(t testing.TB) *sql.DB {
+	t.Helper()
+	c, err := duckdb.NewConnector("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(c)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func lakeFrom(dir string) string {
+	return fmt.Sprintf("read_parquet('%s/**/*.parquet', hive_partitioning = true)", dir)
+}
+
+func lakeFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".parquet") {
+			out = append(out, p)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func TestParquetRoundTripEveryPartitioning(t *testing.T) {
+	for _, tc := range []struct {
+		part     string
+		contacts int
+		order    fakeapi.Order
+	}{
+		// Day partitions of a sparse dataset are many small files; ascending
+		// windows touch each of them about once.
+		{"month", 20000, fakeapi.OrderRandom},
+		{"day", 5000, fakeapi.OrderAsc},
+		{"year", 20000, fakeapi.OrderDesc},
+	} {
+		part := tc.part
+		t.Run(part, func(t *testing.T) {
+			srv, url := startFake(t, fakeapi.Config{Contacts: tc.contacts, Seed: 5, Order: tc.order})
+			ds := srv.Dataset()
+			dir := filepath.Join(t.TempDir(), "lake")
+			lake := openLake(t, dir, load.LakeOptions{PartitionBy: part})
+			if _, err := syncTargets(t, url, syncArgs{limit: 5000}, lake); err != nil {
+				t.Fatal(err)
+			}
+			db := memDuckDB(t)
+			checkEqualsDatasetFrom(t, db, lakeFrom(dir), ds, nil)
+
+			// Partition values agree with created_at in UTC.
+			cond := map[string]string{
+				"year":  "year != year(created_at AT TIME ZONE 'UTC')",
+				"month": "year != year(created_at AT TIME ZONE 'UTC') OR month != month(created_at AT TIME ZONE 'UTC')",
+				"day":   "year != year(created_at AT TIME ZONE 'UTC') OR month != month(created_at AT TIME ZONE 'UTC') OR day != day(created_at AT TIME ZONE 'UTC')",
+			}[part]
+			var bad int
+			if err := db.QueryRow(`SELECT count(*) FROM ` + lakeFrom(dir) + ` WHERE ` + cond).Scan(&bad); err != nil || bad != 0 {
+				t.Errorf("%d rows in the wrong partition (%v)", bad, err)
+			}
+			var typ string
+			if err := db.QueryRow(`SELECT typeof(created_at) || ' ' || typeof(tags) || ' ' || typeof(id) FROM ` + lakeFrom(dir) + ` LIMIT 1`).Scan(&typ); err != nil || typ != "TIMESTAMP WITH TIME ZONE VARCHAR[] VARCHAR" {
+				t.Errorf("types %q (%v)", typ, err)
+			}
+			checkWithPqarrow(t, lakeFiles(t, dir), ds)
+			checkWithHyparquet(t, lakeFiles(t, dir), ds)
+		})
+	}
+}
+
+// checkWithPqarrow reads every file with arrow-go's Parquet reader, an
+// implementation independent of the writer, and compares with the dataset.
+func checkWithPqarrow(t *testing.T, files []string, ds *fakeapi.Dataset) {
+	t.Helper()
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer alloc.AssertSize(t, 0)
+	seen := 0
+	for _, f := range files {
+		rdr, err := file.OpenParquetFile(f, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{}, alloc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tbl, err := fr.ReadTable(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := tbl.Schema()
+		col := func(name string) *arrow.Chunked {
+			idx := sc.FieldIndices(name)
+			if len(idx) == 0 {
+				t.Fatalf("%s: no column %s", f, name)
+			}
+			return tbl.Column(idx[0]).Data()
+		}
+		if ts, ok := sc.Field(sc.FieldIndices("created_at")[0]).Type.(*arrow.TimestampType); !ok || ts.Unit != arrow.Microsecond || ts.TimeZone != "UTC" {
+			t.Fatalf("%s: created_at is %s, want timestamp[us, tz=UTC]", f, sc.Field(sc.FieldIndices("created_at")[0]).Type)
+		}
+		ids, names, tags, created := col("id"), col("full_name"), col("tags"), col("created_at")
+		for c := range ids.Chunks() {
+			idArr := ids.Chunk(c).(*array.String)
+			nameArr := names.Chunk(c).(*array.String)
+			tagArr := tags.Chunk(c).(*array.List)
+			tagVals := tagArr.ListValues().(*array.String)
+			tsArr := created.Chunk(c).(*array.Timestamp)
+			for r := 0; r < idArr.Len(); r++ {
+				i, ok := ds.Index(idArr.Value(r))
+				if !ok {
+					t.Fatalf("pqarrow: unknown id %s", idArr.Value(r))
+				}
+				want := ds.Contact(i)
+				name := ""
+				if nameArr.IsValid(r) {
+					name = nameArr.Value(r)
+				}
+				start, end := tagArr.ValueOffsets(r)
+				var got []string
+				for k := start; k < end; k++ {
+					got = append(got, tagVals.Value(int(k)))
+				}
+				if name != want.FullName || fmt.Sprint(got) != fmt.Sprint(want.Tags) || int64(tsArr.Value(r)) != want.CreatedAt.UnixMicro() || tagArr.IsNull(r) {
+					t.Fatalf("pqarrow: contact %s: got %q %v %d, want %q %v %d", want.ID, name, got, tsArr.Value(r), want.FullName, want.Tags, want.CreatedAt.UnixMicro())
+				}
+				seen++
+			}
+		}
+		tbl.Release()
+		rdr.Close()
+	}
+	if seen != ds.Len() {
+		t.Errorf("pqarrow read %d rows, want %d", seen, ds.Len())
+	}
+}
+
+// checkWithHyparquet reads every file with hyparquet, a JavaScript reader,
+// through tools/js/read-parquet.mjs (make test installs it).
+func checkWithHyparquet(t *testing.T, files []string, ds *fakeapi.Dataset) {
+	t.Helper()
+	script, err := filepath.Abs("../../tools/js/read-parquet.mjs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(filepath.Dir(script), "node_modules", "hyparquet")); err != nil {
+		t.Fatalf("hyparquet is not installed: run make test, which runs npm ci --prefix tools/js (%v)", err)
+	}
+	seen := 0
+	{
+		cmd := exec.Command("node", append([]string{script}, files...)...)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("hyparquet: %v\n%s", err, stderr.String())
+		}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			var rec map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+				t.Fatalf("hyparquet output %q: %v", sc.Text(), err)
+			}
+			id, _ := rec["id"].(string)
+			i, ok := ds.Index(id)
+			if !ok {
+				t.Fatalf("hyparquet: unknown id %v", rec["id"])
+			}
+			want := ds.Contact(i)
+			name, _ := rec["full_name"].(string)
+			var tags []string
+			if list, ok := rec["tags"].([]any); ok {
+				for _, v := range list {
+					tags = append(tags, fmt.Sprint(v))
+				}
+			}
+			if name != want.FullName || fmt.Sprint(tags) != fmt.Sprint(want.Tags) || !sameInstant(rec["created_at"], want.CreatedAt) {
+				t.Fatalf("hyparquet: contact %s: got %v, want %q %v %s", id, rec, want.FullName, want.Tags, want.CreatedAt)
+			}
+			seen++
+		}
+	}
+	if seen != ds.Len() {
+		t.Errorf("hyparquet read %d rows, want %d", seen, ds.Len())
+	}
+}
+
+// sameInstant compares what read-parquet.mjs printed for a timestamp (an
+// ISO string or microseconds) with an instant.
+func sameInstant(v any, want time.Time) bool {
+	switch v := v.(type) {
+	case string:
+		if got, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			return got.Equal(want)
+		}
+		var us int64
+		if _, err := fmt.Sscan(v, &us); err == nil {
+			return us == want.UnixMicro()
+		}
+	case float64:
+		return int64(v) == want.UnixMicro()
+	}
+	return false
+}
+
+func TestParquetResyncsNeverDuplicateAndKeepFewFiles(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 30000, Seed: 6, Order: fakeapi.OrderAsc})
+	ds := srv.Dataset()
+	dir := filepath.Join(t.TempDir(), "lake")
+	lake := openLake(t, dir, load.LakeOptions{PartitionBy: "year"})
+	at := func(i int) time.Time { return ds.Contact(i).CreatedAt }
+	// Overlapping ranges, then twenty small incremental windows over the
+	// last year, then everything again.
+	for _, w := range [][2]time.Time{{at(1000), at(20000)}, {at(15000), at(29000)}} {
+		if _, err := syncTargets(t, url, syncArgs{limit: 4000, since: w[0], until: w[1]}, lake); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := 0; k < 20; k++ {
+		from, to := at(25000+k*240), at(25000+(k+1)*240+100)
+		if _, err := syncTargets(t, url, syncArgs{since: from, until: to}, lake); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := syncTargets(t, url, syncArgs{since: at(0).Add(-time.Hour)}, lake); err != nil {
+		t.Fatal(err)
+	}
+	db := memDuckDB(t)
+	checkEqualsDatasetFrom(t, db, lakeFrom(dir), ds, nil)
+	perPart := map[string]int{}
+	for _, f := range lakeFiles(t, dir) {
+		perPart[filepath.Dir(f)]++
+	}
+	for p, n := range perPart {
+		if n > 2 {
+			t.Errorf("partition %s has %d files after 23 syncs, want at most 2", p, n)
+		}
+	}
+}
+
+func TestParquetFilesRollAtTargetSize(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 40000, Seed: 3})
+	dir := filepath.Join(t.TempDir(), "lake")
+	const target = 48 << 10
+	lake := openLake(t, dir, load.LakeOptions{PartitionBy: "year", TargetFileBytes: target, Parquet: load.ParquetOptions{RowGroupRows: 1000}})
+	if _, err := syncTargets(t, url, syncArgs{}, lake); err != nil {
+		t.Fatal(err)
+	}
+	files := lakeFiles(t, dir)
+	perPart := map[string]int{}
+	for _, f := range files {
+		st, _ := os.Stat(f)
+		if st.Size() > 2*target {
+			t.Errorf("%s is %d bytes, target %d", f, st.Size(), target)
+		}
+		perPart[filepath.Dir(f)]++
+	}
+	for p, n := range perPart {
+		if n < 2 {
+			t.Errorf("partition %s has %d file(s): ~6,700 rows did not roll over at %d bytes", p, n, target)
+		}
+	}
+	var total int64
+	for _, f := range files {
+		st, _ := os.Stat(f)
+		total += st.Size()
+	}
+	t.Logf("%d files in %d partitions, %d bytes on average (target %d)", len(files), len(perPart), total/int64(len(files)), target)
+	checkEqualsDatasetFrom(t, memDuckDB(t), lakeFrom(dir), srv.Dataset(), nil)
+}
+
+func TestBothSinksFromOneExtract(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 20000, Seed: 13, Order: fakeapi.OrderDesc})
+	dir := t.TempDir()
+	db := openDB(t, filepath.Join(dir, "w.duckdb"))
+	lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
+	res, err := syncTargets(t, url, syncArgs{limit: 5000}, db, lake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if srv.Calls() != int64(res.Calls) {
+		t.Errorf("server saw %d calls, the run reports %d", srv.Calls(), res.Calls)
+	}
+	checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+	checkEqualsDatasetFrom(t, db.DB(), lakeFrom(filepath.Join(dir, "lake")), srv.Dataset(), nil)
+	checkSinksEqual(t, db.DB(), filepath.Join(dir, "lake"))
+	// One target behind the other: the next run plans from the one behind.
+	lake2 := openLake(t, filepath.Join(dir, "lake2"), load.LakeOptions{})
+	res, err = syncTargets(t, url, syncArgs{limit: 5000}, db, lake2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Calls < 4 {
+		t.Errorf("a run with a new, empty lake used %d calls: it did not export all history", res.Calls)
+	}
+	checkSinksEqual(t, db.DB(), filepath.Join(dir, "lake2"))
+}
+
+// checkSinksEqual fails unless the DuckDB table and the lake hold the same
+// rows, lineage included.
+func checkSinksEqual(t testing.TB, db *sql.DB, lake string) {
+	t.Helper()
+	cols := `id::VARCHAR, full_name, email, phone, job_title, company_name, linkedin_url, tags, created_at, _request_id, _loaded_at`
+	for _, q := range []string{
+		`SELECT count(*) FROM (SELECT ` + cols + ` FROM contacts EXCEPT ALL SELECT ` + cols + ` FROM ` + lakeFrom(lake) + `)`,
+		`SELECT count(*) FROM (SELECT ` + cols + ` FROM ` + lakeFrom(lake) + ` EXCEPT ALL SELECT ` + cols + ` FROM contacts)`,
+	} {
+		var n int
+		if err := db.QueryRow(q).Scan(&n); err != nil || n != 0 {
+			t.Errorf("%d rows differ between DuckDB and the lake (%v)", n, err)
+		}
+	}
+}
