@@ -297,6 +297,11 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 	h.reqID, h.rows, h.rejected = resp.RequestID, 0, nil
 	topts := h.o.Transform
 	topts.RequestID = resp.RequestID
+	if topts.BatchRows == 0 {
+		// A whole window in one batch where the limit allows: each batch is
+		// one statement for DuckDB. A window holds at most 50,000 rows.
+		topts.BatchRows = extract.MaxLimit
+	}
 	rd, err := transform.NewReader(resp.Body, topts)
 	if err != nil {
 		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
