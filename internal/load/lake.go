@@ -61,6 +61,7 @@ type Lake struct {
 
 	cols    []schemas.Column
 	batches []arrow.RecordBatch // the current window's, retained
+	broken  error               // a journaled commit failed half-way
 }
 
 var (
@@ -117,6 +118,9 @@ type runJSON struct {
 }
 
 const maxRuns = 100
+
+// testHookCommit lets tests stop a commit at a named step, as a crash would.
+var testHookCommit = func(step string) error { return nil }
 
 // journal is _leadlex/journal.json: a commit decided but maybe not done.
 type journal struct {
@@ -304,6 +308,9 @@ func (l *Lake) apply(j journal) error {
 		if err := syncDir(d); err != nil {
 			return err
 		}
+	}
+	if err := testHookCommit("after-renames"); err != nil {
+		return err
 	}
 	for _, rel := range j.Deletes {
 		if err := os.Remove(l.path(rel)); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -531,8 +538,11 @@ func randomSuffix() string {
 
 // Commit merges the window into the partitions its rows fall in and saves
 // the stream state, atomically as described on Lake.
-func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) error {
+func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, _ WindowStats, st StreamState) error {
 	defer l.releaseBatches()
+	if l.broken != nil {
+		return l.broken
+	}
 	next, err := cloneState(l.state)
 	if err != nil {
 		return err
@@ -601,17 +611,28 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 		}
 		j.Renames = append(j.Renames, [2]string{rel, strings.Replace(strings.TrimSuffix(rel, ".tmp"), "/.", "/", 1)})
 	}
-	_ = stats
 	j.State = next
 	b, err := json.Marshal(j)
 	if err != nil {
+		return err
+	}
+	if err := testHookCommit("before-journal"); err != nil {
 		return err
 	}
 	// The commit point: once the journal is on disk the window is committed.
 	if err := l.writeFileAtomic(metaDir+"/journal.json", b); err != nil {
 		return fmt.Errorf("write journal: %w", err)
 	}
-	return l.apply(j)
+	if err := testHookCommit("after-journal"); err != nil {
+		return err
+	}
+	if err := l.apply(j); err != nil {
+		// The journal stays; the next open finishes it. Until then no
+		// other commit may overwrite it.
+		l.broken = fmt.Errorf("lake %s: a commit could not be completed (the next run finishes it): %w", l.dir, err)
+		return l.broken
+	}
+	return nil
 }
 
 // batchKeys are the ids and created_at of a batch's rows.

@@ -225,10 +225,6 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	planner := extract.NewPlanner(limit, windows...)
 	ex := &extract.Extractor{Client: o.Client, Query: o.Query}
 	sum, runErr := ex.Run(ctx, planner, h, o.MaxCalls)
-	if len(windows) == 0 && runErr == nil {
-		// Nothing to fetch; the range is empty.
-		h.st.PendingSince, h.st.PendingUntil = time.Time{}, time.Time{}
-	}
 	res.Summary = sum
 	res.Rejects = h.rejects
 	res.Pending = planner.Pending()

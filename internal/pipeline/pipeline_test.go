@@ -51,14 +51,7 @@ type syncArgs struct {
 
 func runSync(t testing.TB, url string, db *load.DuckDB, a syncArgs) (pipeline.Result, error) {
 	t.Helper()
-	if a.limit == 0 {
-		a.limit = extract.MaxLimit
-	}
-	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
-	return pipeline.Sync(context.Background(), pipeline.Options{
-		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, ListID: a.listID, Fields: a.fields},
-		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Targets: []load.Target{db},
-	})
+	return syncTargets(t, url, a, db)
 }
 
 // row is one contacts row read back from DuckDB, NULLs as "".
