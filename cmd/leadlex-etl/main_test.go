@@ -392,3 +392,26 @@ func TestKeyInNoFileTheRunWrote(t *testing.T) {
 		t.Errorf("the log names no request id:\n%s", log)
 	}
 }
+
+func TestQueryIsReadOnly(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 200, Seed: 1})
+	dir := t.TempDir()
+	path := filepath.Join(dir, "w.duckdb")
+	if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "-q"); r.code != 0 {
+		t.Fatalf("sync: %d %s", r.code, r.stderr)
+	}
+	r := cli(t, nil, "query", "--duckdb", path, "SELECT count(*) AS n FROM contacts")
+	if r.code != 0 || !strings.Contains(r.stdout, "200") {
+		t.Errorf("query: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := cli(t, nil, "query", "--duckdb", path, "DELETE FROM contacts"); r.code != 1 || !strings.Contains(r.stderr, "read-only") {
+		t.Errorf("a DELETE through query: %d %q", r.code, r.stderr)
+	}
+	missing := filepath.Join(dir, "typo.duckdb")
+	if r := cli(t, nil, "query", "--duckdb", missing, "SELECT 1"); r.code != 1 {
+		t.Errorf("query on a missing file exited %d", r.code)
+	}
+	if _, err := os.Stat(missing); err == nil {
+		t.Error("query created the missing file")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -17,8 +18,9 @@ import (
 func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var path string
 	var maxRows int
-	fs := newFlagSet("query", `Run SQL against a DuckDB file the sync wrote and print the result as a
-table, for machines without the duckdb CLI.
+	fs := newFlagSet("query", `Run SQL against a DuckDB file the sync wrote (opened read-only) and print
+the result as a table, for machines without the duckdb CLI. Parquet lakes
+can be queried too, with read_parquet('DIR/**/*.parquet', hive_partitioning = true).
 
 Example:
   leadlex-etl query --duckdb warehouse.duckdb \
@@ -34,12 +36,15 @@ Example:
 	if path == "" || fs.NArg() != 1 {
 		return usagef("usage: leadlex-etl query --duckdb PATH \"SQL\"")
 	}
-	db, err := load.OpenDuckDB(ctx, path, load.DuckDBOptions{MemoryLimit: "1GB"})
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("--duckdb: %w", err)
+	}
+	db, err := load.OpenDuckDBReadOnly(path)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	return printQuery(ctx, stdout, db.DB(), fs.Arg(0), maxRows)
+	return printQuery(ctx, stdout, db, fs.Arg(0), maxRows)
 }
 
 // printQuery runs q and prints its rows aligned in columns.

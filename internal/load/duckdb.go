@@ -121,6 +121,20 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	return d, nil
 }
 
+// OpenDuckDBReadOnly opens an existing DuckDB file for reading only.
+func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
+	connector, err := duckdb.NewConnector(path+"?access_mode=read_only", nil)
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	db := sql.OpenDB(connector)
+	if err := db.Ping(); err != nil {
+		db.Close()
+		return nil, openError(path, err)
+	}
+	return db, nil
+}
+
 func openError(path string, err error) error {
 	if msg := err.Error(); strings.Contains(msg, "Could not set lock") || strings.Contains(msg, "Conflicting lock") {
 		return &LockedError{Path: path, Detail: msg}
