@@ -139,6 +139,7 @@ func TestUsageErrorsBeforeAnyCall(t *testing.T) {
 		{"wait and no-wait", []string{key}, []string{"--base-url", url, "--duckdb", db, "--wait", "--no-wait"}, "contradict"},
 		{"unknown flag", []string{key}, []string{"--base-url", url, "--duckdb", db, "--frob"}, "--frob"},
 		{"empty tag", []string{key}, []string{"--base-url", url, "--duckdb", db, "--tag", " "}, "--tag"},
+		{"bad field name", []string{key}, []string{"--base-url", url, "--duckdb", db, "--fields", "id,Shoe Size"}, "--fields"},
 		{"bad log format", []string{key}, []string{"--base-url", url, "--duckdb", db, "--log-format", "xml"}, "--log-format"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -413,5 +414,37 @@ func TestQueryIsReadOnly(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); err == nil {
 		t.Error("query created the missing file")
+	}
+}
+
+func TestInterruptKeepsCommittedWindows(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 20000, Seed: 1, SlowRate: 1, SlowDelay: 20 * time.Millisecond})
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "-q")
+	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	_ = cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	code := -1
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	if code != 1 || !strings.Contains(errb.String(), "interrupted after") || !strings.Contains(errb.String(), "run again to resume") {
+		t.Fatalf("exit %d, stderr %q; want 1 and a message about resuming", code, errb.String())
+	}
+	n := count(t, path, "SELECT count(*) FROM contacts")
+	if n == 0 || n >= 20000 {
+		t.Errorf("%d contacts after the interrupt; want some windows kept and the run cut short", n)
+	}
+	if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "-q"); r.code != 0 {
+		t.Fatalf("resumed run: %d %s", r.code, r.stderr)
+	}
+	if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 20000 {
+		t.Errorf("%d contacts after resuming, want 20000", n)
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/leadlex/leadlex-etl/internal/load"
 	"github.com/leadlex/leadlex-etl/internal/pipeline"
 	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
 )
 
 // DefaultBaseURL is the LeadLex API gateway the documentation names.
@@ -173,6 +174,11 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 			return key, since, until, usagef("--tag must not be empty")
 		}
 	}
+	for _, f := range o.Fields {
+		if err := schemas.ValidName(strings.TrimSpace(f)); err != nil {
+			return key, since, until, usagef("--fields: %v", err)
+		}
+	}
 	if since, err = parseInstant("since", o.Since); err != nil {
 		return
 	}
@@ -300,6 +306,9 @@ Example:
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio}, Logger: log,
 	})
 	printSummary(stdout, res, err != nil, strings.Join(dests, " and "))
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("interrupted after %d committed window(s); they are kept, run again to resume", res.Windows)
+	}
 	var rl *extract.RateLimitError
 	if errors.As(err, &rl) {
 		return fmt.Errorf("%w; progress is saved, run again after %s to resume", err, rl.ResumeAt.UTC().Format(time.RFC3339))

@@ -8,6 +8,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -180,22 +181,22 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		if err != nil {
 			return res, err
 		}
-		w, since, until := PlanRun(tst, o.Since, until, o.Lookback)
+		w, tSince, tUntil := PlanRun(tst, o.Since, until, o.Lookback)
 		windows = append(windows, w...)
 		if i == 0 {
-			st, runSince, runUntil = tst, since, until
+			st, runSince, runUntil = tst, tSince, tUntil
 			continue
 		}
 		// The least advanced target decides: the earliest start, the
 		// earliest cursor, the latest end.
-		if since.IsZero() || (!runSince.IsZero() && since.Before(runSince)) {
-			runSince = since
+		if tSince.IsZero() || (!runSince.IsZero() && tSince.Before(runSince)) {
+			runSince = tSince
 		}
 		if tst.Cursor.IsZero() || (!st.Cursor.IsZero() && tst.Cursor.Before(st.Cursor)) {
 			st.Cursor = tst.Cursor
 		}
 		st.Pending = append(st.Pending, tst.Pending...)
-		runUntil = later(runUntil, until)
+		runUntil = later(runUntil, tUntil)
 	}
 	windows = mergeWindows(windows)
 	for _, t := range o.Targets {
@@ -260,10 +261,10 @@ func fmtTime(t time.Time, zero string) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
+// newRunID names a run by its start and a random suffix.
 func newRunID(t time.Time) string {
 	var b [4]byte
-	sum := sha256.Sum256([]byte(t.Format(time.RFC3339Nano)))
-	copy(b[:], sum[:])
+	_, _ = rand.Read(b[:])
 	return t.UTC().Format("20060102T150405Z") + "-" + hex.EncodeToString(b[:])
 }
 
