@@ -43,18 +43,19 @@ func (e *LockedError) Error() string {
 }
 
 // DuckDB is the DuckDB sink and state store. All its work happens on one
-// pinned connection, because the staging table and the registered Arrow
-// views belong to a connection. It is not safe for concurrent use.
+// pinned connection, because registered Arrow views and temporary tables
+// belong to a connection. It is not safe for concurrent use.
 type DuckDB struct {
-	path  string
-	db    *sql.DB
-	conn  *sql.Conn
-	arrow *duckdb.Arrow
-	cols  []schemas.Column    // of the window being staged
-	ids   map[string]struct{} // of the window being staged
-	dups  bool                // an id repeats within the window
-	table map[string]bool     // columns the contacts table has
-	inTx  bool
+	path    string
+	db      *sql.DB
+	conn    *sql.Conn
+	arrow   *duckdb.Arrow
+	cols    []schemas.Column    // of the current window
+	batches []arrow.RecordBatch // of the current window, retained
+	ids     map[string]struct{} // of the current window
+	dups    bool                // an id repeats within the window
+	table   map[string]bool     // columns the contacts table has
+	inTx    bool
 }
 
 var (
@@ -63,7 +64,6 @@ var (
 )
 
 const (
-	stageTable  = TablePrefix + "stage"
 	batchView   = TablePrefix + "batch"
 	mergedTable = TablePrefix + "merged"
 )
@@ -144,6 +144,7 @@ func openError(path string, err error) error {
 
 // Close closes the database.
 func (d *DuckDB) Close() error {
+	d.releaseBatches()
 	var errs []error
 	if d.conn != nil {
 		errs = append(errs, d.conn.Close())
@@ -219,12 +220,11 @@ func (d *DuckDB) loadTableColumns(ctx context.Context) error {
 	return rows.Err()
 }
 
-// Begin creates an empty staging table for the window's columns.
+// Begin starts a window; its batches are kept until Commit (a window holds
+// at most the API's limit of rows).
 func (d *DuckDB) Begin(ctx context.Context, _ WindowInfo, cols []schemas.Column) error {
-	if d.inTx {
-		if err := d.Abort(ctx); err != nil {
-			return err
-		}
+	if err := d.Abort(ctx); err != nil {
+		return err
 	}
 	d.cols = cols
 	clear(d.ids)
@@ -232,14 +232,11 @@ func (d *DuckDB) Begin(ctx context.Context, _ WindowInfo, cols []schemas.Column)
 		d.ids = map[string]struct{}{}
 	}
 	d.dups = false
-	stage := append(append([]schemas.Column{}, cols...), schemas.Column{Name: "_line", Kind: schemas.Int64, Required: true})
-	q := strings.Replace(schemas.CreateTableSQL(stageTable, stage), "CREATE TABLE IF NOT EXISTS", "CREATE OR REPLACE TEMP TABLE", 1)
-	return d.exec(ctx, q)
+	return nil
 }
 
-// Write copies one batch into the staging table through a registered Arrow
-// view: columnar, no per-row work in Go.
-func (d *DuckDB) Write(ctx context.Context, batch arrow.RecordBatch) error {
+// Write keeps one batch of the window and notes whether an id repeats.
+func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
 	if !d.dups {
 		if idx := batch.Schema().FieldIndices("id"); len(idx) > 0 {
 			if ids, ok := batch.Column(idx[0]).(*array.String); ok {
@@ -256,33 +253,49 @@ func (d *DuckDB) Write(ctx context.Context, batch arrow.RecordBatch) error {
 			}
 		}
 	}
-	rr, err := array.NewRecordReader(batch.Schema(), []arrow.RecordBatch{batch})
+	batch.Retain()
+	d.batches = append(d.batches, batch)
+	return nil
+}
+
+func (d *DuckDB) releaseBatches() {
+	for _, b := range d.batches {
+		b.Release()
+	}
+	d.batches = nil
+}
+
+// Abort drops the window's batches and rolls back an open transaction.
+func (d *DuckDB) Abort(ctx context.Context) error {
+	defer d.releaseBatches()
+	if d.inTx {
+		d.inTx = false
+		return d.exec(ctx, "ROLLBACK")
+	}
+	return nil
+}
+
+// withBatches runs q with the window's batches registered as the Arrow view
+// batchView: DuckDB scans them columnar, no per-row work in Go. A registered
+// view can be read once, so each statement registers it afresh.
+func (d *DuckDB) withBatches(ctx context.Context, q string, args ...any) error {
+	rr, err := array.NewRecordReader(d.batches[0].Schema(), d.batches)
 	if err != nil {
 		return err
 	}
 	defer rr.Release()
 	release, err := d.arrow.RegisterView(rr, batchView)
 	if err != nil {
-		return fmt.Errorf("register Arrow batch: %w", err)
+		return fmt.Errorf("register Arrow batches: %w", err)
 	}
 	defer release()
-	return d.exec(ctx, `INSERT INTO `+stageTable+` BY NAME SELECT * REPLACE (CAST(id AS UUID) AS id) FROM `+batchView)
+	return d.exec(ctx, q, args...)
 }
 
-// Abort drops the staging table's rows and rolls back an open transaction.
-func (d *DuckDB) Abort(ctx context.Context) error {
-	if d.inTx {
-		d.inTx = false
-		if err := d.exec(ctx, "ROLLBACK"); err != nil {
-			return err
-		}
-	}
-	return d.exec(ctx, `DROP TABLE IF EXISTS `+stageTable)
-}
-
-// Commit upserts the staged window into contacts and records rejects, the
-// window and the stream state, all in one transaction.
+// Commit upserts the window into contacts and records rejects, the window
+// and the stream state, all in one transaction.
 func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (err error) {
+	defer d.releaseBatches()
 	if err := d.exec(ctx, "BEGIN TRANSACTION"); err != nil {
 		return err
 	}
@@ -302,34 +315,10 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 			added = append(added, c.Name)
 		}
 	}
-	// Latest wins: of ids repeated within the window (rare: Write noticed),
-	// keep the last row.
-	latest := `(SELECT * EXCLUDE (_line) FROM ` + stageTable + `)`
-	if d.dups {
-		latest = `(SELECT * EXCLUDE (_line) FROM ` + stageTable + ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1)`
-	}
-	// Columns the table has but this window did not export (a --fields
-	// subset, or extra fields an earlier sync added) keep their values.
-	keep := d.columnsNotIn(d.cols)
-	src := latest + ` AS s`
-	if len(keep) > 0 {
-		var sel strings.Builder
-		sel.WriteString(`SELECT s.*`)
-		for _, c := range keep {
-			fmt.Fprintf(&sel, ", o.%s", schemas.QuoteIdent(c))
-		}
-		if err := d.exec(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM `+latest+` AS s LEFT JOIN `+
-			schemas.QuoteIdent(ContactsTable)+` AS o ON o.id = s.id`); err != nil {
+	if len(d.batches) > 0 {
+		if err := d.upsert(ctx, info); err != nil {
 			return err
 		}
-		src = mergedTable + ` AS s`
-	}
-	if err := d.exec(ctx, `DELETE FROM `+schemas.QuoteIdent(ContactsTable)+` WHERE id IN (SELECT id FROM `+stageTable+`)`); err != nil {
-		return err
-	}
-	if err := d.exec(ctx, `INSERT INTO `+schemas.QuoteIdent(ContactsTable)+` BY NAME
-		SELECT s.*, ?::VARCHAR AS _request_id, ?::TIMESTAMPTZ AS _loaded_at FROM `+src, info.RequestID, info.LoadedAt.UTC()); err != nil {
-		return err
 	}
 	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
 	for _, r := range rejects {
@@ -352,7 +341,46 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 	for _, name := range added {
 		d.table[name] = true
 	}
-	return d.exec(ctx, `DROP TABLE IF EXISTS `+stageTable+`; DROP TABLE IF EXISTS `+mergedTable)
+	return nil
+}
+
+// upsert replaces the window's ids in contacts: delete, then insert, inside
+// the caller's transaction. Not ON CONFLICT on a primary key: DuckDB
+// rewrites a list column under an index as delete+insert, 25 times slower.
+func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
+	contacts := schemas.QuoteIdent(ContactsTable)
+	// Latest wins: of ids repeated within the window (rare: Write noticed),
+	// keep the last row.
+	latest := `SELECT * EXCLUDE (_line) REPLACE (CAST(id AS UUID) AS id) FROM ` + batchView
+	if d.dups {
+		latest += ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`
+	}
+	lineage := `?::VARCHAR AS _request_id, ?::TIMESTAMPTZ AS _loaded_at`
+	// Columns the table has but this window did not export (a --fields
+	// subset, or extra fields an earlier sync added) keep their values.
+	keep := d.columnsNotIn(d.cols)
+	if len(keep) == 0 {
+		if err := d.withBatches(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
+			return err
+		}
+		return d.withBatches(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC())
+	}
+	var sel strings.Builder
+	sel.WriteString(`SELECT s.*`)
+	for _, c := range keep {
+		fmt.Fprintf(&sel, ", o.%s", schemas.QuoteIdent(c))
+	}
+	if err := d.withBatches(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM (`+latest+`) AS s LEFT JOIN `+
+		contacts+` AS o ON o.id = s.id`); err != nil {
+		return err
+	}
+	if err := d.exec(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT id FROM `+mergedTable+`)`); err != nil {
+		return err
+	}
+	if err := d.exec(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM `+mergedTable+` AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
+		return err
+	}
+	return d.exec(ctx, `DROP TABLE `+mergedTable)
 }
 
 // columnsNotIn returns the contacts table's data columns (not lineage) that
