@@ -126,6 +126,10 @@ func TestParquetRoundTripEveryPartitioning(t *testing.T) {
 	}
 }
 
+// textColumns are the standard text fields, compared value by value with
+// the dataset by every reader.
+var textColumns = []string{"full_name", "email", "phone", "job_title", "company_name", "linkedin_url"}
+
 // checkWithPqarrow reads every file with arrow-go's Parquet reader, an
 // implementation independent of the writer, and compares with the dataset.
 func checkWithPqarrow(t *testing.T, files []string, ds *fakeapi.Dataset) {
@@ -157,10 +161,21 @@ func checkWithPqarrow(t *testing.T, files []string, ds *fakeapi.Dataset) {
 		if ts, ok := sc.Field(sc.FieldIndices("created_at")[0]).Type.(*arrow.TimestampType); !ok || ts.Unit != arrow.Microsecond || ts.TimeZone != "UTC" {
 			t.Fatalf("%s: created_at is %s, want timestamp[us, tz=UTC]", f, sc.Field(sc.FieldIndices("created_at")[0]).Type)
 		}
-		ids, names, tags, created := col("id"), col("full_name"), col("tags"), col("created_at")
+		if lt, ok := sc.Field(sc.FieldIndices("tags")[0]).Type.(*arrow.ListType); !ok || lt.Elem().ID() != arrow.STRING {
+			t.Fatalf("%s: tags is %s, want a list of utf8", f, sc.Field(sc.FieldIndices("tags")[0]).Type)
+		}
+		for _, name := range textColumns {
+			if typ := sc.Field(sc.FieldIndices(name)[0]).Type; typ.ID() != arrow.STRING {
+				t.Fatalf("%s: %s is %s, want utf8", f, name, typ)
+			}
+		}
+		ids, tags, created := col("id"), col("tags"), col("created_at")
+		texts := make([]*arrow.Chunked, len(textColumns))
+		for k, name := range textColumns {
+			texts[k] = col(name)
+		}
 		for c := range ids.Chunks() {
 			idArr := ids.Chunk(c).(*array.String)
-			nameArr := names.Chunk(c).(*array.String)
 			tagArr := tags.Chunk(c).(*array.List)
 			tagVals := tagArr.ListValues().(*array.String)
 			tsArr := created.Chunk(c).(*array.Timestamp)
@@ -170,17 +185,26 @@ func checkWithPqarrow(t *testing.T, files []string, ds *fakeapi.Dataset) {
 					t.Fatalf("pqarrow: unknown id %s", idArr.Value(r))
 				}
 				want := ds.Contact(i)
-				name := ""
-				if nameArr.IsValid(r) {
-					name = nameArr.Value(r)
+				for k, name := range textColumns {
+					arr := texts[k].Chunk(c).(*array.String)
+					got := ""
+					if arr.IsValid(r) {
+						got = arr.Value(r)
+						if got == "" {
+							t.Fatalf("pqarrow: contact %s: %s is an empty string, want NULL", want.ID, name)
+						}
+					}
+					if exp, _ := want.Field(name); got != exp {
+						t.Fatalf("pqarrow: contact %s: %s = %q, want %q", want.ID, name, got, exp)
+					}
 				}
 				start, end := tagArr.ValueOffsets(r)
 				var got []string
 				for k := start; k < end; k++ {
 					got = append(got, tagVals.Value(int(k)))
 				}
-				if name != want.FullName || fmt.Sprint(got) != fmt.Sprint(want.Tags) || int64(tsArr.Value(r)) != want.CreatedAt.UnixMicro() || tagArr.IsNull(r) {
-					t.Fatalf("pqarrow: contact %s: got %q %v %d, want %q %v %d", want.ID, name, got, tsArr.Value(r), want.FullName, want.Tags, want.CreatedAt.UnixMicro())
+				if fmt.Sprint(got) != fmt.Sprint(want.Tags) || int64(tsArr.Value(r)) != want.CreatedAt.UnixMicro() || tagArr.IsNull(r) {
+					t.Fatalf("pqarrow: contact %s: got %v %d, want %v %d", want.ID, got, tsArr.Value(r), want.Tags, want.CreatedAt.UnixMicro())
 				}
 				seen++
 			}
@@ -226,15 +250,20 @@ func checkWithHyparquet(t *testing.T, files []string, ds *fakeapi.Dataset) {
 				t.Fatalf("hyparquet: unknown id %v", rec["id"])
 			}
 			want := ds.Contact(i)
-			name, _ := rec["full_name"].(string)
+			for _, name := range textColumns {
+				got, _ := rec[name].(string)
+				if exp, _ := want.Field(name); got != exp || (exp == "" && rec[name] != nil) {
+					t.Fatalf("hyparquet: contact %s: %s = %#v, want %q (NULL if empty)", id, name, rec[name], exp)
+				}
+			}
 			var tags []string
 			if list, ok := rec["tags"].([]any); ok {
 				for _, v := range list {
 					tags = append(tags, fmt.Sprint(v))
 				}
 			}
-			if name != want.FullName || fmt.Sprint(tags) != fmt.Sprint(want.Tags) || !sameInstant(rec["created_at"], want.CreatedAt) {
-				t.Fatalf("hyparquet: contact %s: got %v, want %q %v %s", id, rec, want.FullName, want.Tags, want.CreatedAt)
+			if fmt.Sprint(tags) != fmt.Sprint(want.Tags) || !sameInstant(rec["created_at"], want.CreatedAt) {
+				t.Fatalf("hyparquet: contact %s: got %v, want %v %s", id, rec, want.Tags, want.CreatedAt)
 			}
 			seen++
 		}
