@@ -323,17 +323,19 @@ func TestBadRowsGoToRejects(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.duckdb")
 	env := []string{"LEADLEX_API_KEY=" + cliKey}
 
-	// Over the default 1% reject ratio: the window fails and loads nothing.
+	// Over the 1% reject ratio with no bad row allowed: the window fails
+	// and loads nothing.
 	url := badRowsServer(t, header+good+bad)
-	r := cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q")
+	r := cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--rejects-allowed", "0")
 	if r.code != 1 || !strings.Contains(r.stderr, "reject") {
 		t.Fatalf("exit %d, stderr %q; want 1 naming the rejects", r.code, r.stderr)
 	}
 	if n := count(t, path, "SELECT count(*) FROM contacts"); n != 0 {
 		t.Errorf("a failed window loaded %d rows", n)
 	}
-	// With a tolerant ratio, good rows load and bad ones land in rejects.
-	r = cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--reject-ratio", "0.9")
+	// By default a few bad rows (up to 10) never fail a window: good rows
+	// load and bad ones land in rejects.
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q")
 	if r.code != 0 {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -353,7 +355,7 @@ func TestBadRowsGoToRejects(t *testing.T) {
 		}
 	}
 	// A later failing window leaves what was loaded alone.
-	r = cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--since", "2020-01-01")
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--since", "2020-01-01", "--rejects-allowed", "0")
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1", r.code)
 	}

@@ -48,6 +48,7 @@ type syncOptions struct {
 	MemoryLimit       string
 	Threads           int
 	RejectRatio       float64
+	RejectsAllowed    int
 	Attempts          int
 	Backoff           time.Duration
 	LogFormat         string
@@ -85,7 +86,8 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Backoff, "retry-backoff", 2*time.Second, "first pause between tries; it doubles each try (with jitter), up to a minute")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
-	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window when more than this share of its rows do not parse (bad rows go to _leadlex_rejects)")
+	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window (load none of it) when more than this share of its rows do not parse; bad rows of windows that load go to _leadlex_rejects")
+	fs.IntVar(&o.RejectsAllowed, "rejects-allowed", 10, "a window with at most this many bad rows never fails, whatever --reject-ratio says, so a few bad contacts do not block small incremental windows")
 	fs.StringVar(&o.LogFormat, "log-format", "text", "log format on stderr: text or json")
 	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "log warnings and errors only")
 }
@@ -162,6 +164,9 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if o.Backoff <= 0 {
 		return key, since, until, usagef("--retry-backoff %s must be positive", o.Backoff)
+	}
+	if o.RejectsAllowed < 0 {
+		return key, since, until, usagef("--rejects-allowed %d must not be negative", o.RejectsAllowed)
 	}
 	if o.RejectRatio < 0 || o.RejectRatio > 1 {
 		return key, since, until, usagef("--reject-ratio %g must be between 0 and 1", o.RejectRatio)
@@ -303,7 +308,7 @@ Example:
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	res, err := pipeline.Sync(ctx, pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
-		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio}, Logger: log,
+		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 	})
 	printSummary(stdout, res, err != nil, strings.Join(dests, " and "))
 	if errors.Is(err, context.Canceled) {

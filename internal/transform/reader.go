@@ -33,6 +33,7 @@ const LineField = "_line"
 type Options struct {
 	BatchRows      int              // rows per record batch; 0 (or less) means DefaultBatchRows
 	MaxRejectRatio float64          // the body fails (Err returns a *RejectRatioError) when rejected rows exceed this share of data rows; 0 means DefaultMaxRejectRatio, below 0 tolerates no reject, 1 or more never fails
+	RejectsAllowed int              // a body with at most this many rejected rows never fails, whatever the ratio (a few bad contacts in a small window are recorded, not fatal); 0 means none
 	Alloc          memory.Allocator // nil means memory.DefaultAllocator
 	RequestID      string           // copied into each Reject
 }
@@ -56,6 +57,7 @@ type Reader struct {
 	requestID string
 	batchRows int
 	maxReject float64
+	allowed   int64 // rejects that never fail the body
 
 	cols      []schemas.Column
 	schema    *arrow.Schema
@@ -125,6 +127,7 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 		requestID: opts.RequestID,
 		batchRows: opts.BatchRows,
 		maxReject: opts.MaxRejectRatio,
+		allowed:   int64(max(opts.RejectsAllowed, 0)),
 		cols:      cols,
 		createdAt: -1,
 		uuids:     make([][36]byte, len(cols)),
@@ -220,7 +223,7 @@ func (r *Reader) Next() bool {
 		}
 	}
 	if r.done {
-		if rej := int64(len(r.rejects)); rej > 0 && float64(rej) > r.maxReject*float64(r.rows) {
+		if rej := int64(len(r.rejects)); rej > r.allowed && float64(rej) > r.maxReject*float64(r.rows) {
 			r.err = &RejectRatioError{Rejected: rej, Rows: r.rows, Max: r.maxReject}
 			return false
 		}

@@ -510,21 +510,25 @@ func TestRejectRatio(t *testing.T) {
 		name      string
 		good, bad int
 		max       float64
+		allowed   int
 		fail      bool
 	}{
-		{"default, 1 in 100 passes", 99, 1, 0, false},
-		{"default, 2 in 100 fails", 98, 2, 0, true},
-		{"default, 1 in 50 fails", 49, 1, 0, true},
-		{"half allowed, exactly half passes", 5, 5, 0.5, false},
-		{"half allowed, more fails", 4, 6, 0.5, true},
-		{"1 never fails", 0, 10, 1, false},
-		{"negative tolerates none", 99, 1, -1, true},
-		{"negative passes a clean body", 100, 0, -1, false},
-		{"only rejects fail by default", 0, 3, 0, true},
+		{"default, 1 in 100 passes", 99, 1, 0, 0, false},
+		{"default, 2 in 100 fails", 98, 2, 0, 0, true},
+		{"default, 1 in 50 fails", 49, 1, 0, 0, true},
+		{"half allowed, exactly half passes", 5, 5, 0.5, 0, false},
+		{"half allowed, more fails", 4, 6, 0.5, 0, true},
+		{"1 never fails", 0, 10, 1, 0, false},
+		{"negative tolerates none", 99, 1, -1, 0, true},
+		{"negative passes a clean body", 100, 0, -1, 0, false},
+		{"only rejects fail by default", 0, 3, 0, 0, true},
+		{"allowed rejects never fail", 2, 3, 0, 3, false},
+		{"one more than allowed fails", 2, 4, 0, 3, true},
+		{"allowed does not excuse a ratio above it", 1000, 20, 0, 5, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := readAll(t, strings.NewReader(body(tt.good, tt.bad)), Options{MaxRejectRatio: tt.max, BatchRows: 10})
+			res, err := readAll(t, strings.NewReader(body(tt.good, tt.bad)), Options{MaxRejectRatio: tt.max, RejectsAllowed: tt.allowed, BatchRows: 10})
 			if err != nil {
 				t.Fatal(err)
 			}
