@@ -410,6 +410,9 @@ func TestQueryIsReadOnly(t *testing.T) {
 	if r := cli(t, nil, "query", "--duckdb", path, "DELETE FROM contacts"); r.code != 1 || !strings.Contains(r.stderr, "read-only") {
 		t.Errorf("a DELETE through query: %d %q", r.code, r.stderr)
 	}
+	if r := cli(t, nil, "query", "SELECT 40 + 2 AS answer"); r.code != 0 || !strings.Contains(r.stdout, "42") {
+		t.Errorf("in-memory query: %d %q %q", r.code, r.stdout, r.stderr)
+	}
 	missing := filepath.Join(dir, "typo.duckdb")
 	if r := cli(t, nil, "query", "--duckdb", missing, "SELECT 1"); r.code != 1 {
 		t.Errorf("query on a missing file exited %d", r.code)

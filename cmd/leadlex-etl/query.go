@@ -22,10 +22,11 @@ func runQuery(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 the result as a table, for machines without the duckdb CLI. Parquet lakes
 can be queried too, with read_parquet('DIR/**/*.parquet', hive_partitioning = true).
 
-Example:
+Examples:
+  leadlex-etl query "SELECT count(*) FROM read_parquet('lake/**/*.parquet', hive_partitioning = true)"
   leadlex-etl query --duckdb warehouse.duckdb \
     "SELECT tag, count(*) AS contacts FROM (SELECT unnest(tags) AS tag FROM contacts) GROUP BY tag ORDER BY 2 DESC"`, stdout)
-	fs.StringVar(&path, "duckdb", "", "DuckDB file to query")
+	fs.StringVar(&path, "duckdb", "", "DuckDB file to query (default: an empty in-memory database, for querying a Parquet lake)")
 	fs.IntVar(&maxRows, "max-rows", 100, "print at most this many rows")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
@@ -33,11 +34,13 @@ Example:
 		}
 		return usageError{err}
 	}
-	if path == "" || fs.NArg() != 1 {
-		return usagef("usage: leadlex-etl query --duckdb PATH \"SQL\"")
+	if fs.NArg() != 1 {
+		return usagef("usage: leadlex-etl query [--duckdb PATH] \"SQL\"")
 	}
-	if _, err := os.Stat(path); err != nil {
-		return fmt.Errorf("--duckdb: %w", err)
+	if path != "" {
+		if _, err := os.Stat(path); err != nil {
+			return fmt.Errorf("--duckdb: %w", err)
+		}
 	}
 	db, err := load.OpenDuckDBReadOnly(path)
 	if err != nil {

@@ -121,9 +121,14 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	return d, nil
 }
 
-// OpenDuckDBReadOnly opens an existing DuckDB file for reading only.
+// OpenDuckDBReadOnly opens an existing DuckDB file for reading only, or an
+// in-memory database when path is "".
 func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
-	connector, err := duckdb.NewConnector(path+"?access_mode=read_only", nil)
+	dsn := ""
+	if path != "" {
+		dsn = path + "?access_mode=read_only"
+	}
+	connector, err := duckdb.NewConnector(dsn, nil)
 	if err != nil {
 		return nil, openError(path, err)
 	}
