@@ -284,7 +284,7 @@ Example:
 	var dests []string
 	defer func() {
 		for _, t := range targets {
-			_ = t.(io.Closer).Close()
+			_ = t.Close()
 		}
 	}()
 	if o.DuckDB != "" {

@@ -91,6 +91,8 @@ type StateStore interface {
 type Target interface {
 	Sink
 	StateStore
+	// Close releases the destination (its file lock among others).
+	Close() error
 }
 
 // Run is one invocation of sync for one stream.
