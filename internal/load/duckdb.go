@@ -59,8 +59,7 @@ type DuckDB struct {
 }
 
 var (
-	_ Sink       = (*DuckDB)(nil)
-	_ StateStore = (*DuckDB)(nil)
+	_ Target = (*DuckDB)(nil)
 )
 
 const (

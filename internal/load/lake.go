@@ -65,8 +65,7 @@ type Lake struct {
 }
 
 var (
-	_ Sink       = (*Lake)(nil)
-	_ StateStore = (*Lake)(nil)
+	_ Target = (*Lake)(nil)
 )
 
 // lakeState is _leadlex/state.json.
