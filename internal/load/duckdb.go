@@ -58,9 +58,7 @@ type DuckDB struct {
 	inTx    bool
 }
 
-var (
-	_ Target = (*DuckDB)(nil)
-)
+var _ Target = (*DuckDB)(nil)
 
 const (
 	batchView   = TablePrefix + "batch"

@@ -64,9 +64,7 @@ type Lake struct {
 	broken  error               // a journaled commit failed half-way
 }
 
-var (
-	_ Target = (*Lake)(nil)
-)
+var _ Target = (*Lake)(nil)
 
 // lakeState is _leadlex/state.json.
 type lakeState struct {
