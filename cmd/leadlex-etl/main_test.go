@@ -327,8 +327,8 @@ func TestBadRowsGoToRejects(t *testing.T) {
 	// and loads nothing.
 	url := badRowsServer(t, header+good+bad)
 	r := cli(t, env, "sync", "--base-url", url, "--duckdb", path, "-q", "--rejects-allowed", "0")
-	if r.code != 1 || !strings.Contains(r.stderr, "reject") {
-		t.Fatalf("exit %d, stderr %q; want 1 naming the rejects", r.code, r.stderr)
+	if r.code != 1 || !strings.Contains(r.stderr, "3 of 5 rows rejected") || !strings.Contains(r.stderr, "line 4: id: not a UUID") {
+		t.Fatalf("exit %d, stderr %q; want 1 naming the rejects and the first bad row", r.code, r.stderr)
 	}
 	if n := count(t, path, "SELECT count(*) FROM contacts"); n != 0 {
 		t.Errorf("a failed window loaded %d rows", n)

@@ -70,6 +70,7 @@ func (e *RowError) reason() string {
 type RejectRatioError struct {
 	Rejected, Rows int64
 	Max            float64
+	First          Reject // the first rejected row, to show what is wrong
 }
 
 func (e *RejectRatioError) Error() string {
@@ -77,8 +78,8 @@ func (e *RejectRatioError) Error() string {
 	if e.Rows > 0 {
 		share = float64(e.Rejected) / float64(e.Rows)
 	}
-	return fmt.Sprintf("%d of %d rows rejected (%.2f%%), more than the %g%% allowed: the body looks broken",
-		e.Rejected, e.Rows, 100*share, 100*e.Max)
+	return fmt.Sprintf("%d of %d rows rejected (%.2f%%), more than the %g%% allowed: the body looks broken; the first, line %d: %s",
+		e.Rejected, e.Rows, 100*share, 100*e.Max, e.First.Line, e.First.Reason)
 }
 
 // Is reports whether target is ErrTooManyRejects.

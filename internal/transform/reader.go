@@ -224,7 +224,7 @@ func (r *Reader) Next() bool {
 	}
 	if r.done {
 		if rej := int64(len(r.rejects)); rej > r.allowed && float64(rej) > r.maxReject*float64(r.rows) {
-			r.err = &RejectRatioError{Rejected: rej, Rows: r.rows, Max: r.maxReject}
+			r.err = &RejectRatioError{Rejected: rej, Rows: r.rows, Max: r.maxReject, First: r.rejects[0]}
 			return false
 		}
 		if r.n == 0 {
