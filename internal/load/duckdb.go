@@ -83,9 +83,11 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 		for _, q := range []string{
 			fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(opts.MemoryLimit, "'", "")),
 			fmt.Sprintf("SET threads = %d", opts.Threads),
-			// A window's WAL is fsynced at each commit either way; checkpointing
-			// after every window (the 16MB default) tripled the commit time.
-			"SET checkpoint_threshold = '1GB'",
+			// A window's WAL is fsynced at each commit either way. The 16MB
+			// default checkpoints after every 50,000-row window, which tripled
+			// the commit time; 1GB kept all of it in memory (RSS 750MB for 2M
+			// rows against 370MB at 64MB, at the same speed).
+			"SET checkpoint_threshold = '64MB'",
 		} {
 			if _, err := ex.ExecContext(ctx, q, nil); err != nil {
 				return fmt.Errorf("%s: %w", q, err)
