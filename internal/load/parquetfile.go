@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -331,15 +334,19 @@ func (w *ParquetFileWriter) Write(src []arrow.RecordBatch, refs []RowRef) error 
 	for len(refs) > 0 {
 		n := min(len(refs), parquetChunkRows, w.groupRows-w.inGroup, parquetPageRows-w.inPage)
 		chunk := refs[:n]
-		for i := range w.cols {
-			c := &w.cols[i]
+		// Columns are independent: fill and write (which may compress a
+		// page) them on all cores.
+		if err := w.eachColumn(func(c *pqColumn) error {
 			c.fill(chunk)
 			_, err := writers[c.index].WriteRowValues(c.vals)
 			clear(c.vals)
 			if err != nil {
-				w.err = fmt.Errorf("parquet: column %s: %w", c.Name, err)
-				return w.err
+				return fmt.Errorf("parquet: column %s: %w", c.Name, err)
 			}
+			return nil
+		}); err != nil {
+			w.err = err
+			return w.err
 		}
 		w.inGroup += n
 		w.inPage += n
@@ -347,22 +354,61 @@ func (w *ParquetFileWriter) Write(src []arrow.RecordBatch, refs []RowRef) error 
 		refs = refs[n:]
 		switch {
 		case w.inGroup == w.groupRows:
+			// Compress the columns' last pages on all cores, then write the
+			// row group.
+			if err := w.eachColumn(func(c *pqColumn) error { return writers[c.index].Flush() }); err != nil {
+				w.err = fmt.Errorf("parquet: flush pages: %w", err)
+				return w.err
+			}
 			if err := w.pw.Flush(); err != nil {
 				w.err = fmt.Errorf("parquet: flush row group: %w", err)
 				return w.err
 			}
 			w.inGroup, w.inPage = 0, 0
 		case w.inPage == parquetPageRows:
-			for i, cw := range writers {
-				if err := cw.Flush(); err != nil {
-					w.err = fmt.Errorf("parquet: column %s: flush page: %w", w.cols[i].Name, err)
-					return w.err
+			if err := w.eachColumn(func(c *pqColumn) error {
+				if err := writers[c.index].Flush(); err != nil {
+					return fmt.Errorf("parquet: column %s: flush page: %w", c.Name, err)
 				}
+				return nil
+			}); err != nil {
+				w.err = err
+				return w.err
 			}
 			w.inPage = 0
 		}
 	}
 	return nil
+}
+
+// eachColumn runs f on every column, spread over GOMAXPROCS goroutines,
+// and returns the first error.
+func (w *ParquetFileWriter) eachColumn(f func(c *pqColumn) error) error {
+	workers := min(runtime.GOMAXPROCS(0), len(w.cols))
+	if workers <= 1 {
+		for i := range w.cols {
+			if err := f(&w.cols[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var next atomic.Int64
+	errs := make([]error, len(w.cols))
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(w.cols) {
+					return
+				}
+				errs[i] = f(&w.cols[i])
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Close flushes the last row group and writes the footer. It does not close
@@ -374,6 +420,13 @@ func (w *ParquetFileWriter) Close() error {
 	w.closed = true
 	if w.err != nil {
 		return w.err
+	}
+	if w.inGroup > 0 {
+		writers := w.pw.ColumnWriters()
+		if err := w.eachColumn(func(c *pqColumn) error { return writers[c.index].Flush() }); err != nil {
+			w.err = fmt.Errorf("parquet: flush pages: %w", err)
+			return w.err
+		}
 	}
 	if err := w.pw.Close(); err != nil {
 		w.err = fmt.Errorf("parquet: close: %w", err)
