@@ -317,3 +317,27 @@ func TestExtraFieldsBecomeTextColumns(t *testing.T) {
 		t.Errorf("a default-fields sync wiped the city column (%d non-NULL, %v)", cities, err)
 	}
 }
+
+// TestFaultsNeverCorruptTheTable syncs through a fake API that fails,
+// cuts off and slows down a good share of its answers, into both sinks,
+// and checks the result is still exactly the dataset.
+func TestFaultsNeverCorruptTheTable(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 20000, Seed: 17, Order: fakeapi.OrderRandom,
+		FailRate: 0.2, CutRate: 0.2, SlowRate: 0.1, SlowDelay: time.Millisecond})
+	dir := t.TempDir()
+	db := openDB(t, filepath.Join(dir, "w.duckdb"))
+	lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
+	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{MaxAttempts: 20, BaseDelay: time.Millisecond, MaxDelay: 2 * time.Millisecond}}
+	res, err := pipeline.Sync(context.Background(), pipeline.Options{
+		Client: c, Query: extract.Query{Limit: 2500}, Targets: []load.Target{db, lake},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Calls <= res.Windows {
+		t.Errorf("%d calls for %d windows: the faults did not happen", res.Calls, res.Windows)
+	}
+	t.Logf("%d windows, %d calls with faults", res.Windows, res.Calls)
+	checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+	checkEqualsDatasetFrom(t, db.DB(), lakeFrom(filepath.Join(dir, "lake")), srv.Dataset(), nil)
+}
