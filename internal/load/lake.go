@@ -157,6 +157,9 @@ func OpenLake(ctx context.Context, dir string, opts LakeOptions) (*Lake, error) 
 	if opts.Alloc == nil {
 		opts.Alloc = memory.DefaultAllocator
 	}
+	if err := checkLakeDir(dir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(filepath.Join(dir, metaDir), 0o755); err != nil {
 		return nil, fmt.Errorf("create lake %s: %w", dir, err)
 	}
@@ -175,6 +178,27 @@ func OpenLake(ctx context.Context, dir string, opts LakeOptions) (*Lake, error) 
 		return nil, err
 	}
 	return l, nil
+}
+
+// checkLakeDir refuses a folder that holds other things and is not a lake:
+// merging would treat its Parquet files as the lake's and replace them.
+func checkLakeDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("open lake %s: %w", dir, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, metaDir, "state.json")); err == nil {
+		return nil
+	}
+	for _, e := range entries {
+		if e.Name() != metaDir {
+			return fmt.Errorf("%s is not empty and is not a leadlex-etl lake (no %s/state.json): give a new or empty folder, so no file of yours is taken for lake data", dir, metaDir)
+		}
+	}
+	return nil
 }
 
 func (l *Lake) open() error {

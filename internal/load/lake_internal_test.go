@@ -162,3 +162,34 @@ func TestLakeRefusesAnotherPartitioningAndASecondWriter(t *testing.T) {
 		t.Errorf("day partition files: %v", files)
 	}
 }
+
+func TestLakeRefusesAFolderThatIsNotALake(t *testing.T) {
+	dir := t.TempDir()
+	mine := filepath.Join(dir, "report.parquet")
+	if err := os.WriteFile(mine, []byte("not ours"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := OpenLake(context.Background(), dir, LakeOptions{})
+	if err == nil || !strings.Contains(err.Error(), "not a leadlex-etl lake") {
+		t.Fatalf("got %v, want a refusal", err)
+	}
+	if b, err := os.ReadFile(mine); err != nil || string(b) != "not ours" {
+		t.Errorf("the user's file was touched: %q %v", b, err)
+	}
+	// A new folder, an empty one, and an existing lake all open.
+	for _, d := range []string{filepath.Join(dir, "new"), t.TempDir()} {
+		l, err := OpenLake(context.Background(), d, LakeOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", d, err)
+		}
+		if err := lakeWindow(t, l, lA+",A,,,,,,,2024-01-05T00:00:00Z\n", StreamState{StreamID: "s"}); err != nil {
+			t.Fatal(err)
+		}
+		l.Close()
+		l, err = OpenLake(context.Background(), d, LakeOptions{})
+		if err != nil {
+			t.Fatalf("reopen %s: %v", d, err)
+		}
+		l.Close()
+	}
+}
