@@ -204,7 +204,16 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 			return err
 		}
 	}
-	return d.loadTableColumns(ctx)
+	if err := d.loadTableColumns(ctx); err != nil {
+		return err
+	}
+	// A contacts table of the user's own would take our upserts; refuse it.
+	for _, c := range append(append([]schemas.Column{}, schemas.Contacts...), schemas.Lineage...) {
+		if !d.table[c.Name] {
+			return fmt.Errorf("table %s in %s was not made by leadlex-etl (it has no %s column): sync into another file", ContactsTable, d.path, c.Name)
+		}
+	}
+	return nil
 }
 
 func (d *DuckDB) loadTableColumns(ctx context.Context) error {

@@ -2,6 +2,7 @@ package load_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -186,5 +187,30 @@ func TestStateSurvivesReopen(t *testing.T) {
 	other, err := db.LoadState(context.Background(), "never-synced", "{}")
 	if err != nil || !other.Cursor.IsZero() || other.Pending != nil {
 		t.Errorf("unknown stream: %+v (%v)", other, err)
+	}
+}
+
+func TestRefusesAContactsTableOfItsOwn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "user.duckdb")
+	db, err := load.OpenDuckDBReadOnly("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(fmt.Sprintf("ATTACH '%s' AS u; CREATE TABLE u.contacts (name VARCHAR); INSERT INTO u.contacts VALUES ('mine'); DETACH u", path)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{})
+	if err == nil || !strings.Contains(err.Error(), "not made by leadlex-etl") {
+		t.Fatalf("got %v, want a refusal", err)
+	}
+	db, err = load.OpenDuckDBReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var name string
+	if err := db.QueryRow("SELECT name FROM contacts").Scan(&name); err != nil || name != "mine" {
+		t.Errorf("the user's table changed: %q %v", name, err)
 	}
 }
