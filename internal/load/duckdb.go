@@ -259,7 +259,7 @@ func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
 						d.dups = true
 						break
 					}
-					d.ids[strings.Clone(id)] = struct{}{}
+					d.ids[id] = struct{}{} // points into the batch, retained until the window ends
 				}
 			} else {
 				d.dups = true // cannot tell: deduplicate anyway
@@ -272,6 +272,7 @@ func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
 }
 
 func (d *DuckDB) releaseBatches() {
+	clear(d.ids) // its keys point into the batches
 	for _, b := range d.batches {
 		b.Release()
 	}
