@@ -356,9 +356,8 @@ func (w *ParquetFileWriter) Write(src []arrow.RecordBatch, refs []RowRef) error 
 		case w.inGroup == w.groupRows:
 			// Compress the columns' last pages on all cores, then write the
 			// row group.
-			if err := w.eachColumn(func(c *pqColumn) error { return writers[c.index].Flush() }); err != nil {
-				w.err = fmt.Errorf("parquet: flush pages: %w", err)
-				return w.err
+			if err := w.flushPages(); err != nil {
+				return err
 			}
 			if err := w.pw.Flush(); err != nil {
 				w.err = fmt.Errorf("parquet: flush row group: %w", err)
@@ -366,19 +365,28 @@ func (w *ParquetFileWriter) Write(src []arrow.RecordBatch, refs []RowRef) error 
 			}
 			w.inGroup, w.inPage = 0, 0
 		case w.inPage == parquetPageRows:
-			if err := w.eachColumn(func(c *pqColumn) error {
-				if err := writers[c.index].Flush(); err != nil {
-					return fmt.Errorf("parquet: column %s: flush page: %w", c.Name, err)
-				}
-				return nil
-			}); err != nil {
-				w.err = err
-				return w.err
+			if err := w.flushPages(); err != nil {
+				return err
 			}
 			w.inPage = 0
 		}
 	}
 	return nil
+}
+
+// flushPages ends every column's current page, compressing the columns on
+// all cores. An error sticks to the writer.
+func (w *ParquetFileWriter) flushPages() error {
+	writers := w.pw.ColumnWriters()
+	if err := w.eachColumn(func(c *pqColumn) error {
+		if err := writers[c.index].Flush(); err != nil {
+			return fmt.Errorf("parquet: column %s: flush page: %w", c.Name, err)
+		}
+		return nil
+	}); err != nil {
+		w.err = err
+	}
+	return w.err
 }
 
 // eachColumn runs f on every column, spread over GOMAXPROCS goroutines,
@@ -422,10 +430,8 @@ func (w *ParquetFileWriter) Close() error {
 		return w.err
 	}
 	if w.inGroup > 0 {
-		writers := w.pw.ColumnWriters()
-		if err := w.eachColumn(func(c *pqColumn) error { return writers[c.index].Flush() }); err != nil {
-			w.err = fmt.Errorf("parquet: flush pages: %w", err)
-			return w.err
+		if err := w.flushPages(); err != nil {
+			return err
 		}
 	}
 	if err := w.pw.Close(); err != nil {
