@@ -482,10 +482,6 @@ func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
 		st.StreamID, st.Identity, nullTime(st.Cursor), pendingArg, nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC())
 }
 
-// SaveState writes a stream's state outside a window commit (a run that
-// found nothing to do still moves its cursor).
-func (d *DuckDB) SaveState(ctx context.Context, st StreamState) error { return d.saveState(ctx, st) }
-
 // LoadState reads a stream's state.
 func (d *DuckDB) LoadState(ctx context.Context, streamID, identity string) (StreamState, error) {
 	st := StreamState{StreamID: streamID, Identity: identity}

@@ -364,9 +364,6 @@ func (l *Lake) Close() error {
 	return nil
 }
 
-// Dir is the lake's folder.
-func (l *Lake) Dir() string { return l.dir }
-
 func (l *Lake) releaseBatches() {
 	for _, b := range l.batches {
 		b.Release()
@@ -864,18 +861,6 @@ func setStream(s *lakeState, st StreamState) error {
 		PendingSince: fmtT(st.PendingSince), PendingUntil: fmtT(st.PendingUntil), UpdatedAt: fmtT(time.Now()),
 	}
 	return nil
-}
-
-// SaveState writes a stream's state outside a window commit.
-func (l *Lake) SaveState(_ context.Context, st StreamState) error {
-	next, err := cloneState(l.state)
-	if err != nil {
-		return err
-	}
-	if err := setStream(&next, st); err != nil {
-		return err
-	}
-	return l.saveState(next)
 }
 
 // LoadState reads a stream's state.
