@@ -331,8 +331,8 @@ func printSummary(w io.Writer, r pipeline.Result, failed bool, dest string) {
 	case len(r.Pending) > 0:
 		state = fmt.Sprintf("stopped at --max-calls with %d window(s) pending (run again to resume)", len(r.Pending))
 	}
-	fmt.Fprintf(w, "sync %s: %s: received %d rows in %d windows with %d API calls (minimum %d), %d rejected, %s\n",
-		dest, state, r.Rows, r.Windows, r.Calls, r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "sync %s: %s: %d contacts (%d rows received) in %d windows with %d API calls (minimum %d), %d rejected, %s\n",
+		dest, state, r.Distinct, r.Rows, r.Windows, r.Calls, r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
 	if !r.Cursor.IsZero() {
 		fmt.Fprintf(w, "cursor: contacts created before %s are synced\n", r.Cursor.UTC().Format(time.RFC3339))
 	}

@@ -14,10 +14,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
@@ -59,7 +63,8 @@ type Result struct {
 	Complete  bool             // the range is fully synced
 	Pending   []extract.Window // what a next run resumes with
 	Cursor    time.Time        // the stream's cursor after the run
-	MinCalls  int              // ceil(rows / limit): the fewest calls the rows could have taken
+	Distinct  int              // distinct ids loaded (Rows counts the duplicates at window edges too)
+	MinCalls  int              // ceil(Distinct / limit): the fewest calls those rows could have taken
 	WasResume bool             // the run finished an interrupted one
 }
 
@@ -231,7 +236,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	res.Pending = planner.Pending()
 	res.Complete = runErr == nil && len(res.Pending) == 0
 	res.Cursor = h.st.Cursor
-	res.MinCalls = extract.MinCalls(sum.Rows, limit)
+	res.Distinct = distinct(h.runIDs)
+	res.MinCalls = extract.MinCalls(res.Distinct, limit)
 
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects, run.Calls = now().UTC(), sum.Windows, int64(sum.Rows), h.rejects, sum.Calls
 	switch {
@@ -283,6 +289,35 @@ type handler struct {
 	rejected  []transform.Reject
 	callsSeen int
 	rejects   int64
+
+	// Hashes of the ids loaded: the attempt's, then the committed run's.
+	// Windows overlap at their edges, so only these give the distinct row
+	// count the minimum number of calls is judged against.
+	attemptIDs, runIDs []uint64
+}
+
+var idSeed = maphash.MakeSeed()
+
+// hashIDs appends a hash of every id of a batch to dst.
+func hashIDs(dst []uint64, b arrow.RecordBatch) []uint64 {
+	idx := b.Schema().FieldIndices("id")
+	if len(idx) == 0 {
+		return dst
+	}
+	ids, ok := b.Column(idx[0]).(*array.String)
+	if !ok {
+		return dst
+	}
+	for i := 0; i < ids.Len(); i++ {
+		dst = append(dst, maphash.String(idSeed, ids.Value(i)))
+	}
+	return dst
+}
+
+// distinct counts the distinct values of hs, sorting it.
+func distinct(hs []uint64) int {
+	slices.Sort(hs)
+	return len(slices.Compact(hs))
 }
 
 func (h *handler) info(w extract.Window) load.WindowInfo {
@@ -291,7 +326,7 @@ func (h *handler) info(w extract.Window) load.WindowInfo {
 
 // Consume implements extract.Handler.
 func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
-	h.reqID, h.rows, h.rejected = resp.RequestID, 0, nil
+	h.reqID, h.rows, h.rejected, h.attemptIDs = resp.RequestID, 0, nil, h.attemptIDs[:0]
 	topts := h.o.Transform
 	topts.RequestID = resp.RequestID
 	if topts.BatchRows == 0 {
@@ -310,6 +345,7 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 		}
 	}
 	for rd.Next() {
+		h.attemptIDs = hashIDs(h.attemptIDs, rd.RecordBatch())
 		for _, t := range h.o.Targets {
 			if err := t.Write(ctx, rd.RecordBatch()); err != nil {
 				return extract.Tally{}, errors.Join(err, h.abort(ctx))
@@ -356,6 +392,7 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 		}
 	}
 	h.rejects += int64(len(h.rejected))
+	h.runIDs = append(h.runIDs, h.attemptIDs...)
 	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending))
 	return nil
 }

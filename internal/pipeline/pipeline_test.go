@@ -152,7 +152,10 @@ func TestRoundTripEveryOrderAndBound(t *testing.T) {
 					t.Fatalf("sync not complete: %+v", res)
 				}
 				checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
-				t.Logf("%d calls (minimum %d), %d rows received", res.Calls, extract.MinCalls(30000, 5000), res.Rows)
+				if res.Distinct != 30000 || res.MinCalls != 6 {
+					t.Errorf("result counts %d distinct contacts, minimum %d calls; want 30000 and 6", res.Distinct, res.MinCalls)
+				}
+				t.Logf("%d calls (minimum %d), %d rows received", res.Calls, res.MinCalls, res.Rows)
 
 				// A second run costs one call and changes nothing.
 				res2, err := runSync(t, url, db, syncArgs{limit: 5000})
