@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -214,40 +215,31 @@ func TestRateLimitedNoWaitExits75(t *testing.T) {
 	}
 }
 
-// TestKilledSyncResumesExactly kills syncs with SIGKILL at random moments and
-// checks that a final run leaves exactly the dataset: nothing lost, no id twice.
+// TestKilledSyncResumesExactly kills syncs with SIGKILL right after a random
+// number of windows have committed (an event read from the log, never a
+// delay) and checks that a final run leaves exactly the dataset: nothing
+// lost, no id twice.
 func TestKilledSyncResumesExactly(t *testing.T) {
 	srv, url := fake(t, fakeapi.Config{Contacts: 60000, Seed: 11, Order: fakeapi.OrderRandom, Bounds: fakeapi.BoundsExclusive})
 	dir := t.TempDir()
 	db := filepath.Join(dir, "w.duckdb")
 	lake := filepath.Join(dir, "lake")
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
-	killed := 0
-	for i := 0; i < 8; i++ {
-		cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--limit", "3000", "-q")
-		cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
-		var errb bytes.Buffer
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	for i := 0; i < 6; i++ {
+		// At most 3 windows a run: the sync needs about 25 at this limit,
+		// so every run is killed before it can finish.
+		// Killed after a window committed, or while one downloads and
+		// commits (its call answered).
+		after, event := 1+r.IntN(3), []string{"window committed", "export call"}[r.IntN(2)]
+		if !killAfter(t, event, after, "sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--limit", "3000", "--log-format", "json") {
+			t.Fatalf("run %d finished before its %d-th %q; the test proves nothing", i, after, event)
 		}
-		time.Sleep(time.Duration(100+r.IntN(1500)) * time.Millisecond)
-		_ = cmd.Process.Signal(syscall.SIGKILL)
-		err := cmd.Wait()
-		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			killed++
-		} else if err != nil {
-			t.Fatalf("run %d failed before the kill: %v\n%s", i, err, errb.String())
-		}
-	}
-	if killed == 0 {
-		t.Fatal("no run was killed mid-way; the test proves nothing")
 	}
 	res := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--limit", "3000", "-q")
 	if res.code != 0 {
 		t.Fatalf("final run exited %d: %s", res.code, res.stderr)
 	}
-	t.Logf("%d of 8 runs killed; final run: %s", killed, strings.TrimSpace(res.stdout))
+	t.Logf("final run: %s", strings.TrimSpace(res.stdout))
 	ds := srv.Dataset()
 	lakeTable := fmt.Sprintf("read_parquet('%s/**/*.parquet', hive_partitioning = true)", lake)
 	for _, table := range []string{"contacts", lakeTable} {
@@ -425,16 +417,28 @@ func TestQueryIsReadOnly(t *testing.T) {
 func TestInterruptKeepsCommittedWindows(t *testing.T) {
 	_, url := fake(t, fakeapi.Config{Contacts: 20000, Seed: 1, SlowRate: 1, SlowDelay: 20 * time.Millisecond})
 	path := filepath.Join(t.TempDir(), "w.duckdb")
-	cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "-q")
+	cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
-	_ = cmd.Process.Signal(os.Interrupt)
-	err := cmd.Wait()
+	// Interrupt once two windows have committed (of about 20).
+	var errb strings.Builder
+	sc := bufio.NewScanner(stderr)
+	commits := 0
+	for sc.Scan() {
+		errb.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), `"msg":"window committed"`) {
+			if commits++; commits == 2 {
+				_ = cmd.Process.Signal(os.Interrupt)
+			}
+		}
+	}
+	err = cmd.Wait()
 	code := -1
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
@@ -452,4 +456,43 @@ func TestInterruptKeepsCommittedWindows(t *testing.T) {
 	if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 20000 {
 		t.Errorf("%d contacts after resuming, want 20000", n)
 	}
+}
+
+// killAfter starts the CLI with args (which must log JSON to stderr) and
+// kills it with SIGKILL as soon as its log has shown the message msg n
+// times. It reports whether the kill happened before the process ended on
+// its own.
+func killAfter(t *testing.T, msg string, n int, args ...string) bool {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	seen, killed := 0, false
+	var tail []string
+	for sc.Scan() {
+		line := sc.Text()
+		tail = append(tail, line)
+		if !killed && strings.Contains(line, `"msg":"`+msg+`"`) {
+			if seen++; seen == n {
+				_ = cmd.Process.Signal(syscall.SIGKILL)
+				killed = true
+			}
+		}
+	}
+	err = cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return true
+	}
+	if err != nil {
+		t.Fatalf("run failed before the kill: %v\n%s", err, strings.Join(tail, "\n"))
+	}
+	return false
 }
