@@ -62,6 +62,7 @@ var _ Target = (*DuckDB)(nil)
 
 const (
 	batchView   = TablePrefix + "batch"
+	windowTable = TablePrefix + "window"
 	mergedTable = TablePrefix + "merged"
 )
 
@@ -182,6 +183,9 @@ func firstLine(q string) string {
 func (d *DuckDB) createTables(ctx context.Context) error {
 	contacts := append(append([]schemas.Column{}, schemas.Contacts...), schemas.Lineage...)
 	for _, q := range []string{
+		// Versions before 0.2 left their Arrow view in the file, pointing
+		// into the memory of the process that wrote it: reading it crashes.
+		`DROP VIEW IF EXISTS main.` + batchView,
 		schemas.CreateTableSQL(ContactsTable, contacts),
 		`CREATE TABLE IF NOT EXISTS _leadlex_streams (
 			stream_id VARCHAR PRIMARY KEY, identity VARCHAR NOT NULL, cursor TIMESTAMPTZ,
@@ -289,10 +293,15 @@ func (d *DuckDB) Abort(ctx context.Context) error {
 	return nil
 }
 
-// withBatches runs q with the window's batches registered as the Arrow view
-// batchView: DuckDB scans them columnar, no per-row work in Go. A registered
-// view can be read once, so each statement registers it afresh.
-func (d *DuckDB) withBatches(ctx context.Context, q string, args ...any) error {
+// stage copies the window's batches into the temporary table windowTable,
+// inside the open transaction. The batches reach DuckDB through an Arrow
+// view, which DuckDB's C API creates as a catalog object that points into
+// this process's memory; created inside the transaction and dropped before
+// it commits, it never reaches the file. The view is read once, with every
+// column in schema order: DuckDB's Arrow stream scan ignores projections,
+// so a statement that read only some of its columns would get others in
+// their place.
+func (d *DuckDB) stage(ctx context.Context) error {
 	rr, err := array.NewRecordReader(d.batches[0].Schema(), d.batches)
 	if err != nil {
 		return err
@@ -303,7 +312,10 @@ func (d *DuckDB) withBatches(ctx context.Context, q string, args ...any) error {
 		return fmt.Errorf("register Arrow batches: %w", err)
 	}
 	defer release()
-	return d.exec(ctx, q, args...)
+	if err := d.exec(ctx, `CREATE OR REPLACE TEMP TABLE `+windowTable+` AS SELECT * FROM `+batchView); err != nil {
+		return err
+	}
+	return d.exec(ctx, `DROP VIEW `+batchView)
 }
 
 // Commit upserts the window into contacts and records rejects, the window
@@ -363,9 +375,12 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 // rewrites a list column under an index as delete+insert, 25 times slower.
 func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	contacts := schemas.QuoteIdent(ContactsTable)
+	if err := d.stage(ctx); err != nil {
+		return err
+	}
 	// Latest wins: of ids repeated within the window (rare: Write noticed),
 	// keep the last row.
-	latest := `SELECT * EXCLUDE (_line) REPLACE (CAST(id AS UUID) AS id) FROM ` + batchView
+	latest := `SELECT * EXCLUDE (_line) REPLACE (CAST(id AS UUID) AS id) FROM ` + windowTable
 	if d.dups {
 		latest += ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`
 	}
@@ -374,17 +389,20 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	// subset, or extra fields an earlier sync added) keep their values.
 	keep := d.columnsNotIn(d.cols)
 	if len(keep) == 0 {
-		if err := d.withBatches(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
+		if err := d.exec(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+windowTable+`)`); err != nil {
 			return err
 		}
-		return d.withBatches(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC())
+		if err := d.exec(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
+			return err
+		}
+		return d.exec(ctx, `DROP TABLE `+windowTable)
 	}
 	var sel strings.Builder
 	sel.WriteString(`SELECT s.*`)
 	for _, c := range keep {
 		fmt.Fprintf(&sel, ", o.%s", schemas.QuoteIdent(c))
 	}
-	if err := d.withBatches(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM (`+latest+`) AS s LEFT JOIN `+
+	if err := d.exec(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM (`+latest+`) AS s LEFT JOIN `+
 		contacts+` AS o ON o.id = s.id`); err != nil {
 		return err
 	}
@@ -394,7 +412,7 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	if err := d.exec(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM `+mergedTable+` AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
 		return err
 	}
-	return d.exec(ctx, `DROP TABLE `+mergedTable)
+	return d.exec(ctx, `DROP TABLE `+mergedTable+`; DROP TABLE `+windowTable)
 }
 
 // columnsNotIn returns the contacts table's data columns (not lineage) that
@@ -546,4 +564,65 @@ func (d *DuckDB) SaveBudget(ctx context.Context, fp string, b extract.RateLimit)
 		return nil
 	}
 	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_budget VALUES (?, ?, ?, ?, ?)`, fp, b.Limit, b.Remaining, nullTime(b.Reset), time.Now().UTC())
+}
+
+// Runs returns the recorded runs, newest first.
+func (d *DuckDB) Runs(ctx context.Context, limit int) ([]Run, error) {
+	q := `SELECT run_id, stream_id, started_at, finished_at, status, since, "until", coalesce(windows, 0), coalesce("rows", 0),
+		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, '') FROM _leadlex_runs ORDER BY started_at DESC, run_id DESC`
+	if limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", limit)
+	}
+	rows, err := d.conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("read runs: %w", err)
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		var r Run
+		var finished, since, until sql.NullTime
+		if err := rows.Scan(&r.RunID, &r.StreamID, &r.StartedAt, &finished, &r.Status, &since, &until, &r.Windows, &r.Rows,
+			&r.Rejects, &r.Calls, &r.Error); err != nil {
+			return nil, fmt.Errorf("read runs: %w", err)
+		}
+		r.StartedAt = r.StartedAt.UTC()
+		r.FinishedAt, r.Since, r.Until = validTime(finished), validTime(since), validTime(until)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Rejects returns the stored rejected rows, oldest first.
+func (d *DuckDB) Rejects(ctx context.Context, limit int) ([]StoredReject, error) {
+	q := `SELECT stream_id, run_id, coalesce(request_id, '') AS request_id, window_from, window_to, coalesce(line, 0) AS line,
+		coalesce(raw, '') AS raw, coalesce(reason, '') AS reason, rejected_at FROM _leadlex_rejects`
+	if limit > 0 {
+		q = `SELECT * FROM (` + q + fmt.Sprintf(` ORDER BY rejected_at DESC, run_id DESC, line DESC LIMIT %d)`, limit)
+	}
+	q += ` ORDER BY rejected_at, run_id, line`
+	rows, err := d.conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("read rejects: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredReject
+	for rows.Next() {
+		var r StoredReject
+		var from, to sql.NullTime
+		if err := rows.Scan(&r.StreamID, &r.RunID, &r.RequestID, &from, &to, &r.Line, &r.Raw, &r.Reason, &r.RejectedAt); err != nil {
+			return nil, fmt.Errorf("read rejects: %w", err)
+		}
+		r.Window = extract.Window{From: validTime(from), To: validTime(to)}
+		r.RejectedAt = r.RejectedAt.UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func validTime(t sql.NullTime) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
 }

@@ -214,3 +214,59 @@ func TestRefusesAContactsTableOfItsOwn(t *testing.T) {
 		t.Errorf("the user's table changed: %q %v", name, err)
 	}
 }
+
+// TestNoViewIsLeftInTheFile checks that the Arrow view the batches reach
+// DuckDB through never reaches the file (it points into the writer's memory
+// and crashes any reader), and that a stale one an older version left is
+// dropped on open.
+func TestNoViewIsLeftInTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	db := open(t, path)
+	st := load.StreamState{StreamID: "s", Identity: "{}"}
+	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	window(t, db, header+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, true)
+	window(t, db, "id,created_at,city\n"+idA+",2024-01-01T00:00:00Z,Oslo\n", "req3", st, false)
+	db.Close()
+	views := func() []string {
+		ro, err := load.OpenDuckDBReadOnly(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ro.Close()
+		rows, err := ro.Query(`SELECT view_name FROM duckdb_views() WHERE NOT internal UNION ALL
+			SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' AND table_schema = 'main'`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out []string
+		for rows.Next() {
+			var v string
+			if err := rows.Scan(&v); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	if v := views(); len(v) != 0 {
+		t.Errorf("views in the file after syncs and an abort: %v", v)
+	}
+	// A file an older version wrote, with its stale view.
+	raw, err := load.OpenDuckDBReadOnly("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(fmt.Sprintf("ATTACH '%s' AS f; CREATE VIEW f._leadlex_batch AS SELECT 1 AS x; DETACH f", path)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if v := views(); len(v) == 0 {
+		t.Fatalf("setting up the stale view: %v", v)
+	}
+	db = open(t, path)
+	db.Close()
+	if v := views(); len(v) != 0 {
+		t.Errorf("the stale view survived opening the file: %v", v)
+	}
+}

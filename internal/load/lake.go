@@ -526,18 +526,20 @@ func (l *Lake) holdsAnyOf(ctx context.Context, rel string, ids map[string]RowRef
 	if err != nil {
 		return false, err
 	}
-	tbl, err := fr.ReadRowGroups(ctx, []int{idx}, nil)
+	// nil row groups: all of them.
+	rr, err := fr.GetRecordReader(ctx, []int{idx}, nil)
 	if err != nil {
 		return false, err
 	}
-	defer tbl.Release()
-	for _, chunk := range tbl.Column(0).Data().Chunks() {
-		s, ok := chunk.(interface {
+	defer rr.Release()
+	for rr.Next() {
+		col := rr.RecordBatch().Column(0)
+		s, ok := col.(interface {
 			Value(int) string
 			Len() int
 		})
 		if !ok {
-			return false, fmt.Errorf("%s: id column is %s", rel, chunk.DataType())
+			return false, fmt.Errorf("%s: id column is %s", rel, col.DataType())
 		}
 		for i := 0; i < s.Len(); i++ {
 			if _, ok := ids[s.Value(i)]; ok {
@@ -545,7 +547,7 @@ func (l *Lake) holdsAnyOf(ctx context.Context, rel string, ids map[string]RowRef
 			}
 		}
 	}
-	return false, nil
+	return false, rr.Err()
 }
 
 func randomSuffix() string {
@@ -678,8 +680,9 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 	}
 	src, keys := slices.Clone(window), slices.Clone(windowKeys)
 	var loaded []arrow.RecordBatch
-	defer releaseAll(loaded)
+	defer func() { releaseAll(loaded) }()
 	winners := map[string]RowRef{}
+	stored := map[string]RowRef{} // incoming ids found in the files: their stored row
 	for _, f := range files {
 		dirty := rewriteAll || f.size < l.opts.TargetFileBytes/2
 		if !dirty && len(in) > 0 {
@@ -705,6 +708,8 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 			for r, id := range ids {
 				if _, newer := in[id]; !newer {
 					winners[id] = RowRef{Batch: bi, Row: int32(r)}
+				} else {
+					stored[id] = RowRef{Batch: bi, Row: int32(r)}
 				}
 			}
 		}
@@ -712,6 +717,14 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 	}
 	for id, ref := range in {
 		winners[id] = ref
+	}
+	// Columns the window did not export keep the values stored for its ids.
+	if len(stored) > 0 {
+		patched, err := keepStoredValues(src, len(window), cols, in, stored, l.opts.Alloc)
+		if err != nil {
+			return nil, nil, err
+		}
+		loaded = append(loaded, patched...)
 	}
 	if len(winners) == 0 {
 		return nil, deletes, nil
@@ -741,6 +754,137 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 		renames = append(renames, [2]string{tmpRel, p + "/" + name})
 	}
 	return renames, deletes, nil
+}
+
+// keepStoredValues gives the window's batches (src[:nWindow]) the columns of
+// cols they lack, filled for each incoming id of in with its stored value
+// (the row stored names) and NULL elsewhere, replacing them in src. It
+// returns the new batches, which the caller releases.
+func keepStoredValues(src []arrow.RecordBatch, nWindow int, cols []schemas.Column, in, stored map[string]RowRef, alloc memory.Allocator) ([]arrow.RecordBatch, error) {
+	have := map[string]bool{}
+	for _, f := range src[0].Schema().Fields() {
+		have[f.Name] = true
+	}
+	var missing []schemas.Column
+	for _, c := range cols {
+		if !have[c.Name] {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	// The stored row of each incoming window row, by batch and row.
+	from := make([]map[int32]RowRef, nWindow)
+	for id, ref := range in {
+		if old, ok := stored[id]; ok {
+			if from[ref.Batch] == nil {
+				from[ref.Batch] = map[int32]RowRef{}
+			}
+			from[ref.Batch][ref.Row] = old
+		}
+	}
+	var out []arrow.RecordBatch
+	for bi := 0; bi < nWindow; bi++ {
+		if from[bi] == nil {
+			continue
+		}
+		b := src[bi]
+		fields, arrs := slices.Clone(b.Schema().Fields()), slices.Clone(b.Columns())
+		var made []arrow.Array
+		for _, c := range missing {
+			arr, err := gatherColumn(c, int(b.NumRows()), from[bi], src, alloc)
+			if err != nil {
+				releaseArrays(made)
+				releaseAll(out)
+				return nil, err
+			}
+			made = append(made, arr)
+			fields = append(fields, arrow.Field{Name: c.Name, Type: arr.DataType(), Nullable: true})
+			arrs = append(arrs, arr)
+		}
+		nb := array.NewRecordBatch(arrow.NewSchema(fields, nil), arrs, b.NumRows())
+		releaseArrays(made)
+		src[bi] = nb
+		out = append(out, nb)
+	}
+	return out, nil
+}
+
+func releaseArrays(as []arrow.Array) {
+	for _, a := range as {
+		a.Release()
+	}
+}
+
+// gatherColumn builds column c for n rows: row r holds the value of c in the
+// stored row from[r] (a batch of src), or NULL when from has no entry or the
+// stored batch lacks c.
+func gatherColumn(c schemas.Column, n int, from map[int32]RowRef, src []arrow.RecordBatch, alloc memory.Allocator) (arrow.Array, error) {
+	bld := array.NewBuilder(alloc, c.ArrowType())
+	defer bld.Release()
+	bld.Reserve(n)
+	for r := 0; r < n; r++ {
+		ref, ok := from[int32(r)]
+		if !ok {
+			bld.AppendNull()
+			continue
+		}
+		sb := src[ref.Batch]
+		idx := sb.Schema().FieldIndices(c.Name)
+		if len(idx) == 0 {
+			bld.AppendNull()
+			continue
+		}
+		if err := appendValue(bld, sb.Column(idx[0]), int(ref.Row)); err != nil {
+			return nil, fmt.Errorf("column %s: %w", c.Name, err)
+		}
+	}
+	return bld.NewArray(), nil
+}
+
+// appendValue appends arr's value at i to b, of the same kind.
+func appendValue(b array.Builder, arr arrow.Array, i int) error {
+	if arr.IsNull(i) {
+		b.AppendNull()
+		return nil
+	}
+	switch a := arr.(type) {
+	case *array.String:
+		if sb, ok := b.(*array.StringBuilder); ok {
+			sb.Append(a.Value(i))
+			return nil
+		}
+	case *array.Timestamp:
+		if tb, ok := b.(*array.TimestampBuilder); ok {
+			tb.Append(a.Value(i))
+			return nil
+		}
+	case *array.Int64:
+		if ib, ok := b.(*array.Int64Builder); ok {
+			ib.Append(a.Value(i))
+			return nil
+		}
+	case *array.List:
+		lb, ok := b.(*array.ListBuilder)
+		vals, ok2 := a.ListValues().(*array.String)
+		if !ok || !ok2 {
+			break
+		}
+		if vb, ok := lb.ValueBuilder().(*array.StringBuilder); ok {
+			lb.Append(true)
+			start, end := a.ValueOffsets(i)
+			for j := start; j < end; j++ {
+				if vals.IsNull(int(j)) {
+					vb.AppendNull()
+				} else {
+					vb.Append(vals.Value(int(j)))
+				}
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot copy a stored %s value", arr.DataType())
 }
 
 // writeDataFile writes refs[*start:] to rel until the file reaches the
@@ -814,10 +958,10 @@ func (l *Lake) writeRejects(info WindowInfo, rejects []transform.Reject) (string
 	var b strings.Builder
 	enc := json.NewEncoder(&b)
 	for _, r := range rejects {
-		if err := enc.Encode(map[string]any{
-			"stream_id": info.StreamID, "run_id": info.RunID, "request_id": r.RequestID,
-			"window_from": fmtT(info.Window.From), "window_to": fmtT(info.Window.To),
-			"line": r.Line, "raw": strings.ToValidUTF8(r.Raw, "\uFFFD"), "reason": r.Reason, "rejected_at": fmtT(info.LoadedAt),
+		if err := enc.Encode(rejectJSON{
+			StreamID: info.StreamID, RunID: info.RunID, RequestID: r.RequestID,
+			WindowFrom: fmtT(info.Window.From), WindowTo: fmtT(info.Window.To),
+			Line: r.Line, Raw: strings.ToValidUTF8(r.Raw, "\uFFFD"), Reason: r.Reason, RejectedAt: fmtT(info.LoadedAt),
 		}); err != nil {
 			return "", err
 		}
@@ -942,4 +1086,79 @@ func (l *Lake) SaveBudget(_ context.Context, fp string, b extract.RateLimit) err
 	}
 	next.Budgets[fp] = budgetJSON{Limit: b.Limit, Remaining: b.Remaining, Reset: fmtT(b.Reset), UpdatedAt: fmtT(time.Now())}
 	return l.saveState(next)
+}
+
+// Runs returns the recorded runs (the last 100), newest first.
+func (l *Lake) Runs(_ context.Context, limit int) ([]Run, error) {
+	var out []Run
+	for i := len(l.state.Runs) - 1; i >= 0 && (limit <= 0 || len(out) < limit); i-- {
+		rj := l.state.Runs[i]
+		r := Run{RunID: rj.RunID, StreamID: rj.StreamID, Status: rj.Status, Windows: rj.Windows, Rows: rj.Rows,
+			Rejects: rj.Rejects, Calls: rj.Calls, Error: rj.Error}
+		var err error
+		for _, f := range []struct {
+			dst *time.Time
+			src string
+		}{{&r.StartedAt, rj.StartedAt}, {&r.FinishedAt, rj.FinishedAt}, {&r.Since, rj.Since}, {&r.Until, rj.Until}} {
+			if *f.dst, err = parseT(f.src); err != nil {
+				return nil, fmt.Errorf("lake state: run %s: %w", rj.RunID, err)
+			}
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// rejectJSON is one line of a _leadlex/rejects/*.jsonl file.
+type rejectJSON struct {
+	StreamID   string `json:"stream_id"`
+	RunID      string `json:"run_id"`
+	RequestID  string `json:"request_id"`
+	WindowFrom string `json:"window_from"`
+	WindowTo   string `json:"window_to"`
+	Line       int64  `json:"line"`
+	Raw        string `json:"raw"`
+	Reason     string `json:"reason"`
+	RejectedAt string `json:"rejected_at"`
+}
+
+// Rejects returns the stored rejected rows, oldest first.
+func (l *Lake) Rejects(_ context.Context, limit int) ([]StoredReject, error) {
+	files, err := filepath.Glob(l.path(metaDir + "/rejects/*.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	var out []StoredReject
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for i, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			if line == "" {
+				continue
+			}
+			var rj rejectJSON
+			if err := json.Unmarshal([]byte(line), &rj); err != nil {
+				return nil, fmt.Errorf("%s line %d: %w", f, i+1, err)
+			}
+			r := StoredReject{StreamID: rj.StreamID, RunID: rj.RunID, RequestID: rj.RequestID, Line: rj.Line, Raw: rj.Raw, Reason: rj.Reason}
+			if r.Window.From, err = parseT(rj.WindowFrom); err == nil {
+				if r.Window.To, err = parseT(rj.WindowTo); err == nil {
+					r.RejectedAt, err = parseT(rj.RejectedAt)
+				}
+			}
+			if err != nil {
+				return nil, fmt.Errorf("%s line %d: %w", f, i+1, err)
+			}
+			out = append(out, r)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b StoredReject) int {
+		return cmp.Or(a.RejectedAt.Compare(b.RejectedAt), cmp.Compare(a.RunID, b.RunID), cmp.Compare(a.Line, b.Line))
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
 }

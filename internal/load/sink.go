@@ -85,6 +85,24 @@ type StateStore interface {
 	LoadBudget(ctx context.Context, keyFingerprint string) (extract.RateLimit, error)
 	// SaveBudget remembers the budget.
 	SaveBudget(ctx context.Context, keyFingerprint string, b extract.RateLimit) error
+	// Runs returns the recorded runs, newest first; at most limit of them
+	// when limit > 0.
+	Runs(ctx context.Context, limit int) ([]Run, error)
+	// Rejects returns the stored rejected rows, oldest first; at most limit
+	// of the newest when limit > 0.
+	Rejects(ctx context.Context, limit int) ([]StoredReject, error)
+}
+
+// StoredReject is a rejected row as a destination keeps it.
+type StoredReject struct {
+	StreamID   string
+	RunID      string
+	RequestID  string
+	Window     extract.Window
+	Line       int64
+	Raw        string
+	Reason     string
+	RejectedAt time.Time
 }
 
 // Target is a destination: a sink that keeps its sync state beside its data.

@@ -1,0 +1,592 @@
+package load_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+)
+
+// sinkUnderTest is one load.Target implementation as the conformance suite
+// drives it. A new sink is done when TestTargetConformance passes for it.
+type sinkUnderTest struct {
+	name string
+	// open opens (creating if needed) the destination at dir. Sinks that
+	// write files use small files here, so that upserts reach files at and
+	// above half the target size.
+	open func(t *testing.T, dir string, alloc memory.Allocator) load.Target
+	// rows returns every stored contact row, each column as text (NULL as
+	// "<null>"); ids repeated across rows are returned as they are.
+	rows func(t *testing.T, tgt load.Target, dir string) []map[string]string
+	// sorted is set when the sink documents a row order: by created_at,
+	// then id, within each data file.
+	sorted func(t *testing.T, dir string)
+	// files is set for sinks that write data files: their sizes.
+	files func(t *testing.T, dir string) []int64
+}
+
+// targetFileBytes is the file size sinks that write files aim at here.
+const targetFileBytes = 8 << 10
+
+var sinksUnderTest = []sinkUnderTest{
+	{
+		name: "DuckDB",
+		open: func(t *testing.T, dir string, _ memory.Allocator) load.Target {
+			db, err := load.OpenDuckDB(context.Background(), filepath.Join(dir, "w.duckdb"), load.DuckDBOptions{MemoryLimit: "512MB", Threads: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return db
+		},
+		rows: func(t *testing.T, tgt load.Target, _ string) []map[string]string {
+			return textRows(t, tgt.(*load.DuckDB).DB(), "contacts")
+		},
+	},
+	{
+		name: "lake",
+		open: func(t *testing.T, dir string, alloc memory.Allocator) load.Target {
+			l, err := load.OpenLake(context.Background(), filepath.Join(dir, "lake"), load.LakeOptions{
+				PartitionBy: "month", TargetFileBytes: targetFileBytes, Alloc: alloc,
+				Parquet: load.ParquetOptions{RowGroupRows: 250},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		},
+		rows: func(t *testing.T, _ load.Target, dir string) []map[string]string {
+			files := lakeDataFiles(t, filepath.Join(dir, "lake"))
+			if len(files) == 0 {
+				return nil
+			}
+			db := memDB(t)
+			return textRows(t, db, fmt.Sprintf("read_parquet([%s], union_by_name = true, hive_partitioning = false)", quoteList(files)))
+		},
+		files: func(t *testing.T, dir string) []int64 {
+			var sizes []int64
+			for _, f := range lakeDataFiles(t, filepath.Join(dir, "lake")) {
+				fi, err := os.Stat(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				sizes = append(sizes, fi.Size())
+			}
+			return sizes
+		},
+		sorted: func(t *testing.T, dir string) {
+			db := memDB(t)
+			for _, f := range lakeDataFiles(t, filepath.Join(dir, "lake")) {
+				var unsorted int
+				q := fmt.Sprintf(`SELECT count(*) FROM (SELECT created_at, id, lag(created_at) OVER w AS pc, lag(id) OVER w AS pid
+					FROM read_parquet('%s', file_row_number = true) WINDOW w AS (ORDER BY file_row_number))
+					WHERE pc > created_at OR (pc = created_at AND pid >= id)`, f)
+				if err := db.QueryRow(q).Scan(&unsorted); err != nil {
+					t.Fatal(err)
+				}
+				if unsorted != 0 {
+					t.Errorf("%s: %d rows out of (created_at, id) order", f, unsorted)
+				}
+			}
+		},
+	},
+}
+
+func memDB(t *testing.T) *sql.DB {
+	t.Helper()
+	db, err := load.OpenDuckDBReadOnly("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func quoteList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	}
+	return strings.Join(q, ", ")
+}
+
+func lakeDataFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), "_") {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".parquet") && !strings.HasPrefix(d.Name(), ".") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// textRows reads every row of from with each column cast to text.
+func textRows(t *testing.T, db *sql.DB, from string) []map[string]string {
+	t.Helper()
+	rows, err := db.Query("SELECT * FROM " + from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	casts := make([]string, len(cols))
+	for i, c := range cols {
+		casts[i] = fmt.Sprintf(`CAST(%q AS VARCHAR)`, c)
+	}
+	rows.Close()
+	rows, err = db.Query("SELECT " + strings.Join(casts, ", ") + " FROM " + from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []map[string]string
+	for rows.Next() {
+		vals := make([]sql.NullString, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]string{}
+		for i, c := range cols {
+			m[c] = "<null>"
+			if vals[i].Valid {
+				m[c] = vals[i].String
+			}
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// conformance is the state of one subtest: a sink, its folder, and the
+// checked allocator every batch comes from.
+type conformance struct {
+	t     *testing.T
+	sink  sinkUnderTest
+	dir   string
+	alloc *memory.CheckedAllocator
+	tgt   load.Target
+	seq   int
+}
+
+func (c *conformance) reopen() {
+	c.t.Helper()
+	if c.tgt != nil {
+		if err := c.tgt.Close(); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	c.tgt = c.sink.open(c.t, c.dir, c.alloc)
+}
+
+// attempt stages csv (header included) as one window attempt, in batches of
+// three rows, and returns the reader's rejects and row count.
+func (c *conformance) attempt(csv string, info load.WindowInfo) ([]transform.Reject, int64) {
+	c.t.Helper()
+	ctx := context.Background()
+	rd, err := transform.NewReader(strings.NewReader(csv), transform.Options{BatchRows: 3, Alloc: c.alloc, RequestID: info.RequestID, MaxRejectRatio: 1})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer rd.Release()
+	if err := c.tgt.Begin(ctx, info, rd.Columns()); err != nil {
+		c.t.Fatal(err)
+	}
+	for rd.Next() {
+		if err := c.tgt.Write(ctx, rd.RecordBatch()); err != nil {
+			c.t.Fatal(err)
+		}
+	}
+	if err := rd.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return slices.Clone(rd.Rejects()), rd.Rows()
+}
+
+func (c *conformance) info() load.WindowInfo {
+	c.seq++
+	return load.WindowInfo{StreamID: "s1", RunID: "run1", RequestID: fmt.Sprintf("req%d", c.seq),
+		LoadedAt: time.Date(2026, 1, 1, 0, 0, c.seq, 0, time.UTC),
+		Window:   extract.Window{From: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC)}}
+}
+
+// commit stages and commits csv as one window with state st.
+func (c *conformance) commit(csv string, st load.StreamState) {
+	c.t.Helper()
+	info := c.info()
+	rejects, rows := c.attempt(csv, info)
+	if err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Rejects: int64(len(rejects)), Calls: 1}, st); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// rows returns the stored rows by id, failing on an id stored twice, with
+// lineage columns dropped and only the given columns kept (all if none).
+func (c *conformance) rows(cols ...string) map[string]map[string]string {
+	c.t.Helper()
+	out := map[string]map[string]string{}
+	for _, r := range c.sink.rows(c.t, c.tgt, c.dir) {
+		id := r["id"]
+		if _, dup := out[id]; dup {
+			c.t.Errorf("id %s is stored twice", id)
+		}
+		delete(r, "_request_id")
+		delete(r, "_loaded_at")
+		if len(cols) > 0 {
+			keep := map[string]string{}
+			for _, k := range cols {
+				keep[k] = r[k]
+			}
+			r = keep
+		}
+		out[id] = r
+	}
+	return out
+}
+
+var st1 = load.StreamState{StreamID: "s1", Identity: `{"base_url":"http://x"}`}
+
+const (
+	uA = "123e4567-e89b-12d3-a456-426614174000"
+	uB = "223e4567-e89b-12d3-a456-426614174000"
+	uC = "323e4567-e89b-12d3-a456-426614174000"
+	uX = "923e4567-e89b-12d3-a456-426614174000"
+)
+
+// TestTargetConformance runs one suite, written once, against every
+// load.Target: any future sink must pass it. Every batch comes from a
+// checked Arrow allocator that must be back at zero bytes once the sink is
+// closed.
+func TestTargetConformance(t *testing.T) {
+	for _, sink := range sinksUnderTest {
+		t.Run(sink.name, func(t *testing.T) {
+			for _, tc := range conformanceCases {
+				t.Run(tc.name, func(t *testing.T) {
+					c := &conformance{t: t, sink: sink, dir: t.TempDir(), alloc: memory.NewCheckedAllocator(memory.NewGoAllocator())}
+					c.reopen()
+					defer func() {
+						if c.tgt != nil {
+							if err := c.tgt.Close(); err != nil {
+								t.Error(err)
+							}
+						}
+						c.alloc.AssertSize(t, 0)
+					}()
+					tc.run(c)
+				})
+			}
+		})
+	}
+}
+
+var conformanceCases = []struct {
+	name string
+	run  func(c *conformance)
+}{
+	{"ColumnsByNameInAnyOrder", func(c *conformance) {
+		// id and created_at anywhere, unrequested columns before, between
+		// and after them: every value lands in the column of its name.
+		c.commit("note,created_at,tags,id,full_name,email,phone,job_title,company_name,linkedin_url\n"+
+			uX+`,2024-01-02T00:00:00Z,"a, b",`+uA+",Ann,a@x.com,,,,\n", st1)
+		c.commit("tags,full_name,created_at,email,phone,id,job_title,company_name,linkedin_url,note\n"+
+			`c,Bob,2024-01-03T00:00:00Z,b@x.com,,`+uB+",,,,hi\n", st1)
+		c.reopen()
+		// A later window in yet another order, with a new column.
+		c.commit("city,id,note,created_at,full_name,email,phone,job_title,company_name,linkedin_url,tags\n"+
+			"Oslo,"+uA+",again,2024-01-02T00:00:00Z,Ann 2,a@x.com,,,,,\n", st1)
+		got := c.rows("id", "full_name", "email", "tags", "created_at", "note", "city")
+		want := map[string]map[string]string{
+			uA: {"id": uA, "full_name": "Ann 2", "email": "a@x.com", "tags": "[]", "note": "again", "city": "Oslo"},
+			uB: {"id": uB, "full_name": "Bob", "email": "b@x.com", "tags": "[c]", "note": "hi", "city": "<null>"},
+		}
+		for id, w := range want {
+			g := got[id]
+			if g == nil || !strings.HasPrefix(g["created_at"], "2024-01-0") {
+				c.t.Errorf("%s: created_at %q", id, g["created_at"])
+				continue
+			}
+			delete(g, "created_at")
+			if !reflect.DeepEqual(g, w) {
+				c.t.Errorf("%s:\n got  %v\n want %v", id, g, w)
+			}
+		}
+		if len(got) != 2 {
+			c.t.Errorf("%d rows, want 2", len(got))
+		}
+	}},
+	{"LastRowOfARepeatedIDWins", func(c *conformance) {
+		// Across batches (three rows each) and in any case of the UUID.
+		c.commit(header+
+			uA+",A old,,,,,,,2024-01-01T00:00:00Z\n"+
+			uB+",B,,,,,,,2024-01-01T00:00:00Z\n"+
+			uC+",C,,,,,,,2024-02-01T00:00:00Z\n"+
+			strings.ToUpper(uA)+",A new,,,,,,,2024-01-01T00:00:00Z\n", st1)
+		c.commit(header+uB+",B 2,,,,,,,2024-01-01T00:00:00Z\n"+uB+",B 3,,,,,,,2024-01-01T00:00:00Z\n", st1)
+		want := map[string]map[string]string{uA: {"full_name": "A new"}, uB: {"full_name": "B 3"}, uC: {"full_name": "C"}}
+		if got := stripID(c.rows("id", "full_name")); !reflect.DeepEqual(got, want) {
+			c.t.Errorf("got %v, want %v", got, want)
+		}
+	}},
+	{"AbortDiscardsAndARetryCommits", func(c *conformance) {
+		c.commit(header+uA+",A,,,,,,,2024-01-01T00:00:00Z\n", st1)
+		info := c.info()
+		c.attempt(header+uA+",A aborted,,,,,,,2024-01-01T00:00:00Z\n"+uB+",B aborted,,,,,,,2024-01-01T00:00:00Z\n", info)
+		if err := c.tgt.Abort(context.Background()); err != nil {
+			c.t.Fatal(err)
+		}
+		want := map[string]map[string]string{uA: {"full_name": "A"}}
+		if got := stripID(c.rows("id", "full_name")); !reflect.DeepEqual(got, want) {
+			c.t.Fatalf("after Abort: got %v, want %v", got, want)
+		}
+		// The retried window: begun again (after Abort, and once more
+		// without one, as a broken-off body does) and committed.
+		c.attempt(header+uB+",B first try,,,,,,,2024-01-01T00:00:00Z\n", info)
+		rejects, rows := c.attempt(header+uB+",B retried,,,,,,,2024-01-01T00:00:00Z\n", info)
+		st := st1
+		st.Cursor = time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC)
+		if err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Calls: 2}, st); err != nil {
+			c.t.Fatal(err)
+		}
+		want[uB] = map[string]string{"full_name": "B retried"}
+		if got := stripID(c.rows("id", "full_name")); !reflect.DeepEqual(got, want) {
+			c.t.Errorf("after the retry: got %v, want %v", got, want)
+		}
+		// An Abort with nothing begun is harmless.
+		if err := c.tgt.Abort(context.Background()); err != nil {
+			c.t.Error(err)
+		}
+	}},
+	{"StateRoundTripAndReopen", func(c *conformance) {
+		ctx := context.Background()
+		st := load.StreamState{
+			StreamID: "s1", Identity: st1.Identity, Cursor: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC),
+			Pending: []extract.Window{
+				{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)},
+				{From: time.Date(2021, 1, 1, 0, 0, 0, 5000, time.UTC), To: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)},
+				{From: time.Date(2023, 1, 1, 0, 0, 0, 1000, time.UTC)},
+			},
+			PendingUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		}
+		c.commit(header+uA+",A,,,,,,,2024-01-01T00:00:00Z\n", st)
+		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`, Cursor: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+		c.commit(header+uB+",B,,,,,,,2024-01-01T00:00:00Z\n", other)
+		check := func(when string) {
+			for _, want := range []load.StreamState{st, other} {
+				got, err := c.tgt.LoadState(ctx, want.StreamID, want.Identity)
+				if err != nil {
+					c.t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					c.t.Errorf("%s: state\n got  %+v\n want %+v", when, got, want)
+				}
+			}
+			fresh, err := c.tgt.LoadState(ctx, "never", "{}")
+			if err != nil || !reflect.DeepEqual(fresh, load.StreamState{StreamID: "never", Identity: "{}"}) {
+				c.t.Errorf("%s: a stream never synced: %+v (%v)", when, fresh, err)
+			}
+		}
+		check("before reopening")
+		c.reopen()
+		check("after reopening")
+		if n := len(c.rows()); n != 2 {
+			c.t.Errorf("%d rows after reopening, want 2", n)
+		}
+		// Progress of the first stream: pending windows done, the cursor moves.
+		st.Pending, st.PendingSince, st.PendingUntil, st.Cursor = nil, time.Time{}, time.Time{}, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		c.commit(header+uC+",C,,,,,,,2024-01-01T00:00:00Z\n", st)
+		c.reopen()
+		check("after the pending windows were done")
+	}},
+	{"BudgetRoundTrip", func(c *conformance) {
+		ctx := context.Background()
+		b1 := extract.RateLimit{Limit: 10, Remaining: 3, Reset: time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC), Known: true}
+		b2 := extract.RateLimit{Limit: 10, Remaining: 0, Reset: time.Date(2026, 11, 27, 7, 0, 0, 0, time.UTC), Known: true}
+		for _, s := range []struct {
+			fp string
+			b  extract.RateLimit
+		}{{"fp1", b1}, {"fp2", b2}} {
+			if err := c.tgt.SaveBudget(ctx, s.fp, s.b); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+		// An unknown budget does not overwrite a known one.
+		if err := c.tgt.SaveBudget(ctx, "fp1", extract.RateLimit{}); err != nil {
+			c.t.Fatal(err)
+		}
+		c.reopen()
+		for fp, want := range map[string]extract.RateLimit{"fp1": b1, "fp2": b2, "fp3": {}} {
+			got, err := c.tgt.LoadBudget(ctx, fp)
+			if err != nil || got.Limit != want.Limit || got.Remaining != want.Remaining || !got.Reset.Equal(want.Reset) || got.Known != want.Known {
+				c.t.Errorf("budget %s: %+v (%v), want %+v", fp, got, err, want)
+			}
+		}
+	}},
+	{"RunsRecordTheirOutcome", func(c *conformance) {
+		ctx := context.Background()
+		t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		var want []load.Run
+		for i, status := range []string{"ok", "partial", "failed"} {
+			r := load.Run{RunID: fmt.Sprintf("r%d", i), StreamID: "s1", StartedAt: t0.Add(time.Duration(i) * time.Hour), Status: "running",
+				Until: t0.Add(time.Duration(i) * time.Hour)}
+			if i == 1 {
+				r.Since = t0.Add(-time.Hour)
+			}
+			if err := c.tgt.StartRun(ctx, r); err != nil {
+				c.t.Fatal(err)
+			}
+			r.Status, r.FinishedAt, r.Windows, r.Rows, r.Rejects, r.Calls = status, r.StartedAt.Add(time.Minute), i+1, int64(100*i), int64(i), i+2
+			if status == "failed" {
+				r.Error = "export window [...]: LeadLex API 500"
+			}
+			if err := c.tgt.FinishRun(ctx, r); err != nil {
+				c.t.Fatal(err)
+			}
+			want = append([]load.Run{r}, want...)
+		}
+		running := load.Run{RunID: "r9", StreamID: "s1", StartedAt: t0.Add(9 * time.Hour), Status: "running"}
+		if err := c.tgt.StartRun(ctx, running); err != nil {
+			c.t.Fatal(err)
+		}
+		want = append([]load.Run{running}, want...)
+		c.reopen()
+		got, err := c.tgt.Runs(ctx, 0)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			c.t.Errorf("runs\n got  %+v\n want %+v", got, want)
+		}
+		if got, err := c.tgt.Runs(ctx, 2); err != nil || !reflect.DeepEqual(got, want[:2]) {
+			c.t.Errorf("the last 2 runs: %+v (%v)", got, err)
+		}
+	}},
+	{"RejectedRowsAreStored", func(c *conformance) {
+		c.commit(header+
+			uA+",A,,,,,,,2024-01-01T00:00:00Z\n"+
+			"not-a-uuid,Eve,,,,,,,2024-01-01T00:00:00Z\n"+
+			uB+",B,,,,,,,yesterday\n", st1)
+		c.reopen()
+		if got := stripID(c.rows("id", "full_name")); !reflect.DeepEqual(got, map[string]map[string]string{uA: {"full_name": "A"}}) {
+			c.t.Errorf("rows %v, want only A", got)
+		}
+		rej, err := c.tgt.Rejects(context.Background(), 0)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if len(rej) != 2 {
+			c.t.Fatalf("%d rejects stored, want 2: %+v", len(rej), rej)
+		}
+		for i, want := range []struct {
+			line        int64
+			raw, reason string
+		}{{3, "not-a-uuid,Eve,,,,,,,2024-01-01T00:00:00Z", "id"}, {4, uB + ",B,,,,,,,yesterday", "created_at"}} {
+			r := rej[i]
+			if r.Line != want.line || r.Raw != want.raw || !strings.Contains(r.Reason, want.reason) || r.RequestID != "req1" ||
+				r.StreamID != "s1" || r.RunID != "run1" || !r.Window.From.Equal(time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)) || r.RejectedAt.IsZero() {
+				c.t.Errorf("reject %d: %+v", i, r)
+			}
+		}
+	}},
+	{"AColumnTheWindowOmitsKeepsItsValues", func(c *conformance) {
+		// An extra field, then windows without it and with a subset of the
+		// standard fields: stored values of the columns a window did not
+		// export stay.
+		c.commit("id,full_name,email,phone,job_title,company_name,linkedin_url,tags,created_at,city\n"+
+			uA+",A,a@x.com,+1,CEO,Acme,,vip,2024-01-01T00:00:00Z,Oslo\n"+
+			uB+",B,b@x.com,,,,,,2024-03-01T00:00:00Z,Bergen\n", st1)
+		c.commit(header+uA+",A 2,a2@x.com,+1,CEO,Acme,,vip,2024-01-01T00:00:00Z\n", st1)
+		c.commit("id,created_at,full_name\n"+uB+",2024-03-01T00:00:00Z,B 2\n", st1)
+		got := stripID(c.rows("id", "full_name", "email", "city", "tags"))
+		want := map[string]map[string]string{
+			uA: {"full_name": "A 2", "email": "a2@x.com", "city": "Oslo", "tags": "[vip]"},
+			uB: {"full_name": "B 2", "email": "b@x.com", "city": "Bergen", "tags": "[]"},
+		}
+		if !reflect.DeepEqual(got, want) {
+			c.t.Errorf("got  %v\nwant %v", got, want)
+		}
+	}},
+	{"UpsertsIntoLargeFilesLeaveNoDuplicates", func(c *conformance) {
+		// Files are 8 KiB here: 3,000 rows make several of them, each at
+		// or above half that size, so replacing ids finds them in files the
+		// merge does not rewrite for their size alone.
+		var b strings.Builder
+		b.WriteString(header)
+		for i := 0; i < 3000; i++ {
+			fmt.Fprintf(&b, "%08x-0000-4000-8000-%012x,Name %d,n%d@example.com,,,,,,2024-01-%02dT%02d:00:00Z\n", i, i, i, i, 1+i%28, i%24)
+		}
+		c.commit(b.String(), st1)
+		if c.sink.files != nil {
+			large := 0
+			for _, size := range c.sink.files(c.t, c.dir) {
+				if size >= targetFileBytes/2 {
+					large++
+				}
+			}
+			if large < 3 {
+				c.t.Fatalf("%d files at or above half the target size: the case needs several to mean anything", large)
+			}
+		}
+		b.Reset()
+		b.WriteString(header)
+		for i := 0; i < 3000; i += 7 {
+			fmt.Fprintf(&b, "%08x-0000-4000-8000-%012x,Renamed %d,,,,,,,2024-01-%02dT%02d:00:00Z\n", i, i, i, 1+i%28, i%24)
+		}
+		c.commit(b.String(), st1)
+		got := c.rows("id", "full_name")
+		if len(got) != 3000 {
+			c.t.Errorf("%d distinct ids, want 3000", len(got))
+		}
+		for i := 0; i < 3000; i++ {
+			id := fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i)
+			want := fmt.Sprintf("Name %d", i)
+			if i%7 == 0 {
+				want = fmt.Sprintf("Renamed %d", i)
+			}
+			if got[id]["full_name"] != want {
+				c.t.Errorf("%s: %q, want %q", id, got[id]["full_name"], want)
+				break
+			}
+		}
+		if c.sink.sorted != nil {
+			c.sink.sorted(c.t, c.dir)
+		}
+	}},
+}
+
+func stripID(m map[string]map[string]string) map[string]map[string]string {
+	for _, r := range m {
+		delete(r, "id")
+	}
+	return m
+}
