@@ -5,7 +5,9 @@
 package schemas
 
 import (
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -28,6 +30,64 @@ const (
 	// Int64 is a 64-bit integer (internal columns only).
 	Int64
 )
+
+// kindNames are the names Kind marshals to; state files store kinds by
+// name, so that reordering the constants never misreads them.
+var kindNames = [...]string{Text: "text", UUID: "uuid", Tags: "tags", Timestamp: "timestamp", Int64: "int64"}
+
+// String returns the kind's name: text, uuid, tags, timestamp or int64.
+func (k Kind) String() string {
+	if k >= 0 && int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// ParseKind returns the kind called name.
+func ParseKind(name string) (Kind, error) {
+	for k, n := range kindNames {
+		if n == name {
+			return Kind(k), nil
+		}
+	}
+	return 0, fmt.Errorf("unknown column kind %q (want text, uuid, tags, timestamp or int64)", name)
+}
+
+// MarshalText encodes the kind by name.
+func (k Kind) MarshalText() ([]byte, error) {
+	if k < 0 || int(k) >= len(kindNames) {
+		return nil, fmt.Errorf("unknown column kind %d", int(k))
+	}
+	return []byte(kindNames[k]), nil
+}
+
+// UnmarshalText decodes a kind's name.
+func (k *Kind) UnmarshalText(b []byte) error {
+	v, err := ParseKind(string(b))
+	if err == nil {
+		*k = v
+	}
+	return err
+}
+
+// UnmarshalJSON decodes a kind's name, or the number state files written
+// before kinds were stored by name hold (0 text, 1 uuid, 2 tags,
+// 3 timestamp, 4 int64: the order of the constants then).
+func (k *Kind) UnmarshalJSON(b []byte) error {
+	var n int
+	if err := json.Unmarshal(b, &n); err == nil {
+		if n < 0 || n >= len(kindNames) {
+			return fmt.Errorf("unknown column kind %d", n)
+		}
+		*k = Kind(n)
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("column kind: %w", err)
+	}
+	return k.UnmarshalText([]byte(s))
+}
 
 // Column is one column of the contacts table.
 type Column struct {

@@ -1,6 +1,8 @@
 package schemas
 
 import (
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -66,5 +68,31 @@ func TestOneDefinitionDrivesArrowAndDuckDB(t *testing.T) {
 	}
 	if QuoteIdent(`a"b`) != `"a""b"` {
 		t.Error("QuoteIdent does not escape quotes")
+	}
+}
+
+func TestKindMarshalsByName(t *testing.T) {
+	for k, name := range map[Kind]string{Text: "text", UUID: "uuid", Tags: "tags", Timestamp: "timestamp", Int64: "int64"} {
+		b, err := json.Marshal(k)
+		if err != nil || string(b) != `"`+name+`"` {
+			t.Errorf("%d marshals to %s (%v), want %q", int(k), b, err, name)
+		}
+		var back Kind
+		if err := json.Unmarshal(b, &back); err != nil || back != k {
+			t.Errorf("%s reads back as %v (%v)", b, back, err)
+		}
+	}
+	// The numbers state files held before kinds were stored by name.
+	for n, want := range []Kind{Text, UUID, Tags, Timestamp, Int64} {
+		var k Kind
+		if err := json.Unmarshal([]byte(strconv.Itoa(n)), &k); err != nil || k != want {
+			t.Errorf("old form %d reads as %v (%v), want %v", n, k, err, want)
+		}
+	}
+	for _, bad := range []string{`"varchar"`, `7`, `-1`, `true`} {
+		var k Kind
+		if err := json.Unmarshal([]byte(bad), &k); err == nil {
+			t.Errorf("%s read as %v, want an error", bad, k)
+		}
 	}
 }

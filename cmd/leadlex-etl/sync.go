@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/parquetio"
 	"github.com/leadlex/leadlex-etl/internal/pipeline"
 	"github.com/leadlex/leadlex-etl/internal/transform"
 	"github.com/leadlex/leadlex-etl/schemas"
@@ -32,9 +32,9 @@ type syncOptions struct {
 	apiKeyFlag        string // refused: keys do not belong on a command line
 	DuckDB            string
 	Parquet           string
-	PartitionBy       string
-	ParquetCompress   string
-	ParquetTarget     string
+	PartitionBy       load.Partitioning
+	ParquetCompress   parquetio.Compression
+	ParquetTarget     load.ByteSize
 	ParquetRowGroup   int
 	Since, Until      string
 	Tags              []string
@@ -67,10 +67,12 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	_ = fs.MarkHidden("api-key")
 	fs.StringVar(&o.DuckDB, "duckdb", "", "DuckDB file to upsert contacts into (created if missing)")
 	fs.StringVar(&o.Parquet, "parquet", "", "folder of Hive-partitioned Parquet files to upsert contacts into (alone or with --duckdb: one extract feeds both)")
-	fs.StringVar(&o.PartitionBy, "partition-by", "month", "Parquet partitions of created_at (UTC): month (year=YYYY/month=MM), day or year; fixed when the lake is created")
-	fs.StringVar(&o.ParquetCompress, "parquet-compression", "zstd", "Parquet compression: zstd, snappy, gzip or none")
-	fs.StringVar(&o.ParquetTarget, "parquet-target-size", "128MB", "size a Parquet file grows to before another is started; smaller files are merged when their partition is next written")
-	fs.IntVar(&o.ParquetRowGroup, "parquet-row-group-rows", 131072, "rows per Parquet row group (bounds the writer's memory and each reader's unit of work)")
+	fs.Var(&o.PartitionBy, "partition-by", "Parquet partitions of created_at (UTC): month (contacts/year=2024/month=4), day or year (default: the lake's own; month for a new lake)")
+	o.ParquetCompress = parquetio.DefaultCompression
+	fs.Var(&o.ParquetCompress, "parquet-compression", "Parquet compression")
+	o.ParquetTarget = load.DefaultTargetFileBytes
+	fs.Var(&o.ParquetTarget, "parquet-target-size", "size a Parquet file grows to before another is started (at least 1MB); smaller files are merged when their partition is next written")
+	fs.IntVar(&o.ParquetRowGroup, "parquet-row-group-rows", parquetio.DefaultRowGroupRows, "rows per Parquet row group (bounds the writer's memory and each reader's unit of work)")
 	fs.StringVar(&o.Since, "since", "", "sync contacts created at or after this ISO 8601 instant or date (default: the saved cursor less --lookback, or all history on a first run)")
 	fs.StringVar(&o.Until, "until", "", "sync contacts created before this ISO 8601 instant or date (default: now)")
 	fs.StringArrayVar(&o.Tags, "tag", nil, "only contacts carrying this tag; repeat to require several (a filtered sync keeps its own cursor)")
@@ -79,7 +81,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Limit, "limit", extract.MaxLimit, "rows per API call, 1 to 50000; fewer rows a call means more of the 10 calls an hour")
 	fs.DurationVar(&o.Lookback, "lookback", time.Hour, "re-export this much before the saved cursor, to pick up late or edited contacts")
 	fs.IntVar(&o.MaxCalls, "max-calls", 0, "stop after this many API calls and save progress (0: no cap); the next run resumes")
-	fs.BoolVar(&o.Wait, "wait", true, "when the rate limit is spent, wait for the reset (default)")
+	fs.BoolVar(&o.Wait, "wait", true, "when the rate limit is spent, wait for the reset")
 	fs.BoolVar(&o.NoWait, "no-wait", false, "when the rate limit is spent, save progress and exit 75, printing when to resume")
 	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", false, "allow a plain http:// base URL to a host that is not loopback (the key would travel in clear)")
 	fs.IntVar(&o.Attempts, "attempts", 4, "tries per window on 5xx answers, broken-off bodies and network errors (each try spends an API call)")
@@ -121,18 +123,8 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	if o.DuckDB == "" && o.Parquet == "" {
 		return key, since, until, usagef("no destination: give --duckdb PATH, --parquet DIR, or both")
 	}
-	switch o.PartitionBy {
-	case "month", "day", "year":
-	default:
-		return key, since, until, usagef("--partition-by %q must be month, day or year", o.PartitionBy)
-	}
-	switch o.ParquetCompress {
-	case "zstd", "snappy", "gzip", "none":
-	default:
-		return key, since, until, usagef("--parquet-compression %q must be zstd, snappy, gzip or none", o.ParquetCompress)
-	}
-	if _, err := parseSize(o.ParquetTarget); err != nil {
-		return key, since, until, usagef("--parquet-target-size: %v", err)
+	if o.ParquetTarget < load.MinTargetFileBytes {
+		return key, since, until, usagef("--parquet-target-size %s is below %s", o.ParquetTarget, load.MinTargetFileBytes)
 	}
 	if o.ParquetRowGroup < 1000 {
 		return key, since, until, usagef("--parquet-row-group-rows %d must be at least 1000", o.ParquetRowGroup)
@@ -295,11 +287,14 @@ Example:
 		targets, dests = append(targets, db), append(dests, o.DuckDB)
 	}
 	if o.Parquet != "" {
-		target, _ := parseSize(o.ParquetTarget)
 		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
-			PartitionBy: o.PartitionBy, TargetFileBytes: target,
-			Parquet: load.ParquetOptions{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
+			PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
+			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
 		})
+		var conflict *load.ConflictError
+		if errors.As(err, &conflict) {
+			return usageError{err}
+		}
 		if err != nil {
 			return err
 		}
@@ -338,25 +333,3 @@ func printSummary(w io.Writer, r pipeline.Result, failed bool, dest string) {
 	}
 }
 
-// parseSize reads a byte size: 134217728, 128MB, 128MiB, 1GB (powers of 1024).
-func parseSize(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := int64(1)
-	for _, u := range []struct {
-		suffix string
-		mult   int64
-	}{{"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"B", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	n, err := strconv.ParseInt(t, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("%q is not a size like 128MB", s)
-	}
-	if n*mult < 1<<20 {
-		return 0, fmt.Errorf("%q is below 1MB", s)
-	}
-	return n * mult, nil
-}

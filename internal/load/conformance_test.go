@@ -16,6 +16,7 @@ import (
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/parquetio"
 	"github.com/leadlex/leadlex-etl/internal/transform"
 )
 
@@ -59,7 +60,7 @@ var sinksUnderTest = []sinkUnderTest{
 		open: func(t *testing.T, dir string, alloc memory.Allocator) load.Target {
 			l, err := load.OpenLake(context.Background(), filepath.Join(dir, "lake"), load.LakeOptions{
 				PartitionBy: "month", TargetFileBytes: targetFileBytes, Alloc: alloc,
-				Parquet: load.ParquetOptions{RowGroupRows: 250},
+				Parquet: parquetio.Options{RowGroupRows: 250},
 			})
 			if err != nil {
 				t.Fatal(err)

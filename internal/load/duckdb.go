@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -30,16 +29,6 @@ type DuckDBOptions struct {
 	MemoryLimit string
 	// Threads is DuckDB's threads setting; 0 -> the number of CPUs.
 	Threads int
-}
-
-// LockedError says another process has the DuckDB file open for writing.
-type LockedError struct {
-	Path   string
-	Detail string
-}
-
-func (e *LockedError) Error() string {
-	return fmt.Sprintf("DuckDB file %s is locked by another process (is another sync still running?): %s", e.Path, e.Detail)
 }
 
 // DuckDB is the DuckDB sink and state store. All its work happens on one
@@ -142,7 +131,7 @@ func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
 
 func openError(path string, err error) error {
 	if msg := err.Error(); strings.Contains(msg, "Could not set lock") || strings.Contains(msg, "Conflicting lock") {
-		return &LockedError{Path: path, Detail: msg}
+		return &LockedError{Kind: "DuckDB file", Path: path, Detail: msg}
 	}
 	return fmt.Errorf("open DuckDB file %s: %w", path, err)
 }
@@ -442,58 +431,13 @@ func nullTime(t time.Time) any {
 	return t.UTC()
 }
 
-// windowJSON is how pending windows are stored; "" is an open bound.
-type windowJSON struct {
-	From string `json:"from,omitempty"`
-	To   string `json:"to,omitempty"`
-}
-
-func encodeWindows(ws []extract.Window) (string, error) {
-	out := make([]windowJSON, len(ws))
-	for i, w := range ws {
-		if !w.From.IsZero() {
-			out[i].From = w.From.UTC().Format(time.RFC3339Nano)
-		}
-		if !w.To.IsZero() {
-			out[i].To = w.To.UTC().Format(time.RFC3339Nano)
-		}
-	}
-	b, err := json.Marshal(out)
-	return string(b), err
-}
-
-func decodeWindows(s string) ([]extract.Window, error) {
-	if s == "" {
-		return nil, nil
-	}
-	var in []windowJSON
-	if err := json.Unmarshal([]byte(s), &in); err != nil {
-		return nil, fmt.Errorf("pending windows %q: %w", s, err)
-	}
-	out := make([]extract.Window, len(in))
-	for i, w := range in {
-		var err error
-		if w.From != "" {
-			if out[i].From, err = time.Parse(time.RFC3339Nano, w.From); err != nil {
-				return nil, err
-			}
-		}
-		if w.To != "" {
-			if out[i].To, err = time.Parse(time.RFC3339Nano, w.To); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return out, nil
-}
-
 func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
 	pending, err := encodeWindows(st.Pending)
 	if err != nil {
 		return err
 	}
 	var pendingArg any = pending
-	if len(st.Pending) == 0 {
+	if pending == "" {
 		pendingArg = nil
 	}
 	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams VALUES (?, ?, ?, ?, ?, ?, ?)`,

@@ -2,19 +2,22 @@ package load
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
 )
 
 const lakeHeader = "id,full_name,email,phone,job_title,company_name,linkedin_url,tags,created_at\n"
@@ -42,13 +45,13 @@ func lakeWindow(t *testing.T, l *Lake, csv string, st StreamState) error {
 // lakeRows returns id -> full_name of every row in the lake's data files.
 func lakeRows(t *testing.T, l *Lake) map[string]string {
 	t.Helper()
-	files, err := l.listFiles("")
+	files, err := l.listFiles(dataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]string{}
 	for _, f := range files {
-		_, batches, err := ReadParquetFile(l.path(f.rel), memory.DefaultAllocator)
+		batches, err := l.readDataFile(f.rel)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,10 +157,17 @@ func TestLakeRefusesAnotherPartitioningAndASecondWriter(t *testing.T) {
 	}
 	l.Close()
 	_, err = OpenLake(context.Background(), dir, LakeOptions{PartitionBy: "month"})
-	if err == nil || !strings.Contains(err.Error(), "partitioned by day") {
-		t.Errorf("reopening with month: %v, want an error naming the lake's partitioning", err)
+	var conflict *ConflictError
+	if !errors.As(err, &conflict) || !strings.Contains(err.Error(), "partitioning day, not month") {
+		t.Errorf("reopening with month: %v, want a *ConflictError naming the lake's partitioning", err)
 	}
-	files, _ := filepath.Glob(filepath.Join(dir, "year=2024", "month=01", "day=05", "*.parquet"))
+	// Without a partitioning the lake keeps its own.
+	l, err = OpenLake(context.Background(), dir, LakeOptions{})
+	if err != nil || l.PartitionBy() != ByDay {
+		t.Fatalf("reopening without a partitioning: %v", err)
+	}
+	l.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "contacts", "year=2024", "month=1", "day=5", "*.parquet"))
 	if len(files) != 1 {
 		t.Errorf("day partition files: %v", files)
 	}
@@ -191,5 +201,223 @@ func TestLakeRefusesAFolderThatIsNotALake(t *testing.T) {
 			t.Fatalf("reopen %s: %v", d, err)
 		}
 		l.Close()
+	}
+}
+
+// TestLakeRefusesAJournalThatLeavesTheLake plants journals a copied lake
+// could carry, naming files outside the lake, and checks that opening the
+// lake refuses them and touches nothing.
+func TestLakeRefusesAJournalThatLeavesTheLake(t *testing.T) {
+	base := t.TempDir()
+	outside := filepath.Join(base, "outside")
+	if err := os.MkdirAll(outside, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(outside, "victim.txt")
+	victimParquet := filepath.Join(outside, "part-00000001-aaaaaaaaaaaa.parquet")
+	dir := filepath.Join(base, "lake")
+	l, err := OpenLake(context.Background(), dir, LakeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lakeWindow(t, l, lA+",A,,,,,,,2024-01-05T00:00:00Z\n", StreamState{StreamID: "s"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	files, _ := filepath.Glob(filepath.Join(dir, "contacts", "year=2024", "month=1", "*.parquet"))
+	if len(files) != 1 {
+		t.Fatalf("data files %v", files)
+	}
+	own, _ := filepath.Rel(dir, files[0])
+	own = filepath.ToSlash(own)
+	// A symlinked partition folder pointing outside.
+	if err := os.Symlink(outside, filepath.Join(dir, "contacts", "year=2023")); err != nil {
+		t.Fatal(err)
+	}
+	state, err := os.ReadFile(filepath.Join(dir, "_leadlex", "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		renames string
+		deletes string
+	}{
+		{"dot-dot delete", `[]`, `["../outside/victim.txt"]`},
+		{"absolute delete", `[]`, `["` + victim + `"]`},
+		{"delete through a symlinked folder", `[]`, `["contacts/year=2023/part-00000001-aaaaaaaaaaaa.parquet"]`},
+		{"delete of the state", `[]`, `["_leadlex/state.json"]`},
+		{"delete of a non-data file", `[]`, `["contacts/year=2024/month=1/notes.txt"]`},
+		{"rename out of the lake", `[["` + own + `", "../outside/stolen.parquet"]]`, `[]`},
+		{"rename over a file outside", `[["contacts/year=2024/month=1/.x.tmp", "../outside/victim.txt"]]`, `[]`},
+		{"rename of a data file to another", `[["` + own + `", "contacts/year=2024/month=2/part-00000009-bbbbbbbbbbbb.parquet"]]`, `[]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, f := range []string{victim, victimParquet} {
+				if err := os.WriteFile(f, []byte("keep me"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j := `{"renames": ` + tc.renames + `, "deletes": ` + tc.deletes + `, "state": ` + string(state) + `}`
+			if err := os.WriteFile(filepath.Join(dir, "_leadlex", "journal.json"), []byte(j), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := OpenLake(context.Background(), dir, LakeOptions{})
+			var ue *UntrustedError
+			if !errors.As(err, &ue) || !strings.Contains(err.Error(), "journal.json") {
+				t.Errorf("open: %v, want an *UntrustedError naming the journal", err)
+			}
+			for _, f := range []string{victim, victimParquet, files[0]} {
+				if _, err := os.Stat(f); err != nil {
+					t.Errorf("%s is gone: %v", f, err)
+				}
+			}
+		})
+	}
+	// Without the journal the lake opens, and the symlinked folder is not
+	// taken for data.
+	if err := os.Remove(filepath.Join(dir, "_leadlex", "journal.json")); err != nil {
+		t.Fatal(err)
+	}
+	l, err = OpenLake(context.Background(), dir, LakeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := lakeRows(t, l); len(got) != 1 {
+		t.Errorf("rows %v", got)
+	}
+}
+
+// makeFirstLayout rewrites a lake of the current layout into the first one:
+// data files at the top with zero-padded partition values, kinds of columns
+// stored as numbers, format 1.
+func makeFirstLayout(t *testing.T, dir string) []string {
+	t.Helper()
+	var moved []string
+	err := filepath.WalkDir(filepath.Join(dir, "contacts"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(filepath.Join(dir, "contacts"), p)
+		parts := strings.Split(filepath.ToSlash(filepath.Dir(rel)), "/")
+		for i, part := range parts {
+			k, v, _ := strings.Cut(part, "=")
+			n, _ := strconv.Atoi(v)
+			if k == "year" {
+				parts[i] = fmt.Sprintf("%s=%04d", k, n)
+			} else {
+				parts[i] = fmt.Sprintf("%s=%02d", k, n)
+			}
+		}
+		to := filepath.Join(dir, filepath.FromSlash(strings.Join(parts, "/")), d.Name())
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		moved = append(moved, filepath.ToSlash(strings.Join(parts, "/"))+"/"+d.Name())
+		return os.Rename(p, to)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "contacts")); err != nil {
+		t.Fatal(err)
+	}
+	sp := filepath.Join(dir, "_leadlex", "state.json")
+	b, err := os.ReadFile(sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	st["format"] = 1
+	for _, c := range st["columns"].([]any) {
+		m := c.(map[string]any)
+		k, err := schemas.ParseKind(m["kind"].(string))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m["kind"] = int(k)
+	}
+	if b, err = json.Marshal(st); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sp, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return moved
+}
+
+// TestLakeOfTheFirstLayoutIsConverted opens a lake of the first layout,
+// crashing the conversion after one file moved, then again, and checks that
+// the lake ends in the current layout with every row once.
+func TestLakeOfTheFirstLayoutIsConverted(t *testing.T) {
+	defer func() { testHookCommit = func(string) error { return nil } }()
+	dir := t.TempDir()
+	l, err := OpenLake(context.Background(), dir, LakeOptions{PartitionBy: ByDay, TargetFileBytes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := StreamState{StreamID: "s", Identity: "{}", Cursor: time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)}
+	csv := lA + ",A,,,,,,,2024-01-05T00:00:00Z\n" + lB + ",B,,,,,,,2024-01-06T00:00:00Z\n" +
+		lC + ",C,,,,,,,2024-03-01T00:00:00Z\n" + lD + ",D,,,,,,,2024-03-01T00:00:00Z\n"
+	if err := lakeWindow(t, l, csv, st); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	old := makeFirstLayout(t, dir)
+	if len(old) != 3 || !strings.HasPrefix(old[0], "year=2024/month=01/day=05/") {
+		t.Fatalf("first-layout files %v", old)
+	}
+	errCrash := errors.New("simulated crash")
+	for _, step := range []string{"after-a-rename", "after-renames", ""} {
+		testHookCommit = func(s string) error {
+			if s == step {
+				return errCrash
+			}
+			return nil
+		}
+		l, err = OpenLake(context.Background(), dir, LakeOptions{})
+		if step != "" {
+			if !errors.Is(err, errCrash) {
+				t.Fatalf("crash at %s: open returned %v", step, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer l.Close()
+	if got := lakeRows(t, l); !maps.Equal(got, map[string]string{lA: "A", lB: "B", lC: "C", lD: "D"}) {
+		t.Errorf("rows after conversion: %v", got)
+	}
+	if l.state.Format != lakeFormat || l.PartitionBy() != ByDay {
+		t.Errorf("state format %d, partitioning %s", l.state.Format, l.PartitionBy())
+	}
+	got, err := l.LoadState(context.Background(), "s", "{}")
+	if err != nil || !got.Cursor.Equal(st.Cursor) {
+		t.Errorf("stream state after conversion: %+v (%v)", got, err)
+	}
+	var left []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		rel, _ := filepath.Rel(dir, p)
+		if err == nil && rel != "." && !strings.HasPrefix(rel, "contacts") && !strings.HasPrefix(rel, "_leadlex") {
+			left = append(left, rel)
+		}
+		return err
+	})
+	if len(left) > 0 {
+		t.Errorf("left outside contacts/ and _leadlex/: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "contacts", "year=2024", "month=3", "day=1")); err != nil {
+		t.Errorf("unpadded partition folder: %v", err)
+	}
+	// The columns' kinds read back by name.
+	b, _ := os.ReadFile(filepath.Join(dir, "_leadlex", "state.json"))
+	if !strings.Contains(string(b), `"kind": "uuid"`) {
+		t.Errorf("state.json does not store kinds by name:\n%s", b)
 	}
 }

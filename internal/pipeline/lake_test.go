@@ -25,6 +25,7 @@ import (
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/fakeapi"
 	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/parquetio"
 	"github.com/leadlex/leadlex-etl/internal/pipeline"
 )
 
@@ -62,14 +63,16 @@ func memDuckDB(t testing.TB) *sql.DB {
 	return db
 }
 
+// lakeFrom reads a lake's data the way a DuckDB user would: its contacts
+// folder with DuckDB's defaults (Hive partitions detected, as BIGINT).
 func lakeFrom(dir string) string {
-	return fmt.Sprintf("read_parquet('%s/**/*.parquet', hive_partitioning = true)", dir)
+	return fmt.Sprintf("read_parquet('%s/contacts/**/*.parquet')", dir)
 }
 
 func lakeFiles(t testing.TB, dir string) []string {
 	t.Helper()
 	var out []string
-	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(filepath.Join(dir, "contacts"), func(p string, d os.DirEntry, err error) error {
 		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".parquet") {
 			out = append(out, p)
 		}
@@ -99,7 +102,7 @@ func TestParquetRoundTripEveryPartitioning(t *testing.T) {
 			srv, url := startFake(t, fakeapi.Config{Contacts: tc.contacts, Seed: 5, Order: tc.order})
 			ds := srv.Dataset()
 			dir := filepath.Join(t.TempDir(), "lake")
-			lake := openLake(t, dir, load.LakeOptions{PartitionBy: part})
+			lake := openLake(t, dir, load.LakeOptions{PartitionBy: load.Partitioning(part)})
 			if _, err := syncTargets(t, url, syncArgs{limit: 5000}, lake); err != nil {
 				t.Fatal(err)
 			}
@@ -117,7 +120,7 @@ func TestParquetRoundTripEveryPartitioning(t *testing.T) {
 				t.Errorf("%d rows in the wrong partition (%v)", bad, err)
 			}
 			var typ string
-			if err := db.QueryRow(`SELECT typeof(created_at) || ' ' || typeof(tags) || ' ' || typeof(id) FROM ` + lakeFrom(dir) + ` LIMIT 1`).Scan(&typ); err != nil || typ != "TIMESTAMP WITH TIME ZONE VARCHAR[] VARCHAR" {
+			if err := db.QueryRow(`SELECT typeof(created_at) || ' ' || typeof(tags) || ' ' || typeof(id) || ' ' || typeof(year) FROM ` + lakeFrom(dir) + ` LIMIT 1`).Scan(&typ); err != nil || typ != "TIMESTAMP WITH TIME ZONE VARCHAR[] VARCHAR BIGINT" {
 				t.Errorf("types %q (%v)", typ, err)
 			}
 			checkWithPqarrow(t, lakeFiles(t, dir), ds)
@@ -330,7 +333,7 @@ func TestParquetFilesRollAtTargetSize(t *testing.T) {
 	srv, url := startFake(t, fakeapi.Config{Contacts: 40000, Seed: 3})
 	dir := filepath.Join(t.TempDir(), "lake")
 	const target = 48 << 10
-	lake := openLake(t, dir, load.LakeOptions{PartitionBy: "year", TargetFileBytes: target, Parquet: load.ParquetOptions{RowGroupRows: 1000}})
+	lake := openLake(t, dir, load.LakeOptions{PartitionBy: "year", TargetFileBytes: target, Parquet: parquetio.Options{RowGroupRows: 1000}})
 	if _, err := syncTargets(t, url, syncArgs{}, lake); err != nil {
 		t.Fatal(err)
 	}

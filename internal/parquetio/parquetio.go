@@ -1,4 +1,4 @@
-package load
+package parquetio
 
 import (
 	"context"
@@ -6,15 +6,18 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	aparquet "github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/parquet-go/parquet-go"
@@ -23,18 +26,56 @@ import (
 	"github.com/leadlex/leadlex-etl/schemas"
 )
 
-// Defaults of ParquetOptions.
+// Defaults of Options.
 const (
-	DefaultParquetCompression  = "zstd"
-	DefaultParquetRowGroupRows = 131072
-	DefaultParquetPageBytes    = 1 << 20
+	DefaultCompression  = Zstd
+	DefaultRowGroupRows = 131072
+	DefaultPageBytes    = 1 << 20
 )
 
-// ParquetColumnsKey is the key-value metadata entry of every file
-// ParquetFileWriter writes: the JSON array of its columns, each
-// {"name", "kind", "required"}, so that ReadParquetFile recovers their kinds
+// Compression is the codec of a file's column chunks. It is a pflag.Value,
+// so the command line, the writer and the help text share one list.
+type Compression string
+
+// The compressions.
+const (
+	Zstd   Compression = "zstd"
+	Snappy Compression = "snappy"
+	Gzip   Compression = "gzip"
+	None   Compression = "none"
+)
+
+// Compressions lists every Compression, the default first.
+var Compressions = []Compression{Zstd, Snappy, Gzip, None}
+
+// String returns the compression's name.
+func (c Compression) String() string { return string(c) }
+
+// Set sets c from its name.
+func (c *Compression) Set(s string) error {
+	for _, v := range Compressions {
+		if string(v) == s {
+			*c = v
+			return nil
+		}
+	}
+	return fmt.Errorf("%q is not one of %s", s, (*Compression)(nil).Type())
+}
+
+// Type lists the valid names, for help texts.
+func (*Compression) Type() string {
+	names := make([]string, len(Compressions))
+	for i, v := range Compressions {
+		names[i] = string(v)
+	}
+	return strings.Join(names, "|")
+}
+
+// ColumnsKey is the key-value metadata entry of every file
+// Writer writes: the JSON array of its columns, each
+// {"name", "kind", "required"}, so that ReadFile recovers their kinds
 // exactly.
-const ParquetColumnsKey = "leadlex.columns"
+const ColumnsKey = "leadlex.columns"
 
 // parquetChunkRows bounds the rows of one WriteRowValues call, so a page
 // overshoots its target size by at most that many rows and the value buffers
@@ -55,22 +96,22 @@ const parquetPageRows = 16384
 // first page only.
 const parquetDictionaryMaxBytes = 256 << 10
 
-// parquetReadBatchRows is the number of rows of the batches ReadParquetFile
+// parquetReadBatchRows is the number of rows of the batches ReadFile
 // returns (the last of a file may have fewer).
 const parquetReadBatchRows = 65536
 
-// ParquetOptions configures written files explicitly, never on parquet-go's
+// Options configures written files explicitly, never on parquet-go's
 // defaults.
-type ParquetOptions struct {
-	Compression  string // "zstd" (default when ""), "snappy", "gzip", "none"
-	RowGroupRows int    // rows per row group; 0 -> DefaultParquetRowGroupRows. A file never buffers more rows than this.
-	PageBytes    int    // target page buffer size; 0 -> DefaultParquetPageBytes
+type Options struct {
+	Compression  Compression // "" means DefaultCompression
+	RowGroupRows int         // rows per row group; 0 -> DefaultRowGroupRows. A file never buffers more rows than this.
+	PageBytes    int         // target page buffer size; 0 -> DefaultPageBytes
 }
 
 // RowRef picks one row of one of several source batches.
 type RowRef struct{ Batch, Row int32 }
 
-// ParquetFileWriter writes one Parquet file with the given columns,
+// Writer writes one Parquet file with the given columns,
 // columnar: Write turns each column's Arrow values into parquet-go values
 // with explicit repetition and definition levels and hands them to that
 // column's writer. Text and UUID columns are STRING byte arrays, timestamps
@@ -82,9 +123,9 @@ type RowRef struct{ Batch, Row int32 }
 // statistics (min, max and null count per column chunk and per page, and a
 // page index) and the chosen compression; data pages are version 2 and hold
 // at most 16,384 rows. A row group is flushed as soon as it holds
-// RowGroupRows rows. A ParquetFileWriter is not safe for concurrent use;
+// RowGroupRows rows. A Writer is not safe for concurrent use;
 // after an error from Write or Close it fails every later call.
-type ParquetFileWriter struct {
+type Writer struct {
 	pw        *parquet.Writer
 	cols      []pqColumn
 	groupRows int
@@ -96,7 +137,7 @@ type ParquetFileWriter struct {
 	closed    bool
 }
 
-// pqColumn is one column of a ParquetFileWriter with its reusable buffers.
+// pqColumn is one column of a Writer with its reusable buffers.
 type pqColumn struct {
 	schemas.Column
 	index int // leaf column index in the Parquet schema
@@ -106,11 +147,11 @@ type pqColumn struct {
 	arena []byte     // text made for the current chunk (UUIDs from 16 bytes)
 }
 
-// NewParquetFileWriter returns a writer of a Parquet file with columns cols
+// NewWriter returns a writer of a Parquet file with columns cols
 // to w. It fails if a column name repeats or is empty, or opts names an
 // unknown compression. Nothing is written to w before the first row group
 // is flushed.
-func NewParquetFileWriter(w io.Writer, cols []schemas.Column, opts ParquetOptions) (*ParquetFileWriter, error) {
+func NewWriter(w io.Writer, cols []schemas.Column, opts Options) (*Writer, error) {
 	if len(cols) == 0 {
 		return nil, errors.New("parquet: no columns")
 	}
@@ -120,11 +161,11 @@ func NewParquetFileWriter(w io.Writer, cols []schemas.Column, opts ParquetOption
 	}
 	groupRows := opts.RowGroupRows
 	if groupRows <= 0 {
-		groupRows = DefaultParquetRowGroupRows
+		groupRows = DefaultRowGroupRows
 	}
 	pageBytes := opts.PageBytes
 	if pageBytes <= 0 {
-		pageBytes = DefaultParquetPageBytes
+		pageBytes = DefaultPageBytes
 	}
 	schema, err := parquetSchema(cols)
 	if err != nil {
@@ -143,12 +184,12 @@ func NewParquetFileWriter(w io.Writer, cols []schemas.Column, opts ParquetOption
 		parquet.DictionaryMaxBytes(parquetDictionaryMaxBytes),
 		parquet.WriteBufferSize(64<<10),
 		parquet.MaxRowsPerRowGroup(int64(groupRows)),
-		parquet.KeyValueMetadata(ParquetColumnsKey, string(meta)),
+		parquet.KeyValueMetadata(ColumnsKey, string(meta)),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("parquet writer configuration: %w", err)
 	}
-	pw := &ParquetFileWriter{
+	pw := &Writer{
 		pw:        parquet.NewWriter(w, config),
 		cols:      make([]pqColumn, len(cols)),
 		groupRows: groupRows,
@@ -169,19 +210,19 @@ func NewParquetFileWriter(w io.Writer, cols []schemas.Column, opts ParquetOption
 	return pw, nil
 }
 
-// parquetCodec returns the codec called name.
-func parquetCodec(name string) (compress.Codec, error) {
-	switch name {
-	case "", "zstd":
+// parquetCodec returns the codec of c.
+func parquetCodec(c Compression) (compress.Codec, error) {
+	switch c {
+	case "", Zstd:
 		return &parquet.Zstd, nil
-	case "snappy":
+	case Snappy:
 		return &parquet.Snappy, nil
-	case "gzip":
+	case Gzip:
 		return &parquet.Gzip, nil
-	case "none", "uncompressed":
+	case None:
 		return &parquet.Uncompressed, nil
 	}
-	return nil, fmt.Errorf("parquet: unknown compression %q (want zstd, snappy, gzip or none)", name)
+	return nil, fmt.Errorf("parquet: unknown compression %q (want %s)", string(c), (*Compression)(nil).Type())
 }
 
 // parquetSchema builds the physical schema of cols, in their order.
@@ -246,36 +287,28 @@ func (f *namedField) Name() string { return f.name }
 // Value is not supported: the writer never maps Go values by reflection.
 func (f *namedField) Value(reflect.Value) reflect.Value { return reflect.Value{} }
 
-// columnMeta is one entry of ParquetColumnsKey.
+// columnMeta is one entry of ColumnsKey.
 type columnMeta struct {
 	Name     string `json:"name"`
 	Kind     string `json:"kind"`
 	Required bool   `json:"required,omitempty"`
 }
 
-var kindNames = map[schemas.Kind]string{
-	schemas.Text:      "text",
-	schemas.UUID:      "uuid",
-	schemas.Tags:      "tags",
-	schemas.Timestamp: "timestamp",
-	schemas.Int64:     "int64",
-}
-
 func columnsMeta(cols []schemas.Column) []columnMeta {
 	out := make([]columnMeta, len(cols))
 	for i, c := range cols {
-		out[i] = columnMeta{Name: c.Name, Kind: kindNames[c.Kind], Required: c.Required}
+		out[i] = columnMeta{Name: c.Name, Kind: c.Kind.String(), Required: c.Required}
 	}
 	return out
 }
 
 // Rows returns the number of rows written so far, buffered or flushed.
-func (w *ParquetFileWriter) Rows() int64 { return w.rows }
+func (w *Writer) Rows() int64 { return w.rows }
 
 // Size returns the bytes written to the io.Writer so far plus an estimate
 // of the row group still buffered (not yet compressed, so an upper bound);
 // the footer is not counted.
-func (w *ParquetFileWriter) Size() int64 { return w.pw.Size() }
+func (w *Writer) Size() int64 { return w.pw.Size() }
 
 // Write appends the rows refs points at, in that order. Each source batch's
 // columns are found by name: a writer column a batch lacks is written as
@@ -289,7 +322,7 @@ func (w *ParquetFileWriter) Size() int64 { return w.pw.Size() }
 // ref out of range; batches no ref picks are not looked at. Those errors
 // are all found before anything is written, and leave the writer usable.
 // The caller keeps ownership of src; Write does not retain it.
-func (w *ParquetFileWriter) Write(src []arrow.RecordBatch, refs []RowRef) error {
+func (w *Writer) Write(src []arrow.RecordBatch, refs []RowRef) error {
 	if w.err != nil {
 		return w.err
 	}
@@ -376,7 +409,7 @@ func (w *ParquetFileWriter) Write(src []arrow.RecordBatch, refs []RowRef) error 
 
 // flushPages ends every column's current page, compressing the columns on
 // all cores. An error sticks to the writer.
-func (w *ParquetFileWriter) flushPages() error {
+func (w *Writer) flushPages() error {
 	writers := w.pw.ColumnWriters()
 	if err := w.eachColumn(func(c *pqColumn) error {
 		if err := writers[c.index].Flush(); err != nil {
@@ -391,7 +424,7 @@ func (w *ParquetFileWriter) flushPages() error {
 
 // eachColumn runs f on every column, spread over GOMAXPROCS goroutines,
 // and returns the first error.
-func (w *ParquetFileWriter) eachColumn(f func(c *pqColumn) error) error {
+func (w *Writer) eachColumn(f func(c *pqColumn) error) error {
 	workers := min(runtime.GOMAXPROCS(0), len(w.cols))
 	if workers <= 1 {
 		for i := range w.cols {
@@ -421,7 +454,7 @@ func (w *ParquetFileWriter) eachColumn(f func(c *pqColumn) error) error {
 
 // Close flushes the last row group and writes the footer. It does not close
 // the io.Writer. Closing twice is a no-op.
-func (w *ParquetFileWriter) Close() error {
+func (w *Writer) Close() error {
 	if w.closed {
 		return w.err
 	}
@@ -559,7 +592,7 @@ func bindSource(c schemas.Column, rec arrow.RecordBatch) (pqSource, error) {
 	arr := rec.Column(idx[0])
 	s := pqSource{arr: arr}
 	bad := func() (pqSource, error) {
-		return pqSource{}, fmt.Errorf("column %s: cannot write %s as %s", c.Name, arr.DataType(), kindNames[c.Kind])
+		return pqSource{}, fmt.Errorf("column %s: cannot write %s as %s", c.Name, arr.DataType(), c.Kind)
 	}
 	switch c.Kind {
 	case schemas.Text, schemas.UUID:
@@ -754,20 +787,30 @@ func toMicros(v int64, unit arrow.TimeUnit) int64 {
 	return v
 }
 
-// ReadParquetFile reads a whole Parquet file written by ParquetFileWriter
+// ReadFile reads a whole Parquet file written by Writer
 // (or any file with our column kinds) with arrow-go's pqarrow into record
 // batches of at most 65536 rows, and returns its columns as
-// schemas.Columns: from the file's ParquetColumnsKey metadata when present,
+// schemas.Columns: from the file's ColumnsKey metadata when present,
 // otherwise standard names keep their kind from schemas.Known (lineage
 // columns from schemas.Lineage) and other names are Text, or Timestamp,
 // Tags or Int64 when that is their Arrow type. The caller releases the
 // batches. Arrays have the types pqarrow gives: utf8, list<element: utf8>,
-// timestamp[us, tz=UTC], int64; every ParquetFileWriter accepts them.
-func ReadParquetFile(path string, alloc memory.Allocator) (cols []schemas.Column, batches []arrow.RecordBatch, err error) {
+// timestamp[us, tz=UTC], int64; every Writer accepts them.
+func ReadFile(path string, alloc memory.Allocator) (cols []schemas.Column, batches []arrow.RecordBatch, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open parquet file %s: %w", path, err)
+	}
+	defer f.Close()
+	return Read(f, path, alloc)
+}
+
+// Read is ReadFile for an open file; name is used in errors.
+func Read(r aparquet.ReaderAtSeeker, path string, alloc memory.Allocator) (cols []schemas.Column, batches []arrow.RecordBatch, err error) {
 	if alloc == nil {
 		alloc = memory.DefaultAllocator
 	}
-	pf, err := file.OpenParquetFile(path, false)
+	pf, err := file.NewParquetReader(r)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open parquet file %s: %w", path, err)
 	}
@@ -781,9 +824,9 @@ func ReadParquetFile(path string, alloc memory.Allocator) (cols []schemas.Column
 		return nil, nil, fmt.Errorf("read parquet file %s: schema: %w", path, err)
 	}
 	var meta []columnMeta
-	if v := pf.MetaData().KeyValueMetadata().FindValue(ParquetColumnsKey); v != nil {
+	if v := pf.MetaData().KeyValueMetadata().FindValue(ColumnsKey); v != nil {
 		if err := json.Unmarshal([]byte(*v), &meta); err != nil {
-			return nil, nil, fmt.Errorf("read parquet file %s: metadata %s: %w", path, ParquetColumnsKey, err)
+			return nil, nil, fmt.Errorf("read parquet file %s: metadata %s: %w", path, ColumnsKey, err)
 		}
 	}
 	cols = columnsOf(sc, meta)
@@ -815,14 +858,10 @@ func columnsOf(sc *arrow.Schema, meta []columnMeta) []schemas.Column {
 	for _, m := range meta {
 		byName[m.Name] = m
 	}
-	kinds := make(map[string]schemas.Kind, len(kindNames))
-	for k, n := range kindNames {
-		kinds[n] = k
-	}
 	cols := make([]schemas.Column, sc.NumFields())
 	for i, f := range sc.Fields() {
 		if m, ok := byName[f.Name]; ok {
-			if k, ok := kinds[m.Kind]; ok {
+			if k, err := schemas.ParseKind(m.Kind); err == nil {
 				cols[i] = schemas.Column{Name: f.Name, Kind: k, Required: m.Required}
 				continue
 			}

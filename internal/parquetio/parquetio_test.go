@@ -1,4 +1,4 @@
-package load_test
+package parquetio_test
 
 import (
 	"bufio"
@@ -24,9 +24,10 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	aparquet "github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+	_ "github.com/duckdb/duckdb-go/v2"
 	"github.com/parquet-go/parquet-go"
 
-	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/parquetio"
 	"github.com/leadlex/leadlex-etl/internal/transform"
 	"github.com/leadlex/leadlex-etl/schemas"
 )
@@ -100,11 +101,11 @@ func pqSources(t testing.TB, alloc memory.Allocator) []arrow.RecordBatch {
 
 // pqShuffled returns a ref to every row of src in a fixed shuffled order,
 // with the first row picked a second time at the end.
-func pqShuffled(src []arrow.RecordBatch) []load.RowRef {
-	var refs []load.RowRef
+func pqShuffled(src []arrow.RecordBatch) []parquetio.RowRef {
+	var refs []parquetio.RowRef
 	for b, rec := range src {
 		for r := range rec.NumRows() {
-			refs = append(refs, load.RowRef{Batch: int32(b), Row: int32(r)})
+			refs = append(refs, parquetio.RowRef{Batch: int32(b), Row: int32(r)})
 		}
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -114,14 +115,14 @@ func pqShuffled(src []arrow.RecordBatch) []load.RowRef {
 
 // pqWrite writes the rows refs picks to a new file at path and returns the
 // writer's row count.
-func pqWrite(t testing.TB, path string, cols []schemas.Column, src []arrow.RecordBatch, refs []load.RowRef, opts load.ParquetOptions) int64 {
+func pqWrite(t testing.TB, path string, cols []schemas.Column, src []arrow.RecordBatch, refs []parquetio.RowRef, opts parquetio.Options) int64 {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	w, err := load.NewParquetFileWriter(f, cols, opts)
+	w, err := parquetio.NewWriter(f, cols, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func pqValue(t testing.TB, arr arrow.Array, i int) any {
 
 // pqWant returns the rows refs picks from src, each with the values of
 // cols in order (nil where a batch lacks a column).
-func pqWant(t testing.TB, cols []schemas.Column, src []arrow.RecordBatch, refs []load.RowRef) [][]any {
+func pqWant(t testing.TB, cols []schemas.Column, src []arrow.RecordBatch, refs []parquetio.RowRef) [][]any {
 	t.Helper()
 	rows := make([][]any, len(refs))
 	for i, r := range refs {
@@ -223,7 +224,7 @@ func pqCompare(t testing.TB, reader string, cols []schemas.Column, got, want [][
 // pqFixture writes the round-trip rows (three source batches, shuffled
 // refs) with opts and returns the file, its columns and the rows expected
 // back in ref order.
-func pqFixture(t *testing.T, opts load.ParquetOptions) (path string, cols []schemas.Column, want [][]any) {
+func pqFixture(t *testing.T, opts parquetio.Options) (path string, cols []schemas.Column, want [][]any) {
 	t.Helper()
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer alloc.AssertSize(t, 0)
@@ -237,7 +238,7 @@ func pqFixture(t *testing.T, opts load.ParquetOptions) (path string, cols []sche
 }
 
 // TestParquetRoundTrip writes rows picked across three transform batches in
-// a shuffled order, reads the file back with ReadParquetFile, then writes
+// a shuffled order, reads the file back with ReadFile, then writes
 // the batches read back (pqarrow's types) to a second file in reverse order
 // and reads that too.
 func TestParquetRoundTrip(t *testing.T) {
@@ -245,13 +246,13 @@ func TestParquetRoundTrip(t *testing.T) {
 	tests := []struct {
 		name string
 		cols []schemas.Column
-		opts load.ParquetOptions
+		opts parquetio.Options
 	}{
-		{"zstd by default", pqColumns(), load.ParquetOptions{}},
-		{"snappy", pqColumns(), load.ParquetOptions{Compression: "snappy"}},
-		{"gzip", pqColumns(), load.ParquetOptions{Compression: "gzip"}},
-		{"none, tiny row groups and pages", pqColumns(), load.ParquetOptions{Compression: "none", RowGroupRows: 2, PageBytes: 64}},
-		{"int64 column", withLine, load.ParquetOptions{}},
+		{"zstd by default", pqColumns(), parquetio.Options{}},
+		{"snappy", pqColumns(), parquetio.Options{Compression: "snappy"}},
+		{"gzip", pqColumns(), parquetio.Options{Compression: "gzip"}},
+		{"none, tiny row groups and pages", pqColumns(), parquetio.Options{Compression: "none", RowGroupRows: 2, PageBytes: 64}},
+		{"int64 column", withLine, parquetio.Options{}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -267,7 +268,7 @@ func TestParquetRoundTrip(t *testing.T) {
 				t.Fatalf("Rows() = %d, want %d", n, len(refs))
 			}
 
-			cols, back, err := load.ReadParquetFile(first, alloc)
+			cols, back, err := parquetio.ReadFile(first, alloc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -277,17 +278,17 @@ func TestParquetRoundTrip(t *testing.T) {
 			}
 			pqCheckArrowTypes(t, back)
 			var got [][]any
-			var backRefs []load.RowRef
+			var backRefs []parquetio.RowRef
 			for b, rec := range back {
 				if err := array.ValidateRecordFull(rec); err != nil {
 					t.Fatalf("batch %d read back is invalid: %v", b, err)
 				}
 				got = append(got, pqWant(t, tc.cols, back[b:b+1], pqAllRows(rec))...)
 				for r := range rec.NumRows() {
-					backRefs = append(backRefs, load.RowRef{Batch: int32(b), Row: int32(r)})
+					backRefs = append(backRefs, parquetio.RowRef{Batch: int32(b), Row: int32(r)})
 				}
 			}
-			pqCompare(t, "ReadParquetFile", tc.cols, got, want)
+			pqCompare(t, "ReadFile", tc.cols, got, want)
 
 			// Write what was read back, last row first.
 			for i, j := 0, len(backRefs)-1; i < j; i, j = i+1, j-1 {
@@ -295,7 +296,7 @@ func TestParquetRoundTrip(t *testing.T) {
 			}
 			second := filepath.Join(dir, "second.parquet")
 			pqWrite(t, second, cols, back, backRefs, tc.opts)
-			_, again, err := load.ReadParquetFile(second, alloc)
+			_, again, err := parquetio.ReadFile(second, alloc)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -313,10 +314,10 @@ func TestParquetRoundTrip(t *testing.T) {
 	}
 }
 
-func pqAllRows(rec arrow.RecordBatch) []load.RowRef {
-	refs := make([]load.RowRef, rec.NumRows())
+func pqAllRows(rec arrow.RecordBatch) []parquetio.RowRef {
+	refs := make([]parquetio.RowRef, rec.NumRows())
 	for i := range refs {
-		refs[i] = load.RowRef{Row: int32(i)}
+		refs[i] = parquetio.RowRef{Row: int32(i)}
 	}
 	return refs
 }
@@ -404,7 +405,7 @@ func TestParquetWriterSourceTypes(t *testing.T) {
 	defer b1.Release()
 
 	src := []arrow.RecordBatch{b0, b1}
-	refs := []load.RowRef{{1, 0}, {0, 1}, {0, 0}}
+	refs := []parquetio.RowRef{{1, 0}, {0, 1}, {0, 0}}
 	want := [][]any{
 		{"323e4567-e89b-12d3-a456-426614174000", nil, []string{"dict", "dict"}, int64(-86_400_000_000)},
 		{"ff010203-0405-0607-0809-0a0b0c0d0e0f", nil, nil, int64(1_700_000_000_123_456)},
@@ -414,8 +415,8 @@ func TestParquetWriterSourceTypes(t *testing.T) {
 		t.Fatalf("test values %#v, want %#v", got, want)
 	}
 	path := filepath.Join(t.TempDir(), "types.parquet")
-	pqWrite(t, path, cols, src, refs, load.ParquetOptions{})
-	_, back, err := load.ReadParquetFile(path, alloc)
+	pqWrite(t, path, cols, src, refs, parquetio.Options{})
+	_, back, err := parquetio.ReadFile(path, alloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +425,7 @@ func TestParquetWriterSourceTypes(t *testing.T) {
 	for b := range back {
 		got = append(got, pqWant(t, cols, back[b:b+1], pqAllRows(back[b]))...)
 	}
-	pqCompare(t, "ReadParquetFile", cols, got, want)
+	pqCompare(t, "ReadFile", cols, got, want)
 }
 
 // pqRecord builds a batch from the arrays of bs and releases the builders.
@@ -463,14 +464,14 @@ func pqQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + 
 func TestParquetReadByDuckDB(t *testing.T) {
 	tests := []struct {
 		name      string
-		opts      load.ParquetOptions
+		opts      parquetio.Options
 		codec     string
 		groupRows int
 	}{
-		{"zstd by default", load.ParquetOptions{}, "ZSTD", load.DefaultParquetRowGroupRows},
-		{"snappy", load.ParquetOptions{Compression: "snappy"}, "SNAPPY", load.DefaultParquetRowGroupRows},
-		{"gzip, row groups of 3", load.ParquetOptions{Compression: "gzip", RowGroupRows: 3}, "GZIP", 3},
-		{"none", load.ParquetOptions{Compression: "none"}, "UNCOMPRESSED", load.DefaultParquetRowGroupRows},
+		{"zstd by default", parquetio.Options{}, "ZSTD", parquetio.DefaultRowGroupRows},
+		{"snappy", parquetio.Options{Compression: "snappy"}, "SNAPPY", parquetio.DefaultRowGroupRows},
+		{"gzip, row groups of 3", parquetio.Options{Compression: "gzip", RowGroupRows: 3}, "GZIP", 3},
+		{"none", parquetio.Options{Compression: "none"}, "UNCOMPRESSED", parquetio.DefaultRowGroupRows},
 	}
 	db := pqDuckDB(t)
 	for _, tc := range tests {
@@ -621,7 +622,7 @@ func pqFromDuckDB(t *testing.T, v any) any {
 	return nil
 }
 
-// pqRepoRoot is the repository root: tests run in internal/load.
+// pqRepoRoot is the repository root: tests run in internal/parquetio.
 func pqRepoRoot(t *testing.T) string {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
@@ -640,11 +641,11 @@ func TestParquetReadByJavaScript(t *testing.T) {
 	js := pqJSReader(t)
 	tests := []struct {
 		name string
-		opts load.ParquetOptions
+		opts parquetio.Options
 	}{
-		{"zstd by default", load.ParquetOptions{}},
-		{"snappy", load.ParquetOptions{Compression: "snappy"}},
-		{"gzip, row groups of 4", load.ParquetOptions{Compression: "gzip", RowGroupRows: 4}},
+		{"zstd by default", parquetio.Options{}},
+		{"snappy", parquetio.Options{Compression: "snappy"}},
+		{"gzip, row groups of 4", parquetio.Options{Compression: "gzip", RowGroupRows: 4}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -744,17 +745,17 @@ func TestParquetRowGroupsAreBounded(t *testing.T) {
 	defer pqRelease(src)
 	cols := schemas.Contacts
 	var buf bytes.Buffer
-	w, err := load.NewParquetFileWriter(&buf, cols, load.ParquetOptions{RowGroupRows: 3000})
+	w, err := parquetio.NewWriter(&buf, cols, parquetio.Options{RowGroupRows: 3000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if w.Size() != 0 || w.Rows() != 0 {
 		t.Fatalf("new writer: Size %d, Rows %d", w.Size(), w.Rows())
 	}
-	var refs []load.RowRef
+	var refs []parquetio.RowRef
 	for b, rec := range src {
 		for r := range rec.NumRows() {
-			refs = append(refs, load.RowRef{Batch: int32(b), Row: int32(r)})
+			refs = append(refs, parquetio.RowRef{Batch: int32(b), Row: int32(r)})
 		}
 	}
 	var sizes []int64
@@ -834,20 +835,20 @@ func pqCheckFileMetadata(t *testing.T, f *parquet.File, cols []schemas.Column) {
 	if len(f.ColumnIndexes()) == 0 || len(f.OffsetIndexes()) == 0 {
 		t.Errorf("no page index: %d column indexes, %d offset indexes", len(f.ColumnIndexes()), len(f.OffsetIndexes()))
 	}
-	v, ok := f.Lookup(load.ParquetColumnsKey)
+	v, ok := f.Lookup(parquetio.ColumnsKey)
 	if !ok {
-		t.Fatalf("no %s metadata", load.ParquetColumnsKey)
+		t.Fatalf("no %s metadata", parquetio.ColumnsKey)
 	}
 	var got []struct {
 		Name, Kind string
 		Required   bool
 	}
 	if err := json.Unmarshal([]byte(v), &got); err != nil || len(got) != len(cols) {
-		t.Fatalf("%s = %s (%v)", load.ParquetColumnsKey, v, err)
+		t.Fatalf("%s = %s (%v)", parquetio.ColumnsKey, v, err)
 	}
 	for i, c := range cols {
 		if got[i].Name != c.Name || got[i].Required != c.Required {
-			t.Errorf("%s[%d] = %+v, want %+v", load.ParquetColumnsKey, i, got[i], c)
+			t.Errorf("%s[%d] = %+v, want %+v", parquetio.ColumnsKey, i, got[i], c)
 		}
 	}
 }
@@ -863,17 +864,17 @@ func TestParquetLargeFile(t *testing.T) {
 	src := pqBatches(t, alloc, pqGenerateCSV(20_000), 8192)
 	defer pqRelease(src)
 	cols := schemas.Contacts
-	var refs []load.RowRef
+	var refs []parquetio.RowRef
 	for b, rec := range src {
 		for r := range rec.NumRows() {
-			refs = append(refs, load.RowRef{Batch: int32(b), Row: int32(r)})
+			refs = append(refs, parquetio.RowRef{Batch: int32(b), Row: int32(r)})
 		}
 	}
 	want := pqWant(t, cols, src, refs)
 	path := filepath.Join(t.TempDir(), "large.parquet")
-	pqWrite(t, path, cols, src, refs, load.ParquetOptions{RowGroupRows: 18_000})
+	pqWrite(t, path, cols, src, refs, parquetio.Options{RowGroupRows: 18_000})
 
-	_, back, err := load.ReadParquetFile(path, alloc)
+	_, back, err := parquetio.ReadFile(path, alloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -882,7 +883,7 @@ func TestParquetLargeFile(t *testing.T) {
 	for b, rec := range back {
 		got = append(got, pqWant(t, cols, back[b:b+1], pqAllRows(rec))...)
 	}
-	pqCompare(t, "ReadParquetFile", cols, got, want)
+	pqCompare(t, "ReadFile", cols, got, want)
 	pqCompare(t, "DuckDB", cols, pqReadDuckDB(t, db, path, cols), want)
 	pqCompare(t, "hyparquet", cols, pqReadJS(t, js, path, cols), want)
 
@@ -910,7 +911,7 @@ func pqGenerateCSV(n int) string {
 	return b.String()
 }
 
-// TestParquetWriterErrors checks the errors Write and NewParquetFileWriter
+// TestParquetWriterErrors checks the errors Write and NewWriter
 // report, each naming what is wrong.
 func TestParquetWriterErrors(t *testing.T) {
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
@@ -963,7 +964,7 @@ func TestParquetWriterErrors(t *testing.T) {
 	tests := []struct {
 		name    string
 		src     func() arrow.RecordBatch
-		refs    []load.RowRef
+		refs    []parquetio.RowRef
 		wantErr []string
 	}{
 		{"timestamp column of strings", func() arrow.RecordBatch {
@@ -986,23 +987,23 @@ func TestParquetWriterErrors(t *testing.T) {
 		}, nil, []string{"tags", "NULL"}},
 		{"row out of range", func() arrow.RecordBatch {
 			return batch(map[string]arrow.Array{"id": str([]string{id}, nil), "created_at": ts()}, "id", "created_at")
-		}, []load.RowRef{{0, 1}}, []string{"out of range"}},
+		}, []parquetio.RowRef{{0, 1}}, []string{"out of range"}},
 		{"batch out of range", func() arrow.RecordBatch {
 			return batch(map[string]arrow.Array{"id": str([]string{id}, nil), "created_at": ts()}, "id", "created_at")
-		}, []load.RowRef{{1, 0}}, []string{"out of range"}},
+		}, []parquetio.RowRef{{1, 0}}, []string{"out of range"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := tc.src()
 			defer rec.Release()
 			var buf bytes.Buffer
-			w, err := load.NewParquetFileWriter(&buf, cols, load.ParquetOptions{})
+			w, err := parquetio.NewWriter(&buf, cols, parquetio.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			refs := tc.refs
 			if refs == nil {
-				refs = []load.RowRef{{0, 0}}
+				refs = []parquetio.RowRef{{0, 0}}
 			}
 			err = w.Write([]arrow.RecordBatch{rec}, refs)
 			if err == nil {
@@ -1031,20 +1032,20 @@ func TestParquetWriterErrors(t *testing.T) {
 		defer good.Release()
 		bad := batch(map[string]arrow.Array{"id": i64()}, "id")
 		defer bad.Release()
-		w, err := load.NewParquetFileWriter(io.Discard, cols, load.ParquetOptions{})
+		w, err := parquetio.NewWriter(io.Discard, cols, parquetio.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Write([]arrow.RecordBatch{bad, good}, []load.RowRef{{1, 0}}); err != nil {
+		if err := w.Write([]arrow.RecordBatch{bad, good}, []parquetio.RowRef{{1, 0}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := w.Write([]arrow.RecordBatch{bad, good}, []load.RowRef{{0, 0}}); err == nil || !strings.Contains(err.Error(), "id") {
+		if err := w.Write([]arrow.RecordBatch{bad, good}, []parquetio.RowRef{{0, 0}}); err == nil || !strings.Contains(err.Error(), "id") {
 			t.Errorf("Write of a bad batch's row: %v", err)
 		}
 		if err := w.Close(); err != nil || w.Rows() != 1 {
 			t.Errorf("Close: %v, Rows %d", err, w.Rows())
 		}
-		if err := w.Write([]arrow.RecordBatch{good}, []load.RowRef{{0, 0}}); err == nil {
+		if err := w.Write([]arrow.RecordBatch{good}, []parquetio.RowRef{{0, 0}}); err == nil {
 			t.Error("Write after Close succeeded")
 		}
 	})
@@ -1052,16 +1053,16 @@ func TestParquetWriterErrors(t *testing.T) {
 	t.Run("bad options and columns", func(t *testing.T) {
 		for _, tc := range []struct {
 			cols []schemas.Column
-			opts load.ParquetOptions
+			opts parquetio.Options
 			want string
 		}{
-			{cols, load.ParquetOptions{Compression: "lzo"}, "lzo"},
-			{nil, load.ParquetOptions{}, "no columns"},
-			{[]schemas.Column{{Name: "a"}, {Name: "a"}}, load.ParquetOptions{}, "a repeats"},
+			{cols, parquetio.Options{Compression: "lzo"}, "lzo"},
+			{nil, parquetio.Options{}, "no columns"},
+			{[]schemas.Column{{Name: "a"}, {Name: "a"}}, parquetio.Options{}, "a repeats"},
 		} {
-			_, err := load.NewParquetFileWriter(io.Discard, tc.cols, tc.opts)
+			_, err := parquetio.NewWriter(io.Discard, tc.cols, tc.opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("NewParquetFileWriter(%v, %+v) = %v, want an error with %q", tc.cols, tc.opts, err, tc.want)
+				t.Errorf("NewWriter(%v, %+v) = %v, want an error with %q", tc.cols, tc.opts, err, tc.want)
 			}
 		}
 	})
@@ -1073,8 +1074,8 @@ func TestParquetEmptyFile(t *testing.T) {
 	defer alloc.AssertSize(t, 0)
 	path := filepath.Join(t.TempDir(), "empty.parquet")
 	cols := pqColumns()
-	pqWrite(t, path, cols, nil, nil, load.ParquetOptions{})
-	got, batches, err := load.ReadParquetFile(path, alloc)
+	pqWrite(t, path, cols, nil, nil, parquetio.Options{})
+	got, batches, err := parquetio.ReadFile(path, alloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1087,7 +1088,7 @@ func TestParquetEmptyFile(t *testing.T) {
 // TestParquetReadWithoutMetadata reads a file that arrow-go's own writer
 // made, without the leadlex.columns entry: columns are mapped by name and
 // Arrow type, and the batches read back (milliseconds, no time zone) write
-// to a ParquetFileWriter unchanged.
+// to a Writer unchanged.
 func TestParquetReadWithoutMetadata(t *testing.T) {
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer alloc.AssertSize(t, 0)
@@ -1127,7 +1128,7 @@ func TestParquetReadWithoutMetadata(t *testing.T) {
 	if err := errors.Join(fw.Write(rec), fw.Close()); err != nil {
 		t.Fatal(err)
 	}
-	cols, batches, err := load.ReadParquetFile(path, alloc)
+	cols, batches, err := parquetio.ReadFile(path, alloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1145,10 +1146,10 @@ func TestParquetReadWithoutMetadata(t *testing.T) {
 		t.Fatalf("columns\n%+v, want\n%+v", cols, want)
 	}
 
-	refs := []load.RowRef{{0, 1}, {0, 0}}
+	refs := []parquetio.RowRef{{0, 1}, {0, 0}}
 	again := filepath.Join(t.TempDir(), "again.parquet")
-	pqWrite(t, again, cols, batches, refs, load.ParquetOptions{})
-	_, back, err := load.ReadParquetFile(again, alloc)
+	pqWrite(t, again, cols, batches, refs, parquetio.Options{})
+	_, back, err := parquetio.ReadFile(again, alloc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1166,10 +1167,10 @@ func BenchmarkParquetFileWriter(b *testing.B) {
 	csv := pqGenerateCSV(rows)
 	src := pqBatches(b, memory.DefaultAllocator, csv, transform.DefaultBatchRows)
 	defer pqRelease(src)
-	var refs []load.RowRef
+	var refs []parquetio.RowRef
 	for i, rec := range src {
 		for r := range rec.NumRows() {
-			refs = append(refs, load.RowRef{Batch: int32(i), Row: int32(r)})
+			refs = append(refs, parquetio.RowRef{Batch: int32(i), Row: int32(r)})
 		}
 	}
 	b.SetBytes(int64(len(csv)))
@@ -1178,7 +1179,7 @@ func BenchmarkParquetFileWriter(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		cw := &pqCounter{}
-		w, err := load.NewParquetFileWriter(cw, schemas.Contacts, load.ParquetOptions{})
+		w, err := parquetio.NewWriter(cw, schemas.Contacts, parquetio.Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,0 +1,583 @@
+package load
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet/file"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
+
+	"github.com/leadlex/leadlex-etl/internal/parquetio"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
+)
+
+// RowRef picks one row of one of several batches.
+type RowRef = parquetio.RowRef
+
+// partitionOf returns the partition folder of an instant (Unix µs).
+func (l *Lake) partitionOf(us int64) string {
+	return l.state.PartitionBy.Folder(time.UnixMicro(us))
+}
+
+// colIndex finds a column by name in a batch, -1 if absent.
+func colIndex(b arrow.RecordBatch, name string) int {
+	idx := b.Schema().FieldIndices(name)
+	if len(idx) == 0 {
+		return -1
+	}
+	return idx[0]
+}
+
+// rowKeys reads the id and created_at of every row of a batch. The ids
+// point into the batch's memory: they are valid while the batch is.
+func rowKeys(b arrow.RecordBatch) (ids []string, ts []int64, err error) {
+	ic, tc := colIndex(b, "id"), colIndex(b, "created_at")
+	if ic < 0 || tc < 0 {
+		return nil, nil, errors.New("batch lacks id or created_at")
+	}
+	idArr, ok1 := b.Column(ic).(interface{ Value(int) string })
+	tsArr, ok2 := b.Column(tc).(*array.Timestamp)
+	if !ok1 || !ok2 {
+		return nil, nil, fmt.Errorf("id is %s and created_at %s", b.Column(ic).DataType(), b.Column(tc).DataType())
+	}
+	n := int(b.NumRows())
+	ids, ts = make([]string, n), make([]int64, n)
+	for i := 0; i < n; i++ {
+		ids[i] = idArr.Value(i) // valid while b is
+		ts[i] = int64(tsArr.Value(i))
+	}
+	return ids, ts, nil
+}
+
+// lakeColumns merges the columns every file has with a window's, standard
+// columns first in schema order, then extras in the order first seen.
+func lakeColumns(have []lakeColumn, window []schemas.Column) []schemas.Column {
+	seen := map[string]bool{}
+	var out []schemas.Column
+	add := func(c schemas.Column) {
+		if !seen[c.Name] {
+			seen[c.Name] = true
+			out = append(out, c)
+		}
+	}
+	for _, c := range schemas.Contacts {
+		add(c)
+	}
+	for _, c := range have {
+		kc, ok := schemas.Known(c.Name)
+		if !ok {
+			kc = schemas.Column{Name: c.Name, Kind: c.Kind}
+		}
+		add(kc)
+	}
+	for _, c := range window {
+		add(c)
+	}
+	for _, c := range schemas.Lineage {
+		add(c)
+	}
+	return out
+}
+
+func toLakeColumns(cols []schemas.Column) []lakeColumn {
+	out := make([]lakeColumn, len(cols))
+	for i, c := range cols {
+		out[i] = lakeColumn{Name: c.Name, Kind: c.Kind}
+	}
+	return out
+}
+
+// holdsAnyOf reports whether a data file holds any of the ids, reading only
+// its id column.
+func (l *Lake) holdsAnyOf(ctx context.Context, rel string, ids map[string]RowRef) (bool, error) {
+	f, err := l.root.Open(rel)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	rdr, err := file.NewParquetReader(f)
+	if err != nil {
+		return false, err
+	}
+	defer rdr.Close()
+	idx := rdr.MetaData().Schema.ColumnIndexByName("id")
+	if idx < 0 {
+		return false, fmt.Errorf("%s has no id column", rel)
+	}
+	fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: 64 << 10}, l.opts.Alloc)
+	if err != nil {
+		return false, err
+	}
+	// nil row groups: all of them.
+	rr, err := fr.GetRecordReader(ctx, []int{idx}, nil)
+	if err != nil {
+		return false, err
+	}
+	defer rr.Release()
+	for rr.Next() {
+		col := rr.RecordBatch().Column(0)
+		s, ok := col.(interface {
+			Value(int) string
+			Len() int
+		})
+		if !ok {
+			return false, fmt.Errorf("%s: id column is %s", rel, col.DataType())
+		}
+		for i := 0; i < s.Len(); i++ {
+			if _, ok := ids[s.Value(i)]; ok {
+				return true, nil
+			}
+		}
+	}
+	return false, rr.Err()
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Commit merges the window into the partitions its rows fall in and saves
+// the stream state, atomically as described on Lake.
+func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, _ WindowStats, st StreamState) error {
+	defer l.releaseBatches()
+	if l.broken != nil {
+		return l.broken
+	}
+	next, err := cloneState(l.state)
+	if err != nil {
+		return err
+	}
+	setStream(&next, st)
+	next.Windows++
+	cols := lakeColumns(l.state.Columns, l.cols)
+	schemaChanged := len(l.state.Columns) > 0 && len(cols) != len(l.state.Columns)
+	next.Columns = toLakeColumns(cols)
+
+	// The window's batches, with lineage columns, and their keys.
+	src, err := withLineage(l.batches, info, l.opts.Alloc)
+	if err != nil {
+		return err
+	}
+	defer releaseAll(src)
+	var keys []batchKeys
+	incoming := map[string]map[string]RowRef{} // partition -> id -> row; later rows win
+	for bi, b := range src {
+		ids, ts, err := rowKeys(b)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, batchKeys{ids, ts})
+		for r := range ids {
+			p := l.partitionOf(ts[r])
+			if incoming[p] == nil {
+				incoming[p] = map[string]RowRef{}
+			}
+			incoming[p][ids[r]] = RowRef{Batch: int32(bi), Row: int32(r)}
+		}
+	}
+	// Partitions to rewrite: those the window touches, or all of them when
+	// a new column appears (every file carries every column).
+	parts := map[string]bool{}
+	for p := range incoming {
+		parts[p] = true
+	}
+	if schemaChanged {
+		all, err := l.listFiles(dataDir)
+		if err != nil {
+			return err
+		}
+		for _, f := range all {
+			parts[strings.TrimPrefix(path.Dir(f.rel), dataDir+"/")] = true
+		}
+	}
+	var j journal
+	for _, p := range slices.Sorted(maps.Keys(parts)) {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		renames, deletes, err := l.mergePartition(ctx, p, cols, src, keys, incoming[p], schemaChanged, &next)
+		if err != nil {
+			return fmt.Errorf("partition %s: %w", p, err)
+		}
+		j.Renames = append(j.Renames, renames...)
+		j.Deletes = append(j.Deletes, deletes...)
+	}
+	if len(rejects) > 0 {
+		rel, err := l.writeRejects(info, rejects)
+		if err != nil {
+			return err
+		}
+		j.Renames = append(j.Renames, [2]string{tempOf(rel), rel})
+	}
+	j.State = next
+	return l.commitJournal(j)
+}
+
+// batchKeys are the ids and created_at of a batch's rows.
+type batchKeys struct {
+	ids []string
+	ts  []int64
+}
+
+func releaseAll(bs []arrow.RecordBatch) {
+	for _, b := range bs {
+		b.Release()
+	}
+}
+
+// mergePartition merges the incoming rows of partition p with the files
+// that must be rewritten: those holding an incoming id, those under half the
+// target size, or all when the columns changed. It writes the winning rows,
+// sorted by created_at then id, to new files under temporary names, and
+// returns the renames that publish them and the files they replace.
+func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Column, window []arrow.RecordBatch, windowKeys []batchKeys,
+	in map[string]RowRef, rewriteAll bool, next *lakeState) (renames [][2]string, deletes []string, err error) {
+	files, err := l.listFiles(partitionDir(p))
+	if err != nil {
+		return nil, nil, err
+	}
+	src, keys := slices.Clone(window), slices.Clone(windowKeys)
+	var loaded []arrow.RecordBatch
+	defer func() { releaseAll(loaded) }()
+	winners := map[string]RowRef{}
+	stored := map[string]RowRef{} // incoming ids found in the files: their stored row
+	for _, f := range files {
+		dirty := rewriteAll || f.size < int64(l.opts.TargetFileBytes)/2
+		if !dirty && len(in) > 0 {
+			if dirty, err = l.holdsAnyOf(ctx, f.rel, in); err != nil {
+				return nil, nil, fmt.Errorf("read ids of %s: %w", f.rel, err)
+			}
+		}
+		if !dirty {
+			continue
+		}
+		batches, err := l.readDataFile(f.rel)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read %s: %w", f.rel, err)
+		}
+		loaded = append(loaded, batches...)
+		for _, b := range batches {
+			ids, ts, err := rowKeys(b)
+			if err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", f.rel, err)
+			}
+			bi := int32(len(src))
+			src, keys = append(src, b), append(keys, batchKeys{ids, ts})
+			for r, id := range ids {
+				if _, newer := in[id]; !newer {
+					winners[id] = RowRef{Batch: bi, Row: int32(r)}
+				} else {
+					stored[id] = RowRef{Batch: bi, Row: int32(r)}
+				}
+			}
+		}
+		deletes = append(deletes, f.rel)
+	}
+	for id, ref := range in {
+		winners[id] = ref
+	}
+	// Columns the window did not export keep the values stored for its ids.
+	if len(stored) > 0 {
+		patched, err := keepStoredValues(src, len(window), cols, in, stored, l.opts.Alloc)
+		if err != nil {
+			return nil, nil, err
+		}
+		loaded = append(loaded, patched...)
+	}
+	if len(winners) == 0 {
+		return nil, deletes, nil
+	}
+	refs := slices.Collect(maps.Values(winners))
+	slices.SortFunc(refs, func(a, b RowRef) int {
+		ka, kb := keys[a.Batch], keys[b.Batch]
+		if c := cmp.Compare(ka.ts[a.Row], kb.ts[b.Row]); c != 0 {
+			return c
+		}
+		return cmp.Compare(ka.ids[a.Row], kb.ids[b.Row])
+	})
+	dir := partitionDir(p)
+	if err := l.root.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	chunk := l.opts.Parquet.RowGroupRows
+	if chunk <= 0 {
+		chunk = parquetio.DefaultRowGroupRows
+	}
+	for start := 0; start < len(refs); {
+		next.Seq++
+		name := fmt.Sprintf("part-%08d-%s.parquet", next.Seq, randomSuffix())
+		final := path.Join(dir, name)
+		if err := l.writeDataFile(tempOf(final), cols, src, refs, &start, chunk); err != nil {
+			return nil, nil, err
+		}
+		renames = append(renames, [2]string{tempOf(final), final})
+	}
+	return renames, deletes, nil
+}
+
+// keepStoredValues gives the window's batches (src[:nWindow]) the columns of
+// cols they lack, filled for each incoming id of in with its stored value
+// (the row stored names) and NULL elsewhere, replacing them in src. It
+// returns the new batches, which the caller releases.
+func keepStoredValues(src []arrow.RecordBatch, nWindow int, cols []schemas.Column, in, stored map[string]RowRef, alloc memory.Allocator) ([]arrow.RecordBatch, error) {
+	have := map[string]bool{}
+	for _, f := range src[0].Schema().Fields() {
+		have[f.Name] = true
+	}
+	var missing []schemas.Column
+	for _, c := range cols {
+		if !have[c.Name] {
+			missing = append(missing, c)
+		}
+	}
+	if len(missing) == 0 {
+		return nil, nil
+	}
+	// The stored row of each incoming window row, by batch and row.
+	from := make([]map[int32]RowRef, nWindow)
+	for id, ref := range in {
+		if old, ok := stored[id]; ok {
+			if from[ref.Batch] == nil {
+				from[ref.Batch] = map[int32]RowRef{}
+			}
+			from[ref.Batch][ref.Row] = old
+		}
+	}
+	var out []arrow.RecordBatch
+	for bi := 0; bi < nWindow; bi++ {
+		if from[bi] == nil {
+			continue
+		}
+		b := src[bi]
+		fields, arrs := slices.Clone(b.Schema().Fields()), slices.Clone(b.Columns())
+		var made []arrow.Array
+		for _, c := range missing {
+			arr, err := gatherColumn(c, int(b.NumRows()), from[bi], src, alloc)
+			if err != nil {
+				releaseArrays(made)
+				releaseAll(out)
+				return nil, err
+			}
+			made = append(made, arr)
+			fields = append(fields, arrow.Field{Name: c.Name, Type: arr.DataType(), Nullable: true})
+			arrs = append(arrs, arr)
+		}
+		nb := array.NewRecordBatch(arrow.NewSchema(fields, nil), arrs, b.NumRows())
+		releaseArrays(made)
+		src[bi] = nb
+		out = append(out, nb)
+	}
+	return out, nil
+}
+
+func releaseArrays(as []arrow.Array) {
+	for _, a := range as {
+		a.Release()
+	}
+}
+
+// gatherColumn builds column c for n rows: row r holds the value of c in the
+// stored row from[r] (a batch of src), or NULL when from has no entry or the
+// stored batch lacks c.
+func gatherColumn(c schemas.Column, n int, from map[int32]RowRef, src []arrow.RecordBatch, alloc memory.Allocator) (arrow.Array, error) {
+	bld := array.NewBuilder(alloc, c.ArrowType())
+	defer bld.Release()
+	bld.Reserve(n)
+	for r := 0; r < n; r++ {
+		ref, ok := from[int32(r)]
+		if !ok {
+			bld.AppendNull()
+			continue
+		}
+		sb := src[ref.Batch]
+		idx := sb.Schema().FieldIndices(c.Name)
+		if len(idx) == 0 {
+			bld.AppendNull()
+			continue
+		}
+		if err := appendValue(bld, sb.Column(idx[0]), int(ref.Row)); err != nil {
+			return nil, fmt.Errorf("column %s: %w", c.Name, err)
+		}
+	}
+	return bld.NewArray(), nil
+}
+
+// appendValue appends arr's value at i to b, of the same kind.
+func appendValue(b array.Builder, arr arrow.Array, i int) error {
+	if arr.IsNull(i) {
+		b.AppendNull()
+		return nil
+	}
+	switch a := arr.(type) {
+	case *array.String:
+		if sb, ok := b.(*array.StringBuilder); ok {
+			sb.Append(a.Value(i))
+			return nil
+		}
+	case *array.Timestamp:
+		if tb, ok := b.(*array.TimestampBuilder); ok {
+			tb.Append(a.Value(i))
+			return nil
+		}
+	case *array.Int64:
+		if ib, ok := b.(*array.Int64Builder); ok {
+			ib.Append(a.Value(i))
+			return nil
+		}
+	case *array.List:
+		lb, ok := b.(*array.ListBuilder)
+		vals, ok2 := a.ListValues().(*array.String)
+		if !ok || !ok2 {
+			break
+		}
+		if vb, ok := lb.ValueBuilder().(*array.StringBuilder); ok {
+			lb.Append(true)
+			start, end := a.ValueOffsets(i)
+			for j := start; j < end; j++ {
+				if vals.IsNull(int(j)) {
+					vb.AppendNull()
+				} else {
+					vb.Append(vals.Value(int(j)))
+				}
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot copy a stored %s value", arr.DataType())
+}
+
+// writeDataFile writes refs[*start:] to rel until the file reaches the
+// target size, advancing *start, and fsyncs it.
+func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) error {
+	f, err := l.root.OpenFile(rel, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	w, err := parquetio.NewWriter(f, cols, l.opts.Parquet)
+	if err != nil {
+		return err
+	}
+	for *start < len(refs) {
+		end := min(*start+chunk, len(refs))
+		if err := w.Write(src, refs[*start:end]); err != nil {
+			return fmt.Errorf("write %s: %w", rel, err)
+		}
+		*start = end
+		if w.Size() >= int64(l.opts.TargetFileBytes) {
+			break
+		}
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", rel, err)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// withLineage returns the window's batches with _request_id and _loaded_at
+// columns added. The caller releases them.
+func withLineage(window []arrow.RecordBatch, info WindowInfo, alloc memory.Allocator) ([]arrow.RecordBatch, error) {
+	out := make([]arrow.RecordBatch, len(window))
+	loaded := arrow.Timestamp(info.LoadedAt.UnixMicro())
+	tsType := &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+	for i, b := range window {
+		rows := int(b.NumRows())
+		rb := array.NewStringBuilder(alloc)
+		lb := array.NewTimestampBuilder(alloc, tsType)
+		rb.Reserve(rows)
+		lb.Reserve(rows)
+		for r := 0; r < rows; r++ {
+			rb.Append(info.RequestID)
+			lb.Append(loaded)
+		}
+		reqArr, loadArr := rb.NewArray(), lb.NewArray()
+		rb.Release()
+		lb.Release()
+		fields := append(slices.Clone(b.Schema().Fields()),
+			arrow.Field{Name: "_request_id", Type: arrow.BinaryTypes.String, Nullable: true},
+			arrow.Field{Name: "_loaded_at", Type: tsType, Nullable: true})
+		cols := append(slices.Clone(b.Columns()), reqArr, loadArr)
+		out[i] = array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, int64(rows))
+		reqArr.Release()
+		loadArr.Release()
+	}
+	return out, nil
+}
+
+// writeRejects writes a window's rejects as JSON lines under
+// _leadlex/rejects/, under a temporary name; the journal publishes it.
+func (l *Lake) writeRejects(info WindowInfo, rejects []transform.Reject) (string, error) {
+	if err := l.root.MkdirAll(rejectsDir, 0o755); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	for _, r := range rejects {
+		if err := enc.Encode(rejectJSON{
+			StreamID: info.StreamID, RunID: info.RunID, RequestID: r.RequestID,
+			WindowFrom: fmtTime(info.Window.From), WindowTo: fmtTime(info.Window.To),
+			Line: r.Line, Raw: strings.ToValidUTF8(r.Raw, "\uFFFD"), Reason: r.Reason, RejectedAt: fmtTime(info.LoadedAt),
+		}); err != nil {
+			return "", err
+		}
+	}
+	rel := fmt.Sprintf("%s/%s-%s.jsonl", rejectsDir, safeName(info.RunID), randomSuffix())
+	f, err := l.root.OpenFile(tempOf(rel), os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return "", err
+	}
+	if _, err := f.WriteString(b.String()); err != nil {
+		f.Close()
+		return "", err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", err
+	}
+	return rel, f.Close()
+}
+
+// safeName keeps the characters of s a file name may safely hold.
+func safeName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' {
+			return r
+		}
+		return '_'
+	}, s)
+	if s == "" || len(s) > 64 {
+		s = "run"
+	}
+	return s
+}
+
+// readDataFile reads a whole data file of the lake.
+func (l *Lake) readDataFile(rel string) ([]arrow.RecordBatch, error) {
+	f, err := l.root.Open(rel)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	_, batches, err := parquetio.Read(f, l.rootPath(rel), l.opts.Alloc)
+	return batches, err
+}
