@@ -332,4 +332,3 @@ func printSummary(w io.Writer, r pipeline.Result, failed bool, dest string) {
 		fmt.Fprintf(w, "cursor: contacts created before %s are synced\n", r.Cursor.UTC().Format(time.RFC3339))
 	}
 }
-
