@@ -66,18 +66,28 @@ func fake(t *testing.T, cfg fakeapi.Config) (*fakeapi.Server, string) {
 	return srv, hs.URL
 }
 
+// count runs q, which returns one number, on the DuckDB file at path,
+// opened read-only as an analyst would.
 func count(t *testing.T, path, q string) int64 {
 	t.Helper()
-	db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{MemoryLimit: "512MB", Threads: 1})
+	n, err := tryCount(path, q)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return n
+}
+
+func tryCount(path, q string) (int64, error) {
+	db, err := load.OpenDuckDBReadOnly(path)
+	if err != nil {
+		return 0, err
+	}
 	defer db.Close()
 	var n int64
-	if err := db.DB().QueryRow(q).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", q, err)
+	if err := db.QueryRow(q).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%s: %w", q, err)
 	}
-	return n
+	return n, nil
 }
 
 func TestHelpExplainsItself(t *testing.T) {
@@ -495,4 +505,103 @@ func killAfter(t *testing.T, msg string, n int, args ...string) bool {
 		t.Fatalf("run failed before the kill: %v\n%s", err, strings.Join(tail, "\n"))
 	}
 	return false
+}
+
+// syncProcess starts the CLI with args (JSON logs) and calls onLine for each
+// log line until the process ends; it returns the exit code.
+func syncProcess(t *testing.T, onLine func(line string), args ...string) int {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	var all []string
+	for sc.Scan() {
+		all = append(all, sc.Text())
+		onLine(sc.Text())
+	}
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); ok {
+		t.Logf("exit %d; log:\n%s", ee.ExitCode(), strings.Join(all, "\n"))
+		return ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// TestReadersOpenTheFileWhileASyncWaits checks that a sync waiting for the
+// rate-limit reset has the DuckDB file closed: another process opens it
+// read-only and counts what is committed so far.
+func TestReadersOpenTheFileWhileASyncWaits(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 3000, Seed: 2, RateLimit: 2, Hour: 4 * time.Second})
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	var seen int64 = -1
+	var lastErr error
+	code := syncProcess(t, func(line string) {
+		if seen >= 0 || !strings.Contains(line, "waiting for the reset") {
+			return
+		}
+		// The wait lasts a few seconds; the file is closed at its start or
+		// within the sink's idle delay (1 s).
+		for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if seen, lastErr = tryCount(path, "SELECT count(*) FROM contacts"); lastErr == nil {
+				return
+			}
+			seen = -1
+		}
+	}, "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json")
+	if code != 0 {
+		t.Fatalf("sync exited %d", code)
+	}
+	if seen < 1000 || seen >= 3000 {
+		t.Errorf("a reader during the wait counted %d rows (%v); want the windows committed before it", seen, lastErr)
+	}
+	if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 3000 {
+		t.Errorf("%d contacts after the sync, want 3000", n)
+	}
+}
+
+// TestASyncWaitsForAReader checks that a reader holding the DuckDB file
+// open makes the sync wait, saying so, rather than fail.
+func TestASyncWaitsForAReader(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 2000, Seed: 3})
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "-q", "--until", "2023-01-01"); r.code != 0 {
+		t.Fatalf("first sync: %d %s", r.code, r.stderr)
+	}
+	reader, err := load.OpenDuckDBReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := reader.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waited := false
+	code := syncProcess(t, func(line string) {
+		if !waited && strings.Contains(line, "open in another process") {
+			waited = true
+			conn.Close()
+			reader.Close()
+		}
+	}, "sync", "--base-url", url, "--duckdb", path, "--log-format", "json")
+	if !waited {
+		conn.Close()
+		reader.Close()
+		t.Error("the sync never said it waited for the reader")
+	}
+	if code != 0 {
+		t.Fatalf("sync exited %d", code)
+	}
+	if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 2000 {
+		t.Errorf("%d contacts, want 2000", n)
+	}
 }

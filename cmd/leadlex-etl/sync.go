@@ -280,7 +280,7 @@ Example:
 		}
 	}()
 	if o.DuckDB != "" {
-		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads})
+		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -6,18 +6,19 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/duckdb/duckdb-go/v2"
 
-	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/transform"
 	"github.com/leadlex/leadlex-etl/schemas"
 )
@@ -29,16 +30,41 @@ type DuckDBOptions struct {
 	MemoryLimit string
 	// Threads is DuckDB's threads setting; 0 -> the number of CPUs.
 	Threads int
+	// BusyTimeout bounds how long a write waits for readers that hold the
+	// file open (DuckDB lets one process write a file only while no other
+	// has it open); 0 -> 10 minutes. The wait is logged.
+	BusyTimeout time.Duration
+	// IdleClose is how long the file stays open after the sink last used it;
+	// 0 -> 1 second. Back-to-back windows then share one open file (closing
+	// it checkpoints, which tripled the time of a fast sync), while the file
+	// is closed during every download that takes longer and every wait.
+	IdleClose time.Duration
+	// Logger receives the waits for readers; nil discards them.
+	Logger *slog.Logger
 }
 
-// DuckDB is the DuckDB sink and state store. All its work happens on one
-// pinned connection, because registered Arrow views and temporary tables
-// belong to a connection. It is not safe for concurrent use.
+// DuckDB is the DuckDB sink and state store. The file is open only while
+// the sink reads or writes it, and IdleClose after: each Commit (and each
+// state read or write) opens it if needed and works on one pinned
+// connection (registered Arrow views and temporary tables belong to a
+// connection); a timer closes it once the sink has left it alone for
+// IdleClose, so that analysts and dashboards can open the file between
+// commits and during every wait for the rate limit. Syncs exclude each
+// other with a lock file beside the database (PATH.leadlex-lock), held from
+// OpenDuckDB to Close. Its methods must not be called concurrently.
 type DuckDB struct {
-	path    string
-	db      *sql.DB
-	conn    *sql.Conn
-	arrow   *duckdb.Arrow
+	path string
+	opts DuckDBOptions
+	lock *fileLock
+
+	mu     sync.Mutex // guards the fields below against the idle timer
+	db     *sql.DB    // nil while the file is closed
+	conn   *sql.Conn  // the pinned connection
+	arrow  *duckdb.Arrow
+	idle   *time.Timer // closes the file when it fires
+	gen    int         // counts uses; the timer closes only if none came since
+	pinned bool        // DB handed the file out: keep it open
+
 	cols    []schemas.Column    // of the current window
 	batches []arrow.RecordBatch // of the current window, retained
 	ids     map[string]struct{} // of the current window
@@ -51,12 +77,15 @@ var _ Target = (*DuckDB)(nil)
 
 const (
 	batchView   = TablePrefix + "batch"
-	windowTable = TablePrefix + "window"
 	mergedTable = TablePrefix + "merged"
 )
 
-// OpenDuckDB opens (creating if needed) the DuckDB file at path and the
-// tables the tool needs in it.
+// LockSuffix names the lock file beside a DuckDB file that syncs take.
+const LockSuffix = ".leadlex-lock"
+
+// OpenDuckDB prepares the DuckDB file at path (creating it and the tables
+// the tool needs if missing) for a sync, taking its lock file; the file
+// itself is closed again until the first read or write.
 func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, error) {
 	if opts.MemoryLimit == "" {
 		opts.MemoryLimit = "2GB"
@@ -64,15 +93,75 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	if opts.Threads <= 0 {
 		opts.Threads = runtime.NumCPU()
 	}
+	if opts.BusyTimeout <= 0 {
+		opts.BusyTimeout = 10 * time.Minute
+	}
+	if opts.IdleClose <= 0 {
+		opts.IdleClose = time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create folder for %s: %w", path, err)
 		}
 	}
-	connector, err := duckdb.NewConnector(path, func(ex driver.ExecerContext) error {
+	lock, err := lockPath(path+LockSuffix, "DuckDB file", path)
+	if err != nil {
+		return nil, err
+	}
+	d := &DuckDB{path: path, opts: opts, lock: lock}
+	if err := d.connect(ctx); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	if err := d.createTables(ctx); err != nil {
+		_ = d.Close()
+		return nil, fmt.Errorf("prepare %s: %w", path, err)
+	}
+	if err := d.disconnect(); err != nil {
+		_ = d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// connect opens the file if it is closed. When another process has it open
+// (a reader), it waits, retrying with backoff up to BusyTimeout.
+func (d *DuckDB) connect(ctx context.Context) error {
+	if d.db != nil {
+		return nil
+	}
+	deadline := time.Now().Add(d.opts.BusyTimeout)
+	pause, logged := 50*time.Millisecond, time.Time{}
+	for {
+		err := d.open(ctx)
+		var locked *LockedError
+		if err == nil || !errors.As(err, &locked) || time.Now().After(deadline) {
+			return err
+		}
+		if time.Since(logged) > 30*time.Second {
+			d.opts.Logger.Warn("the DuckDB file is open in another process (a reader?); waiting to write", "path", d.path,
+				"gives_up_at", deadline.UTC().Format(time.RFC3339))
+			logged = time.Now()
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		pause = min(pause*2, 2*time.Second)
+	}
+}
+
+func (d *DuckDB) open(ctx context.Context) error {
+	connector, err := duckdb.NewConnector(d.path, func(ex driver.ExecerContext) error {
 		for _, q := range []string{
-			fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(opts.MemoryLimit, "'", "")),
-			fmt.Sprintf("SET threads = %d", opts.Threads),
+			fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(d.opts.MemoryLimit, "'", "")),
+			fmt.Sprintf("SET threads = %d", d.opts.Threads),
 			// A window's WAL is fsynced at each commit either way. The 16MB
 			// default checkpoints after every 50,000-row window, which tripled
 			// the commit time; 1GB kept all of it in memory (RSS 750MB for 2M
@@ -86,28 +175,66 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 		return nil
 	})
 	if err != nil {
-		return nil, openError(path, err)
+		return openError(d.path, err)
 	}
 	db := sql.OpenDB(connector)
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		_ = db.Close()
-		return nil, openError(path, err)
+		return openError(d.path, err)
 	}
-	d := &DuckDB{path: path, db: db, conn: conn}
+	var ar *duckdb.Arrow
 	if err := conn.Raw(func(dc any) error {
 		var err error
-		d.arrow, err = duckdb.NewArrowFromConn(dc.(driver.Conn))
+		ar, err = duckdb.NewArrowFromConn(dc.(driver.Conn))
 		return err
 	}); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("open %s: %w", path, err)
+		_ = conn.Close()
+		_ = db.Close()
+		return fmt.Errorf("open %s: %w", d.path, err)
 	}
-	if err := d.createTables(ctx); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("prepare %s: %w", path, err)
+	d.db, d.conn, d.arrow = db, conn, ar
+	return nil
+}
+
+// disconnect closes the file, if open, so that other processes can open it.
+func (d *DuckDB) disconnect() error {
+	if d.db == nil {
+		return nil
 	}
-	return d, nil
+	err := errors.Join(d.conn.Close(), d.db.Close())
+	d.db, d.conn, d.arrow, d.inTx = nil, nil, nil, false
+	if err != nil {
+		return fmt.Errorf("close %s: %w", d.path, err)
+	}
+	return nil
+}
+
+// with runs f with the file open, then leaves it open for IdleClose.
+func (d *DuckDB) with(ctx context.Context, f func() error) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	d.pinned = false
+	if d.idle != nil {
+		d.idle.Stop()
+	}
+	if err := d.connect(ctx); err != nil {
+		return err
+	}
+	err := f()
+	gen := d.gen
+	d.idle = time.AfterFunc(d.opts.IdleClose, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.gen != gen || d.pinned {
+			return
+		}
+		if err := d.disconnect(); err != nil {
+			d.opts.Logger.Warn("closing the DuckDB file failed", "path", d.path, "err", err.Error())
+		}
+	})
+	return err
 }
 
 // OpenDuckDBReadOnly opens an existing DuckDB file for reading only, or an
@@ -136,19 +263,34 @@ func openError(path string, err error) error {
 	return fmt.Errorf("open DuckDB file %s: %w", path, err)
 }
 
-// Close closes the database.
+// Close closes the file if open and releases the lock.
 func (d *DuckDB) Close() error {
 	d.releaseBatches()
-	var errs []error
-	if d.conn != nil {
-		errs = append(errs, d.conn.Close())
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	if d.idle != nil {
+		d.idle.Stop()
 	}
-	errs = append(errs, d.db.Close())
-	return errors.Join(errs...)
+	err := d.disconnect()
+	err = errors.Join(err, d.lock.release())
+	d.lock = nil
+	return err
 }
 
-// DB returns the database, for reading results (tests, summaries).
-func (d *DuckDB) DB() *sql.DB { return d.db }
+// DB opens the file and returns it, for reading results (tests,
+// summaries). It stays open, and valid, until the next call of another
+// method.
+func (d *DuckDB) DB() *sql.DB {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	d.pinned = true
+	if err := d.connect(context.Background()); err != nil {
+		panic(fmt.Sprintf("load: open %s: %v", d.path, err))
+	}
+	return d.db
+}
 
 func (d *DuckDB) exec(ctx context.Context, q string, args ...any) error {
 	_, err := d.conn.ExecContext(ctx, q, args...)
@@ -259,8 +401,11 @@ func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
 			}
 		}
 	}
-	batch.Retain()
-	d.batches = append(d.batches, batch)
+	b, err := idFirst(batch)
+	if err != nil {
+		return err
+	}
+	d.batches = append(d.batches, b)
 	return nil
 }
 
@@ -282,15 +427,19 @@ func (d *DuckDB) Abort(ctx context.Context) error {
 	return nil
 }
 
-// stage copies the window's batches into the temporary table windowTable,
-// inside the open transaction. The batches reach DuckDB through an Arrow
-// view, which DuckDB's C API creates as a catalog object that points into
-// this process's memory; created inside the transaction and dropped before
-// it commits, it never reaches the file. The view is read once, with every
-// column in schema order: DuckDB's Arrow stream scan ignores projections,
-// so a statement that read only some of its columns would get others in
-// their place.
-func (d *DuckDB) stage(ctx context.Context) error {
+// withBatches runs q with the window's batches registered as the Arrow view
+// batchView: DuckDB scans them columnar, no per-row work in Go. DuckDB's C
+// API creates the view as a catalog object pointing into this process's
+// memory; it is registered inside the open transaction and dropped before
+// q's transaction commits, so it never reaches the file. A registered view
+// can be read once, so each statement registers it afresh.
+//
+// DuckDB's Arrow stream scan ignores projections: a statement that reads
+// some of the view's columns gets the stream's first columns in their
+// place. Every statement on the view therefore reads a prefix of its
+// columns (Write puts id first and _line is last): only id, every column
+// but _line, or all of them.
+func (d *DuckDB) withBatches(ctx context.Context, q string, args ...any) error {
 	rr, err := array.NewRecordReader(d.batches[0].Schema(), d.batches)
 	if err != nil {
 		return err
@@ -301,16 +450,47 @@ func (d *DuckDB) stage(ctx context.Context) error {
 		return fmt.Errorf("register Arrow batches: %w", err)
 	}
 	defer release()
-	if err := d.exec(ctx, `CREATE OR REPLACE TEMP TABLE `+windowTable+` AS SELECT * FROM `+batchView); err != nil {
+	if err := d.exec(ctx, q, args...); err != nil {
 		return err
 	}
 	return d.exec(ctx, `DROP VIEW `+batchView)
 }
 
+// idFirst returns b with its id column moved to the front.
+func idFirst(b arrow.RecordBatch) (arrow.RecordBatch, error) {
+	idx := b.Schema().FieldIndices("id")
+	if len(idx) == 0 {
+		return nil, errors.New("a batch has no id column")
+	}
+	if idx[0] == 0 {
+		b.Retain()
+		return b, nil
+	}
+	fields, cols := b.Schema().Fields(), b.Columns()
+	order := append([]int{idx[0]}, slices.DeleteFunc(slicesRange(len(fields)), func(i int) bool { return i == idx[0] })...)
+	nf, nc := make([]arrow.Field, len(order)), make([]arrow.Array, len(order))
+	for k, i := range order {
+		nf[k], nc[k] = fields[i], cols[i]
+	}
+	return array.NewRecordBatch(arrow.NewSchema(nf, nil), nc, b.NumRows()), nil
+}
+
+func slicesRange(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
 // Commit upserts the window into contacts and records rejects, the window
 // and the stream state, all in one transaction.
-func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (err error) {
+func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) error {
 	defer d.releaseBatches()
+	return d.with(ctx, func() error { return d.commit(ctx, info, rejects, stats, st) })
+}
+
+func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (err error) {
 	if err := d.exec(ctx, "BEGIN TRANSACTION"); err != nil {
 		return err
 	}
@@ -364,12 +544,9 @@ func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transfor
 // rewrites a list column under an index as delete+insert, 25 times slower.
 func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	contacts := schemas.QuoteIdent(ContactsTable)
-	if err := d.stage(ctx); err != nil {
-		return err
-	}
 	// Latest wins: of ids repeated within the window (rare: Write noticed),
 	// keep the last row.
-	latest := `SELECT * EXCLUDE (_line) REPLACE (CAST(id AS UUID) AS id) FROM ` + windowTable
+	latest := `SELECT * EXCLUDE (_line) REPLACE (CAST(id AS UUID) AS id) FROM ` + batchView
 	if d.dups {
 		latest += ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`
 	}
@@ -378,20 +555,17 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	// subset, or extra fields an earlier sync added) keep their values.
 	keep := d.columnsNotIn(d.cols)
 	if len(keep) == 0 {
-		if err := d.exec(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+windowTable+`)`); err != nil {
+		if err := d.withBatches(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
 			return err
 		}
-		if err := d.exec(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
-			return err
-		}
-		return d.exec(ctx, `DROP TABLE `+windowTable)
+		return d.withBatches(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC())
 	}
 	var sel strings.Builder
 	sel.WriteString(`SELECT s.*`)
 	for _, c := range keep {
 		fmt.Fprintf(&sel, ", o.%s", schemas.QuoteIdent(c))
 	}
-	if err := d.exec(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM (`+latest+`) AS s LEFT JOIN `+
+	if err := d.withBatches(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM (`+latest+`) AS s LEFT JOIN `+
 		contacts+` AS o ON o.id = s.id`); err != nil {
 		return err
 	}
@@ -401,7 +575,7 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	if err := d.exec(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM `+mergedTable+` AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
 		return err
 	}
-	return d.exec(ctx, `DROP TABLE `+mergedTable+`; DROP TABLE `+windowTable)
+	return d.exec(ctx, `DROP TABLE `+mergedTable)
 }
 
 // columnsNotIn returns the contacts table's data columns (not lineage) that
@@ -429,144 +603,4 @@ func nullTime(t time.Time) any {
 		return nil
 	}
 	return t.UTC()
-}
-
-func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
-	pending, err := encodeWindows(st.Pending)
-	if err != nil {
-		return err
-	}
-	var pendingArg any = pending
-	if pending == "" {
-		pendingArg = nil
-	}
-	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		st.StreamID, st.Identity, nullTime(st.Cursor), pendingArg, nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC())
-}
-
-// LoadState reads a stream's state.
-func (d *DuckDB) LoadState(ctx context.Context, streamID, identity string) (StreamState, error) {
-	st := StreamState{StreamID: streamID, Identity: identity}
-	var cursor, since, until sql.NullTime
-	var pending sql.NullString
-	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until FROM _leadlex_streams WHERE stream_id = ?`, streamID).
-		Scan(&cursor, &pending, &since, &until)
-	if errors.Is(err, sql.ErrNoRows) {
-		return st, nil
-	}
-	if err != nil {
-		return st, fmt.Errorf("read state of stream %s: %w", streamID, err)
-	}
-	st.Cursor, st.PendingSince, st.PendingUntil = cursor.Time.UTC(), since.Time.UTC(), until.Time.UTC()
-	if !cursor.Valid {
-		st.Cursor = time.Time{}
-	}
-	if !since.Valid {
-		st.PendingSince = time.Time{}
-	}
-	if !until.Valid {
-		st.PendingUntil = time.Time{}
-	}
-	st.Pending, err = decodeWindows(pending.String)
-	return st, err
-}
-
-// StartRun records a run as running.
-func (d *DuckDB) StartRun(ctx context.Context, r Run) error {
-	return d.exec(ctx, `INSERT INTO _leadlex_runs (run_id, stream_id, started_at, status, since, "until") VALUES (?, ?, ?, 'running', ?, ?)`,
-		r.RunID, r.StreamID, r.StartedAt.UTC(), nullTime(r.Since), nullTime(r.Until))
-}
-
-// FinishRun records a run's outcome.
-func (d *DuckDB) FinishRun(ctx context.Context, r Run) error {
-	var errText any
-	if r.Error != "" {
-		errText = r.Error
-	}
-	return d.exec(ctx, `UPDATE _leadlex_runs SET finished_at = ?, status = ?, windows = ?, "rows" = ?, rejects = ?, calls = ?, error = ? WHERE run_id = ?`,
-		r.FinishedAt.UTC(), r.Status, r.Windows, r.Rows, r.Rejects, r.Calls, errText, r.RunID)
-}
-
-// LoadBudget reads the remembered rate-limit budget of a key.
-func (d *DuckDB) LoadBudget(ctx context.Context, fp string) (extract.RateLimit, error) {
-	var b extract.RateLimit
-	var reset sql.NullTime
-	err := d.conn.QueryRowContext(ctx, `SELECT rate_limit, remaining, reset_at FROM _leadlex_budget WHERE key_fingerprint = ?`, fp).Scan(&b.Limit, &b.Remaining, &reset)
-	if errors.Is(err, sql.ErrNoRows) {
-		return b, nil
-	}
-	if err != nil {
-		return b, fmt.Errorf("read rate-limit budget: %w", err)
-	}
-	b.Known, b.Reset = true, reset.Time
-	return b, nil
-}
-
-// SaveBudget remembers a key's rate-limit budget.
-func (d *DuckDB) SaveBudget(ctx context.Context, fp string, b extract.RateLimit) error {
-	if !b.Known {
-		return nil
-	}
-	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_budget VALUES (?, ?, ?, ?, ?)`, fp, b.Limit, b.Remaining, nullTime(b.Reset), time.Now().UTC())
-}
-
-// Runs returns the recorded runs, newest first.
-func (d *DuckDB) Runs(ctx context.Context, limit int) ([]Run, error) {
-	q := `SELECT run_id, stream_id, started_at, finished_at, status, since, "until", coalesce(windows, 0), coalesce("rows", 0),
-		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, '') FROM _leadlex_runs ORDER BY started_at DESC, run_id DESC`
-	if limit > 0 {
-		q += fmt.Sprintf(" LIMIT %d", limit)
-	}
-	rows, err := d.conn.QueryContext(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("read runs: %w", err)
-	}
-	defer rows.Close()
-	var out []Run
-	for rows.Next() {
-		var r Run
-		var finished, since, until sql.NullTime
-		if err := rows.Scan(&r.RunID, &r.StreamID, &r.StartedAt, &finished, &r.Status, &since, &until, &r.Windows, &r.Rows,
-			&r.Rejects, &r.Calls, &r.Error); err != nil {
-			return nil, fmt.Errorf("read runs: %w", err)
-		}
-		r.StartedAt = r.StartedAt.UTC()
-		r.FinishedAt, r.Since, r.Until = validTime(finished), validTime(since), validTime(until)
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-// Rejects returns the stored rejected rows, oldest first.
-func (d *DuckDB) Rejects(ctx context.Context, limit int) ([]StoredReject, error) {
-	q := `SELECT stream_id, run_id, coalesce(request_id, '') AS request_id, window_from, window_to, coalesce(line, 0) AS line,
-		coalesce(raw, '') AS raw, coalesce(reason, '') AS reason, rejected_at FROM _leadlex_rejects`
-	if limit > 0 {
-		q = `SELECT * FROM (` + q + fmt.Sprintf(` ORDER BY rejected_at DESC, run_id DESC, line DESC LIMIT %d)`, limit)
-	}
-	q += ` ORDER BY rejected_at, run_id, line`
-	rows, err := d.conn.QueryContext(ctx, q)
-	if err != nil {
-		return nil, fmt.Errorf("read rejects: %w", err)
-	}
-	defer rows.Close()
-	var out []StoredReject
-	for rows.Next() {
-		var r StoredReject
-		var from, to sql.NullTime
-		if err := rows.Scan(&r.StreamID, &r.RunID, &r.RequestID, &from, &to, &r.Line, &r.Raw, &r.Reason, &r.RejectedAt); err != nil {
-			return nil, fmt.Errorf("read rejects: %w", err)
-		}
-		r.Window = extract.Window{From: validTime(from), To: validTime(to)}
-		r.RejectedAt = r.RejectedAt.UTC()
-		out = append(out, r)
-	}
-	return out, rows.Err()
-}
-
-func validTime(t sql.NullTime) time.Time {
-	if !t.Valid {
-		return time.Time{}
-	}
-	return t.Time.UTC()
 }

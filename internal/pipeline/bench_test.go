@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -79,11 +80,32 @@ func mustExec(b *testing.B, db *sql.DB, q string) {
 	}
 }
 
+// benchReps is how many times BenchmarkStages times each stage and its
+// reference; it reports medians. LEADLEX_BENCH_REPS overrides it.
+func benchReps() int {
+	var n int
+	if _, err := fmt.Sscan(os.Getenv("LEADLEX_BENCH_REPS"), &n); err == nil && n > 0 {
+		return n
+	}
+	return 5
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
 // BenchmarkStages measures each stage against DuckDB doing the same job on
-// the same rows in the same run, and reports the ratio (ours / DuckDB's;
-// lower is better) with each side's rows per second. make bench runs it.
+// the same rows in the same run, and reports the ratio of the medians of
+// several runs of each, alternated (ours / DuckDB's; lower is better), with
+// each side's rows per second. make bench runs it.
 func BenchmarkStages(b *testing.B) {
 	n := benchRows()
+	reps := benchReps()
 	srv, url := startFake(b, fakeapi.Config{Contacts: n, Seed: 1})
 	dir := b.TempDir()
 	csvPath := filepath.Join(dir, "contacts.csv")
@@ -92,52 +114,56 @@ func BenchmarkStages(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	report := func(b *testing.B, ours, ref time.Duration) {
-		b.ReportMetric(ours.Seconds()/ref.Seconds(), "x_duckdb")
-		b.ReportMetric(float64(n)/ours.Seconds(), "rows/s")
-		b.ReportMetric(float64(n)/ref.Seconds(), "duckdb_rows/s")
-		b.ReportMetric(float64(size)/ours.Seconds()/1e6, "MB/s")
+	b.Logf("%d rows, %.1f MB of CSV, medians of %d runs", n, float64(size)/1e6, reps)
+	seq := 0
+	// stage times ours and ref reps times each, alternating, and reports.
+	stage := func(b *testing.B, ours, ref func(k int)) {
+		var o, r []time.Duration
+		for b.Loop() {
+			for i := 0; i < reps; i++ {
+				seq++
+				o = append(o, timeIt(b, func() { ours(seq) }))
+				r = append(r, timeIt(b, func() { ref(seq) }))
+			}
+		}
+		mo, mr := median(o), median(r)
+		b.ReportMetric(mo.Seconds()/mr.Seconds(), "x_duckdb")
+		b.ReportMetric(float64(n)/mo.Seconds(), "rows/s")
+		b.ReportMetric(float64(n)/mr.Seconds(), "duckdb_rows/s")
+		b.ReportMetric(float64(size)/mo.Seconds()/1e6, "MB/s")
+		b.Logf("ours %v (runs %v), DuckDB %v (runs %v)", mo.Round(time.Millisecond), o, mr.Round(time.Millisecond), r)
 	}
-	b.Logf("%d rows, %.1f MB of CSV", n, float64(size)/1e6)
 
 	b.Run("transform_vs_read_csv", func(b *testing.B) {
-		for b.Loop() {
-			ours := timeIt(b, func() {
-				rd, err := transform.NewReader(bytes.NewReader(body), transform.Options{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for rd.Next() {
-				}
-				if err := rd.Err(); err != nil {
-					b.Fatal(err)
-				}
-				rd.Release()
-			})
-			db := memDuckDB(b)
-			ref := timeIt(b, func() { mustExec(b, db, `CREATE OR REPLACE TABLE ref AS `+referenceTypedSelect(csvPath)) })
-			report(b, ours, ref)
-		}
+		db := memDuckDB(b)
+		stage(b, func(int) {
+			rd, err := transform.NewReader(bytes.NewReader(body), transform.Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for rd.Next() {
+			}
+			if err := rd.Err(); err != nil {
+				b.Fatal(err)
+			}
+			rd.Release()
+		}, func(int) {
+			mustExec(b, db, `CREATE OR REPLACE TABLE ref AS `+referenceTypedSelect(csvPath))
+		})
 	})
 
 	b.Run("sync_duckdb_vs_read_csv_into_table", func(b *testing.B) {
-		for k := 0; b.Loop(); k++ {
-			path := filepath.Join(dir, fmt.Sprintf("sync%d.duckdb", k))
-			ours := timeIt(b, func() {
-				db := openDB(b, path)
-				if _, err := runSync(b, url, db, syncArgs{}); err != nil {
-					b.Fatal(err)
-				}
-				db.Close()
-			})
-			refPath := filepath.Join(dir, fmt.Sprintf("ref%d.duckdb", k))
-			ref := timeIt(b, func() {
-				db := openDB(b, refPath)
-				mustExec(b, db.DB(), `CREATE TABLE ref AS `+referenceTypedSelect(csvPath))
-				db.Close()
-			})
-			report(b, ours, ref)
-		}
+		stage(b, func(k int) {
+			db := openDB(b, filepath.Join(dir, fmt.Sprintf("sync%d.duckdb", k)))
+			if _, err := runSync(b, url, db, syncArgs{}); err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}, func(k int) {
+			db := openDB(b, filepath.Join(dir, fmt.Sprintf("ref%d.duckdb", k)))
+			mustExec(b, db.DB(), `CREATE TABLE ref AS `+referenceTypedSelect(csvPath))
+			db.Close()
+		})
 	})
 
 	b.Run("resync_duckdb_vs_delete_insert", func(b *testing.B) {
@@ -147,41 +173,32 @@ func BenchmarkStages(b *testing.B) {
 			b.Fatal(err)
 		}
 		mustExec(b, db.DB(), `CREATE TABLE ref AS `+referenceTypedSelect(csvPath))
-		for b.Loop() {
+		stage(b, func(int) {
 			// Every row again: the upsert path, replacing all ids.
-			ours := timeIt(b, func() {
-				if _, err := runSync(b, url, db, syncArgs{since: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
-					b.Fatal(err)
-				}
-			})
-			ref := timeIt(b, func() {
-				mustExec(b, db.DB(), `BEGIN; CREATE TEMP TABLE s AS `+referenceTypedSelect(csvPath)+`;
-					DELETE FROM ref WHERE id IN (SELECT id FROM s); INSERT INTO ref SELECT * FROM s; DROP TABLE s; COMMIT`)
-			})
-			report(b, ours, ref)
-		}
+			if _, err := runSync(b, url, db, syncArgs{since: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+				b.Fatal(err)
+			}
+		}, func(int) {
+			mustExec(b, db.DB(), `BEGIN; CREATE TEMP TABLE s AS `+referenceTypedSelect(csvPath)+`;
+				DELETE FROM ref WHERE id IN (SELECT id FROM s); INSERT INTO ref SELECT * FROM s; DROP TABLE s; COMMIT`)
+		})
 	})
 
 	b.Run("sync_parquet_vs_copy_partition_by", func(b *testing.B) {
-		for k := 0; b.Loop(); k++ {
-			lakeDir := filepath.Join(dir, fmt.Sprintf("lake%d", k))
-			ours := timeIt(b, func() {
-				lake, err := load.OpenLake(context.Background(), lakeDir, load.LakeOptions{})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := syncTargets(b, url, syncArgs{}, lake); err != nil {
-					b.Fatal(err)
-				}
-				lake.Close()
-			})
-			db := memDuckDB(b)
-			ref := timeIt(b, func() {
-				mustExec(b, db, fmt.Sprintf(`COPY (SELECT *, year(created_at AT TIME ZONE 'UTC') AS year, month(created_at AT TIME ZONE 'UTC') AS month FROM (%s))
-					TO '%s' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (year, month))`, referenceTypedSelect(csvPath), filepath.Join(dir, fmt.Sprintf("ref_lake%d", k))))
-			})
-			report(b, ours, ref)
-		}
+		db := memDuckDB(b)
+		stage(b, func(k int) {
+			lake, err := load.OpenLake(context.Background(), filepath.Join(dir, fmt.Sprintf("lake%d", k)), load.LakeOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := syncTargets(b, url, syncArgs{}, lake); err != nil {
+				b.Fatal(err)
+			}
+			lake.Close()
+		}, func(k int) {
+			mustExec(b, db, fmt.Sprintf(`COPY (SELECT *, year(created_at AT TIME ZONE 'UTC') AS year, month(created_at AT TIME ZONE 'UTC') AS month FROM (%s))
+				TO '%s' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (year, month))`, referenceTypedSelect(csvPath), filepath.Join(dir, fmt.Sprintf("ref_lake%d", k))))
+		})
 	})
 
 	b.Run("extract_only_calls", func(b *testing.B) {

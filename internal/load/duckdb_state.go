@@ -1,0 +1,202 @@
+package load
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+)
+
+// The DuckDB sink's state lives in its _leadlex_* tables, beside contacts:
+// one row per stream (its cursor and pending windows), per run, per
+// committed window, per rejected row and per remembered budget. Each method
+// opens the file for the time it works and closes it.
+
+func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
+	pending, err := encodeWindows(st.Pending)
+	if err != nil {
+		return err
+	}
+	var pendingArg any = pending
+	if pending == "" {
+		pendingArg = nil
+	}
+	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		st.StreamID, st.Identity, nullTime(st.Cursor), pendingArg, nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC())
+}
+
+// LoadState reads a stream's state.
+func (d *DuckDB) LoadState(ctx context.Context, streamID, identity string) (st StreamState, err error) {
+	err = d.with(ctx, func() error {
+		st, err = d.loadState(ctx, streamID, identity)
+		return err
+	})
+	return st, err
+}
+
+func (d *DuckDB) loadState(ctx context.Context, streamID, identity string) (StreamState, error) {
+	st := StreamState{StreamID: streamID, Identity: identity}
+	var cursor, since, until sql.NullTime
+	var pending sql.NullString
+	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until FROM _leadlex_streams WHERE stream_id = ?`, streamID).
+		Scan(&cursor, &pending, &since, &until)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("read state of stream %s: %w", streamID, err)
+	}
+	st.Cursor, st.PendingSince, st.PendingUntil = cursor.Time.UTC(), since.Time.UTC(), until.Time.UTC()
+	if !cursor.Valid {
+		st.Cursor = time.Time{}
+	}
+	if !since.Valid {
+		st.PendingSince = time.Time{}
+	}
+	if !until.Valid {
+		st.PendingUntil = time.Time{}
+	}
+	if st.Pending, err = decodeWindows(pending.String); err != nil {
+		return st, &UntrustedError{Path: d.path, Detail: fmt.Sprintf("table _leadlex_streams, stream %s: %v", streamID, err)}
+	}
+	return st, nil
+}
+
+// StartRun records a run as running.
+func (d *DuckDB) StartRun(ctx context.Context, r Run) error {
+	return d.with(ctx, func() error { return d.startRun(ctx, r) })
+}
+
+func (d *DuckDB) startRun(ctx context.Context, r Run) error {
+	return d.exec(ctx, `INSERT INTO _leadlex_runs (run_id, stream_id, started_at, status, since, "until") VALUES (?, ?, ?, 'running', ?, ?)`,
+		r.RunID, r.StreamID, r.StartedAt.UTC(), nullTime(r.Since), nullTime(r.Until))
+}
+
+// FinishRun records a run's outcome.
+func (d *DuckDB) FinishRun(ctx context.Context, r Run) error {
+	return d.with(ctx, func() error { return d.finishRun(ctx, r) })
+}
+
+func (d *DuckDB) finishRun(ctx context.Context, r Run) error {
+	var errText any
+	if r.Error != "" {
+		errText = r.Error
+	}
+	return d.exec(ctx, `UPDATE _leadlex_runs SET finished_at = ?, status = ?, windows = ?, "rows" = ?, rejects = ?, calls = ?, error = ? WHERE run_id = ?`,
+		r.FinishedAt.UTC(), r.Status, r.Windows, r.Rows, r.Rejects, r.Calls, errText, r.RunID)
+}
+
+// LoadBudget reads the remembered rate-limit budget of a key.
+func (d *DuckDB) LoadBudget(ctx context.Context, fp string) (b extract.RateLimit, err error) {
+	err = d.with(ctx, func() error {
+		b, err = d.loadBudget(ctx, fp)
+		return err
+	})
+	return b, err
+}
+
+func (d *DuckDB) loadBudget(ctx context.Context, fp string) (extract.RateLimit, error) {
+	var b extract.RateLimit
+	var reset sql.NullTime
+	err := d.conn.QueryRowContext(ctx, `SELECT rate_limit, remaining, reset_at FROM _leadlex_budget WHERE key_fingerprint = ?`, fp).Scan(&b.Limit, &b.Remaining, &reset)
+	if errors.Is(err, sql.ErrNoRows) {
+		return b, nil
+	}
+	if err != nil {
+		return b, fmt.Errorf("read rate-limit budget: %w", err)
+	}
+	b.Known, b.Reset = true, reset.Time
+	return b, nil
+}
+
+// SaveBudget remembers a key's rate-limit budget.
+func (d *DuckDB) SaveBudget(ctx context.Context, fp string, b extract.RateLimit) error {
+	if !b.Known {
+		return nil
+	}
+	return d.with(ctx, func() error { return d.saveBudget(ctx, fp, b) })
+}
+
+func (d *DuckDB) saveBudget(ctx context.Context, fp string, b extract.RateLimit) error {
+	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_budget VALUES (?, ?, ?, ?, ?)`, fp, b.Limit, b.Remaining, nullTime(b.Reset), time.Now().UTC())
+}
+
+// Runs returns the recorded runs, newest first.
+func (d *DuckDB) Runs(ctx context.Context, limit int) (runs []Run, err error) {
+	err = d.with(ctx, func() error {
+		runs, err = d.runs(ctx, limit)
+		return err
+	})
+	return runs, err
+}
+
+func (d *DuckDB) runs(ctx context.Context, limit int) ([]Run, error) {
+	q := `SELECT run_id, stream_id, started_at, finished_at, status, since, "until", coalesce(windows, 0), coalesce("rows", 0),
+		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, '') FROM _leadlex_runs ORDER BY started_at DESC, run_id DESC`
+	if limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", limit)
+	}
+	rows, err := d.conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("read runs: %w", err)
+	}
+	defer rows.Close()
+	var out []Run
+	for rows.Next() {
+		var r Run
+		var finished, since, until sql.NullTime
+		if err := rows.Scan(&r.RunID, &r.StreamID, &r.StartedAt, &finished, &r.Status, &since, &until, &r.Windows, &r.Rows,
+			&r.Rejects, &r.Calls, &r.Error); err != nil {
+			return nil, fmt.Errorf("read runs: %w", err)
+		}
+		r.StartedAt = r.StartedAt.UTC()
+		r.FinishedAt, r.Since, r.Until = validTime(finished), validTime(since), validTime(until)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Rejects returns the stored rejected rows, oldest first.
+func (d *DuckDB) Rejects(ctx context.Context, limit int) (rej []StoredReject, err error) {
+	err = d.with(ctx, func() error {
+		rej, err = d.rejects(ctx, limit)
+		return err
+	})
+	return rej, err
+}
+
+func (d *DuckDB) rejects(ctx context.Context, limit int) ([]StoredReject, error) {
+	q := `SELECT stream_id, run_id, coalesce(request_id, '') AS request_id, window_from, window_to, coalesce(line, 0) AS line,
+		coalesce(raw, '') AS raw, coalesce(reason, '') AS reason, rejected_at FROM _leadlex_rejects`
+	if limit > 0 {
+		q = `SELECT * FROM (` + q + fmt.Sprintf(` ORDER BY rejected_at DESC, run_id DESC, line DESC LIMIT %d)`, limit)
+	}
+	q += ` ORDER BY rejected_at, run_id, line`
+	rows, err := d.conn.QueryContext(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("read rejects: %w", err)
+	}
+	defer rows.Close()
+	var out []StoredReject
+	for rows.Next() {
+		var r StoredReject
+		var from, to sql.NullTime
+		if err := rows.Scan(&r.StreamID, &r.RunID, &r.RequestID, &from, &to, &r.Line, &r.Raw, &r.Reason, &r.RejectedAt); err != nil {
+			return nil, fmt.Errorf("read rejects: %w", err)
+		}
+		r.Window = extract.Window{From: validTime(from), To: validTime(to)}
+		r.RejectedAt = r.RejectedAt.UTC()
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func validTime(t sql.NullTime) time.Time {
+	if !t.Valid {
+		return time.Time{}
+	}
+	return t.Time.UTC()
+}
