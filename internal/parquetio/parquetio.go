@@ -126,7 +126,7 @@ type RowRef struct{ Batch, Row int32 }
 // RowGroupRows rows. A Writer is not safe for concurrent use;
 // after an error from Write or Close it fails every later call.
 type Writer struct {
-	pw        *parquet.Writer
+	pw        *parquet.GenericWriter[any]
 	cols      []pqColumn
 	groupRows int
 	inGroup   int    // rows in the row group being buffered
@@ -190,7 +190,7 @@ func NewWriter(w io.Writer, cols []schemas.Column, opts Options) (*Writer, error
 		return nil, fmt.Errorf("parquet writer configuration: %w", err)
 	}
 	pw := &Writer{
-		pw:        parquet.NewWriter(w, config),
+		pw:        parquet.NewGenericWriter[any](w, config),
 		cols:      make([]pqColumn, len(cols)),
 		groupRows: groupRows,
 	}

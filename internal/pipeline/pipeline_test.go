@@ -62,10 +62,6 @@ type row struct {
 	RequestID                                               string
 }
 
-func readContacts(t testing.TB, db *sql.DB) map[string]row {
-	return readContactsFrom(t, db, "contacts")
-}
-
 // readContactsFrom reads contacts from a table or table function (a lake:
 // read_parquet(...)).
 func readContactsFrom(t testing.TB, db *sql.DB, from string) map[string]row {
