@@ -98,6 +98,10 @@ func OpenLake(ctx context.Context, dir string, opts LakeOptions) (*Lake, error) 
 	if opts.Alloc == nil {
 		opts.Alloc = memory.DefaultAllocator
 	}
+	// Data files keep their rows sorted by (created_at, id), and say so;
+	// a bloom filter on id lets readers skip files in a lookup by id.
+	opts.Parquet.SortedBy = []string{"created_at", "id"}
+	opts.Parquet.BloomFilters = []string{"id"}
 	if err := checkLakeDir(dir); err != nil {
 		return nil, err
 	}

@@ -77,6 +77,10 @@ func (*Compression) Type() string {
 // exactly.
 const ColumnsKey = "leadlex.columns"
 
+// bloomBitsPerValue sizes bloom filters: 10 bits a value gives about 1%
+// false positives.
+const bloomBitsPerValue = 10
+
 // parquetChunkRows bounds the rows of one WriteRowValues call, so a page
 // overshoots its target size by at most that many rows and the value buffers
 // stay small.
@@ -103,9 +107,15 @@ const parquetReadBatchRows = 65536
 // Options configures written files explicitly, never on parquet-go's
 // defaults.
 type Options struct {
-	Compression  Compression // "" means DefaultCompression
-	RowGroupRows int         // rows per row group; 0 -> DefaultRowGroupRows. A file never buffers more rows than this.
-	PageBytes    int         // target page buffer size; 0 -> DefaultPageBytes
+	Compression Compression // "" means DefaultCompression
+	// SortedBy names the columns the rows come sorted by, ascending, for
+	// the files' sorting_columns metadata (the writer does not sort).
+	SortedBy []string
+	// BloomFilters names text columns that get a split-block bloom filter
+	// (bloomBitsPerValue bits a value), for point lookups by readers.
+	BloomFilters []string
+	RowGroupRows int // rows per row group; 0 -> DefaultRowGroupRows. A file never buffers more rows than this.
+	PageBytes    int // target page buffer size; 0 -> DefaultPageBytes
 }
 
 // RowRef picks one row of one of several source batches.
@@ -175,17 +185,40 @@ func NewWriter(w io.Writer, cols []schemas.Column, opts Options) (*Writer, error
 	if err != nil {
 		return nil, err
 	}
-	config, err := parquet.NewWriterConfig(
+	options := []parquet.WriterOption{
 		schema,
 		parquet.Compression(codec),
 		parquet.DataPageVersion(2),
 		parquet.DataPageStatistics(true),
 		parquet.PageBufferSize(pageBytes),
 		parquet.DictionaryMaxBytes(parquetDictionaryMaxBytes),
-		parquet.WriteBufferSize(64<<10),
+		parquet.WriteBufferSize(64 << 10),
 		parquet.MaxRowsPerRowGroup(int64(groupRows)),
 		parquet.KeyValueMetadata(ColumnsKey, string(meta)),
-	)
+	}
+	var sorting []parquet.SortingColumn
+	for _, name := range opts.SortedBy {
+		if !slices.ContainsFunc(cols, func(c schemas.Column) bool { return c.Name == name }) {
+			return nil, fmt.Errorf("parquet: sorted by %s, which is not a column", name)
+		}
+		sorting = append(sorting, parquet.Ascending(name))
+	}
+	if len(sorting) > 0 {
+		options = append(options, parquet.SortingWriterConfig(parquet.SortingColumns(sorting...)))
+	}
+	var blooms []parquet.BloomFilterColumn
+	for _, name := range opts.BloomFilters {
+		if !slices.ContainsFunc(cols, func(c schemas.Column) bool {
+			return c.Name == name && (c.Kind == schemas.Text || c.Kind == schemas.UUID)
+		}) {
+			return nil, fmt.Errorf("parquet: a bloom filter needs a text column, and %s is not one", name)
+		}
+		blooms = append(blooms, parquet.SplitBlockFilter(bloomBitsPerValue, name))
+	}
+	if len(blooms) > 0 {
+		options = append(options, parquet.BloomFilters(blooms...))
+	}
+	config, err := parquet.NewWriterConfig(options...)
 	if err != nil {
 		return nil, fmt.Errorf("parquet writer configuration: %w", err)
 	}

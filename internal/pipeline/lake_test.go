@@ -124,8 +124,41 @@ func TestParquetRoundTripEveryPartitioning(t *testing.T) {
 				t.Errorf("types %q (%v)", typ, err)
 			}
 			checkWithPqarrow(t, lakeFiles(t, dir), ds)
+			checkBloomFilters(t, db, lakeFiles(t, dir), ds)
 			checkWithHyparquet(t, lakeFiles(t, dir), ds)
 		})
+	}
+}
+
+// checkBloomFilters asks DuckDB to probe each file's bloom filter on id:
+// a file never excludes an id it holds, and excludes almost every other.
+func checkBloomFilters(t *testing.T, db *sql.DB, files []string, ds *fakeapi.Dataset) {
+	t.Helper()
+	for _, f := range files[:min(len(files), 3)] {
+		var id string
+		if err := db.QueryRow(fmt.Sprintf(`SELECT id FROM read_parquet('%s') LIMIT 1`, f)).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		var excluded, groups int
+		q := `SELECT count(*) FILTER (WHERE bloom_filter_excludes), count(*) FROM parquet_bloom_probe(?, 'id', ?)`
+		if err := db.QueryRow(q, f, id).Scan(&excluded, &groups); err != nil {
+			t.Fatal(err)
+		}
+		if groups == 0 || excluded == groups {
+			t.Errorf("%s: the bloom filter excludes id %s, which the file holds (%d of %d row groups)", f, id, excluded, groups)
+		}
+		absent := 0
+		for i := 0; i < 20; i++ {
+			if err := db.QueryRow(q, f, fmt.Sprintf("ffffffff-0000-4000-8000-%012d", i)).Scan(&excluded, &groups); err != nil {
+				t.Fatal(err)
+			}
+			if excluded == groups {
+				absent++
+			}
+		}
+		if absent < 15 {
+			t.Errorf("%s: the bloom filter excluded only %d of 20 absent ids", f, absent)
+		}
 	}
 }
 
@@ -148,6 +181,15 @@ func checkWithPqarrow(t *testing.T, files []string, ds *fakeapi.Dataset) {
 		fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{}, alloc)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// Every row group says it is sorted by created_at, then id.
+		schema := rdr.MetaData().Schema
+		want := []int{schema.ColumnIndexByName("created_at"), schema.ColumnIndexByName("id")}
+		for g := 0; g < rdr.NumRowGroups(); g++ {
+			sorting := rdr.MetaData().RowGroup(g).SortingColumns()
+			if len(sorting) != 2 || int(sorting[0].ColumnIdx) != want[0] || int(sorting[1].ColumnIdx) != want[1] || sorting[0].Descending || sorting[1].Descending {
+				t.Errorf("%s row group %d: sorting_columns %+v, want created_at then id, ascending", f, g, sorting)
+			}
 		}
 		tbl, err := fr.ReadTable(context.Background())
 		if err != nil {
