@@ -253,7 +253,10 @@ func cutAt(pd pending, idx []int) []pending {
 }
 
 // Done reports the outcome of the window Next returned. It returns an
-// *OverflowError when the window cannot be split any further.
+// *OverflowError when the window cannot be split any further, and a
+// *ProtocolError when the window held rows created outside what was asked
+// for (the API ignores created_after/created_before); either way the window
+// stays pending.
 func (p *Planner) Done(t Tally) error {
 	if p.cur < 0 {
 		panic("extract: Planner.Done called without Next")
@@ -262,6 +265,10 @@ func (p *Planner) Done(t Tally) error {
 	p.queue = slices.Delete(p.queue, p.cur, p.cur+1)
 	p.cur = -1
 
+	if err := outside(pd.s, t); err != nil {
+		p.queue = slices.Insert(p.queue, 0, pd)
+		return err
+	}
 	if t.Rows < p.Limit {
 		if pd.dens != nil && len(pd.sample) > 0 {
 			// Only rows inside the window: an inclusive bound adds rows at
@@ -289,6 +296,40 @@ func (p *Planner) Done(t Tally) error {
 	}
 	p.queue = slices.Insert(p.queue, 0, rest...)
 	return nil
+}
+
+// outside returns a *ProtocolError when t holds a row created outside what
+// the request for s asked: created_after = lo - Overlap and created_before
+// = hi, each inclusive or not, so rows in [lo - Overlap, hi] are fine. Such
+// rows mean the API ignores the bounds, and no window can be trusted to
+// hold what it should: the planner would only go round in circles.
+func outside(s span, t Tally) error {
+	lo := s.lo
+	if lo != minTime {
+		lo -= Overlap.Microseconds()
+	}
+	n, first := 0, int64(0)
+	for _, ts := range t.Times {
+		if ts < lo || ts > s.hi {
+			if n == 0 {
+				first = ts
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	q := s.window().Apply(Query{})
+	bound := func(t time.Time) string {
+		if t.IsZero() {
+			return "none"
+		}
+		return FormatTime(t)
+	}
+	return &ProtocolError{Rows: int64(t.Rows), Problem: fmt.Sprintf(
+		"the API returned rows created outside the requested window (created_after %s, created_before %s): %d of %d rows, the first created at %s; it seems to ignore created_after/created_before, so no window can be exported reliably; nothing of this window was loaded",
+		bound(q.CreatedAfter), bound(q.CreatedBefore), n, len(t.Times), time.UnixMicro(first).UTC().Format(time.RFC3339Nano))}
 }
 
 // remainder returns what is left of a truncated window.
