@@ -402,13 +402,12 @@ func (c *Client) scrubURL(u *url.URL) string {
 	hadQuery := v.RawQuery != "" || v.ForceQuery
 	v.RawQuery, v.ForceQuery, v.Fragment, v.RawFragment = "", false, "", ""
 	s := v.String()
-	if hadQuery {
-		s += "?..."
-	}
 	if p := c.red.String(v.Path); p != v.Path {
 		// The key was in the path, perhaps percent-encoded in String's form.
-		v.Path, v.RawPath = p, ""
 		s = v.Scheme + "://" + v.Host + p
+	}
+	if hadQuery {
+		s += "?..."
 	}
 	return c.red.cleanText(s, maxText)
 }
