@@ -144,6 +144,8 @@ func (s *Server) setLimitHeaders(h http.Header, lim limitState) {
 		reset = int64(at.Sub(lim.now) / time.Second) // 0 or negative: a lie a client must survive
 	case s.cfg.ResetStyle == ResetDelta:
 		reset = ceilSeconds(at.Sub(lim.now))
+	case s.cfg.BadReset == BadResetZero || s.cfg.BadReset == BadResetPast:
+		reset = at.Unix() // rounded down: not even a fraction of a second ahead
 	default:
 		reset = at.Unix()
 		if at.Nanosecond() > 0 {
