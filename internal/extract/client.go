@@ -482,7 +482,6 @@ func (c *Client) export(ctx context.Context, q Query, fn func(*Response) error) 
 				return &RateLimitError{ResumeAt: resume, RequestID: apiErr.RequestID}
 			}
 			if n >= c.maxRateLimited() {
-				c.logger().Error("rate limited too many times in a row; stopping", "in_a_row", n)
 				return &RateLimitError{ResumeAt: resume, RequestID: apiErr.RequestID, InARow: n}
 			}
 			continue

@@ -298,19 +298,31 @@ func (p *Planner) Done(t Tally) error {
 	return nil
 }
 
+// BoundSlack is how far outside the requested bounds a row may lie before
+// the API is taken to ignore them. An API that keeps a bound to the second
+// (or to the millisecond, as a JavaScript Date does) answers created_after
+// 09:00:00.5 with rows from 09:00:00.0: that is imprecision, not ignored
+// bounds, and taking it for the latter would stop every incremental sync
+// (whose windows start at a fractional cursor) for good.
+const BoundSlack = time.Second
+
 // outside returns a *ProtocolError when t holds a row created outside what
 // the request for s asked: created_after = lo - Overlap and created_before
-// = hi, each inclusive or not, so rows in [lo - Overlap, hi] are fine. Such
-// rows mean the API ignores the bounds, and no window can be trusted to
-// hold what it should: the planner would only go round in circles.
+// = hi, each inclusive or not, so rows in [lo - Overlap, hi] are fine, and
+// so are rows within BoundSlack of that. Rows further out mean the API
+// ignores the bounds, and no window can be trusted to hold what it should:
+// the planner would only go round in circles.
 func outside(s span, t Tally) error {
-	lo := s.lo
+	lo, hi := s.lo, s.hi
 	if lo != minTime {
-		lo -= Overlap.Microseconds()
+		lo -= (Overlap + BoundSlack).Microseconds()
+	}
+	if hi != maxTime {
+		hi += BoundSlack.Microseconds()
 	}
 	n, first := 0, int64(0)
 	for _, ts := range t.Times {
-		if ts < lo || ts > s.hi {
+		if ts < lo || ts > hi {
 			if n == 0 {
 				first = ts
 			}
@@ -328,8 +340,8 @@ func outside(s span, t Tally) error {
 		return FormatTime(t)
 	}
 	return &ProtocolError{Rows: int64(t.Rows), Problem: fmt.Sprintf(
-		"the API returned rows created outside the requested window (created_after %s, created_before %s): %d of %d rows, the first created at %s; it seems to ignore created_after/created_before, so no window can be exported reliably; nothing of this window was loaded",
-		bound(q.CreatedAfter), bound(q.CreatedBefore), n, len(t.Times), time.UnixMicro(first).UTC().Format(time.RFC3339Nano))}
+		"the API returned rows created outside the requested window (created_after %s, created_before %s), by more than %s: %d of %d rows, the first created at %s; it seems to ignore created_after/created_before, so no window can be exported reliably; nothing of this window was loaded",
+		bound(q.CreatedAfter), bound(q.CreatedBefore), BoundSlack, n, len(t.Times), time.UnixMicro(first).UTC().Format(time.RFC3339Nano))}
 }
 
 // remainder returns what is left of a truncated window.

@@ -301,8 +301,9 @@ func TestRowsOutsideTheWindow(t *testing.T) {
 	}{
 		{"inside", Window{From: from, To: to}, []int64{us(0), us(time.Minute)}, 0, false, ""},
 		{"inclusive edges", Window{From: from, To: to}, []int64{us(-time.Microsecond), us(time.Hour)}, 0, false, ""},
-		{"before created_after", Window{From: from, To: to}, []int64{us(time.Minute), us(-2 * time.Microsecond)}, 0, true, "2024-02-29T23:59:59.999998Z"},
-		{"after created_before", Window{From: from, To: to}, []int64{us(time.Hour + time.Microsecond)}, 0, true, "2024-03-01T01:00:00.000001Z"},
+		{"bounds kept to the second", Window{From: from.Add(500 * time.Millisecond), To: to.Add(500 * time.Millisecond)}, []int64{us(0), us(time.Hour + time.Second)}, 0, false, ""},
+		{"before created_after", Window{From: from, To: to}, []int64{us(time.Minute), us(-time.Second - 2*time.Microsecond)}, 0, true, "2024-02-29T23:59:58.999998Z"},
+		{"after created_before", Window{From: from, To: to}, []int64{us(time.Hour + time.Second + time.Microsecond)}, 0, true, "2024-03-01T01:00:01.000001Z"},
 		{"no lower bound", Window{To: to}, []int64{us(-24 * time.Hour)}, 0, false, ""},
 		{"no upper bound", Window{From: from}, []int64{us(24 * time.Hour)}, 0, false, ""},
 		{"a truncated window", Window{From: from, To: to}, []int64{us(time.Minute), us(-time.Hour), us(2 * time.Minute)}, 3, true, "2024-02-29T23:00:00Z"},
