@@ -792,10 +792,11 @@ func parseRateLimit(h http.Header, reset time.Time) RateLimit {
 	return rl
 }
 
-// maxHeaderSeconds bounds a number of seconds read from a header before it
-// becomes a time: about three years, far past any cap, and far from an
-// overflow.
-const maxHeaderSeconds = 1e8
+// maxHeaderSeconds bounds a number of seconds (from now, or since the
+// epoch) read from a header before it becomes a time: about 285 years, far
+// past any cap, so that the log can say what the header said, and short of
+// overflowing a time.Duration.
+const maxHeaderSeconds = 9e9
 
 // parseReset reads X-RateLimit-Reset: epoch seconds or seconds until the
 // reset; values above 1e9 are taken as epoch seconds. It returns the zero
@@ -806,7 +807,7 @@ func parseReset(s string, now time.Time) time.Time {
 		return time.Time{}
 	}
 	if f > 1e9 {
-		f = min(f, float64(now.Unix())+maxHeaderSeconds)
+		f = min(f, maxHeaderSeconds)
 		sec := int64(f)
 		return time.Unix(sec, int64((f-float64(sec))*1e9))
 	}

@@ -51,7 +51,11 @@ type StreamError struct {
 }
 
 func (e *StreamError) Error() string {
-	return fmt.Sprintf("response body broken off (request %s): %v", e.RequestID, e.Err)
+	what := "broken off"
+	if errors.Is(e.Err, ErrTimeout) {
+		what = "stalled"
+	}
+	return fmt.Sprintf("response body %s (request %s): %v", what, e.RequestID, e.Err)
 }
 
 func (e *StreamError) Unwrap() error { return e.Err }

@@ -376,7 +376,10 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 		}
 	}
 	if err := rd.Err(); err != nil {
-		return extract.Tally{}, errors.Join(fmt.Errorf("response %s: %w", resp.RequestID, err), h.abort(ctx))
+		if pe := (*extract.ProtocolError)(nil); !errors.As(err, &pe) { // which names the response itself
+			err = fmt.Errorf("response %s: %w", resp.RequestID, err)
+		}
+		return extract.Tally{}, errors.Join(err, h.abort(ctx))
 	}
 	h.rows, h.rejected = rd.Rows(), rd.Rejects()
 	return rd.Tally(), nil
