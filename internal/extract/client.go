@@ -363,8 +363,8 @@ func newTransport(t Timeouts) *http.Transport {
 // port) of the first request, so that the key never travels elsewhere and
 // the data never comes from elsewhere.
 func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
-	if len(via) >= 10 {
-		return errors.New("stopped after 10 redirects")
+	if len(via) >= maxRedirects {
+		return &ProtocolError{Problem: fmt.Sprintf("the API redirected the export %d times in a row (last to %s): a loop; not retried", len(via), c.scrubURL(req.URL))}
 	}
 	if sameOrigin(via[0].URL, req.URL) {
 		return nil
@@ -376,6 +376,9 @@ func (c *Client) checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	return e
 }
+
+// maxRedirects is how many same-origin redirects one call follows.
+const maxRedirects = 10
 
 func sameOrigin(a, b *url.URL) bool {
 	return strings.EqualFold(a.Scheme, b.Scheme) && strings.EqualFold(a.Hostname(), b.Hostname()) && urlPort(a) == urlPort(b)
@@ -586,6 +589,14 @@ func (c *Client) once(ctx context.Context, q Query, fn func(*Response) error) er
 			c.mu.Unlock()
 			c.logger().Warn("export call redirected to another origin, not followed", "status", re.Status, "location", re.Location, "request_id", re.RequestID)
 			return re
+		}
+		var pe *ProtocolError
+		if errors.As(err, &pe) { // a redirect loop
+			c.mu.Lock()
+			c.calls++
+			c.inARow = 0
+			c.mu.Unlock()
+			return pe
 		}
 		return c.netError(err)
 	}

@@ -292,6 +292,20 @@ func TestRedirectsStayOnTheOrigin(t *testing.T) {
 			}
 		}, ""},
 	}
+	t.Run("a same-origin loop", func(t *testing.T) {
+		hs, requests := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+			http.Redirect(w, r, r.URL.RequestURI(), http.StatusFound)
+		})
+		c := hostileClient(hs.URL, &logBuf{})
+		err := c.Export(context.Background(), extract.Query{}, readBody)
+		var pe *extract.ProtocolError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "redirected the export 10 times in a row") {
+			t.Fatalf("got %v, want a *ProtocolError naming the loop", err)
+		}
+		if requests.Load() != 10 {
+			t.Errorf("%d requests, want 10 (one attempt: a loop is not retried)", requests.Load())
+		}
+	})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var self *httptest.Server
