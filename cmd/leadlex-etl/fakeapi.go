@@ -12,8 +12,9 @@ func runFakeAPI(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("fake-api", `Serve GET /v1/contacts/export the way the LeadLex API specifies it, on a
 deterministic synthetic dataset, until interrupted. The things the real
 service leaves open (row order, bound inclusivity, the rate-limit reset
-header's form) and faults (5xx, cut-off and slow bodies) are flags, so the
-tool can be tested against each. Keys: wbk_demo_key (read:contacts) and
+header's form), faults (5xx, cut-off and slow bodies) and misbehaviour (bad
+resets, cross-origin redirects, stalls, overlong bodies, ignored bounds, an
+echoed key) are flags, so the tool can be tested against each. Keys: wbk_demo_key (read:contacts) and
 wbk_demo_noread (without it).
 
 Example:

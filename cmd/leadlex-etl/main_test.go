@@ -152,6 +152,9 @@ func TestUsageErrorsBeforeAnyCall(t *testing.T) {
 		{"empty tag", []string{key}, []string{"--base-url", url, "--duckdb", db, "--tag", " "}, "--tag"},
 		{"bad field name", []string{key}, []string{"--base-url", url, "--duckdb", db, "--fields", "id,Shoe Size"}, "--fields"},
 		{"bad log format", []string{key}, []string{"--base-url", url, "--duckdb", db, "--log-format", "xml"}, "--log-format"},
+		{"two timeouts", []string{key}, []string{"--base-url", url, "--duckdb", db, "--timeouts", "30s,2m"}, "--timeouts"},
+		{"zero timeout", []string{key}, []string{"--base-url", url, "--duckdb", db, "--timeouts", "30s,0s,2m"}, "headers timeout"},
+		{"no 429 allowed", []string{key}, []string{"--base-url", url, "--duckdb", db, "--max-429", "0"}, "--max-429"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := cli(t, tc.env, append([]string{"sync"}, tc.args...)...)
@@ -219,6 +222,14 @@ func TestRateLimitedNoWaitExits75(t *testing.T) {
 	r = cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--limit", "500", "--no-wait", "-q")
 	if r.code != 75 || srv.Requests() != before {
 		t.Errorf("second run: exit %d after %d requests; want 75 after none", r.code, srv.Requests()-before)
+	}
+	if !strings.Contains(r.stderr, "budget an earlier run saved") || !strings.Contains(r.stderr, "--ignore-saved-budget") {
+		t.Errorf("second run's stderr %q does not say the saved budget stopped it, nor how to override it", r.stderr)
+	}
+	// Told to ignore it, a run asks the API (and is refused with a 429).
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--limit", "500", "--no-wait", "--ignore-saved-budget", "-q")
+	if r.code != 75 || srv.Requests() != before+1 || strings.Contains(r.stderr, "earlier run saved") {
+		t.Errorf("--ignore-saved-budget run: exit %d after %d requests, stderr %q; want 75 after a 429", r.code, srv.Requests()-before, r.stderr)
 	}
 	if n := count(t, db, "SELECT count(*) FROM contacts"); n != loaded {
 		t.Errorf("contacts went from %d to %d", loaded, n)

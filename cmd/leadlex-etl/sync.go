@@ -51,6 +51,9 @@ type syncOptions struct {
 	RejectsAllowed    int
 	Attempts          int
 	Backoff           time.Duration
+	Timeouts          extract.Timeouts
+	MaxRateLimited    int
+	IgnoreSavedBudget bool
 	LogFormat         string
 	Quiet             bool
 }
@@ -86,6 +89,10 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", false, "allow a plain http:// base URL to a host that is not loopback (the key would travel in clear)")
 	fs.IntVar(&o.Attempts, "attempts", 4, "tries per window on 5xx answers, broken-off bodies and network errors (each try spends an API call)")
 	fs.DurationVar(&o.Backoff, "retry-backoff", 2*time.Second, "first pause between tries; it doubles each try (with jitter), up to a minute")
+	o.Timeouts = extract.DefaultTimeouts
+	fs.Var(&o.Timeouts, "timeouts", "how long to wait to connect, for the response headers, and for each next byte of a body; a call that runs out is retried like a 5xx (see --attempts)")
+	fs.IntVar(&o.MaxRateLimited, "max-429", extract.DefaultMaxRateLimited, "stop (exit 75) after this many 429 answers in a row; between them the wait is what the API says, at least 1s doubling each time up to a minute, at most an hour and 5 minutes")
+	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
 	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window (load none of it) when more than this share of its rows do not parse; bad rows of windows that load go to _leadlex_rejects")
@@ -156,6 +163,9 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if o.Backoff <= 0 {
 		return key, since, until, usagef("--retry-backoff %s must be positive", o.Backoff)
+	}
+	if o.MaxRateLimited < 1 {
+		return key, since, until, usagef("--max-429 %d must be at least 1", o.MaxRateLimited)
 	}
 	if o.RejectsAllowed < 0 {
 		return key, since, until, usagef("--rejects-allowed %d must not be negative", o.RejectsAllowed)
@@ -271,7 +281,7 @@ Example:
 	}
 	log := newLogger(o.LogFormat, o.Quiet, stderr)
 	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl",
-		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}}
+		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}, Timeouts: o.Timeouts, MaxRateLimited: o.MaxRateLimited}
 	var targets []load.Target
 	var dests []string
 	defer func() {
@@ -302,7 +312,7 @@ Example:
 	}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	res, err := pipeline.Sync(ctx, pipeline.Options{
-		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
+		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 	})
 	printSummary(stdout, res, err != nil, strings.Join(dests, " and "))
@@ -311,6 +321,9 @@ Example:
 	}
 	var rl *extract.RateLimitError
 	if errors.As(err, &rl) {
+		if rl.Saved {
+			return fmt.Errorf("%w; progress is saved, run again after %s to resume, or pass --ignore-saved-budget to ask the API now", err, rl.ResumeAt.UTC().Format(time.RFC3339))
+		}
 		return fmt.Errorf("%w; progress is saved, run again after %s to resume", err, rl.ResumeAt.UTC().Format(time.RFC3339))
 	}
 	return err

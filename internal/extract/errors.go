@@ -51,7 +51,11 @@ type StreamError struct {
 }
 
 func (e *StreamError) Error() string {
-	return fmt.Sprintf("response body broken off (request %s): %v", e.RequestID, e.Err)
+	what := "broken off"
+	if errors.Is(e.Err, ErrTimeout) {
+		what = "stalled"
+	}
+	return fmt.Sprintf("response body %s (request %s): %v", what, e.RequestID, e.Err)
 }
 
 func (e *StreamError) Unwrap() error { return e.Err }
@@ -59,15 +63,34 @@ func (e *StreamError) Unwrap() error { return e.Err }
 // ErrRateLimited is matched (errors.Is) by a *RateLimitError.
 var ErrRateLimited = errors.New("rate limited")
 
-// RateLimitError says the workspace's export budget is spent and the caller
-// asked not to wait. ResumeAt is when the next call can be made.
+// RateLimitError says the workspace's export budget is spent and the run
+// stops rather than waits: the caller asked not to wait (Client.NoWait), the
+// wait is longer than Client.MaxWait, or the API answered 429 to InARow
+// requests in a row (Client.MaxRateLimited), which waiting has not fixed.
+// ResumeAt is when the next call can be made, at most MaxResetAhead from
+// when the API (or the saved budget) said it.
 type RateLimitError struct {
 	ResumeAt  time.Time
 	RequestID string // of the 429 response, if one was received
+	// Saved is true when no request was made: the budget an earlier run
+	// saved says it is spent until ResumeAt.
+	Saved bool
+	// InARow is the number of 429 answers in a row that made the run give
+	// up; 0 when it stopped for another reason.
+	InARow int
 }
 
 func (e *RateLimitError) Error() string {
-	s := fmt.Sprintf("export budget spent: rate limited until %s", e.ResumeAt.UTC().Format(time.RFC3339))
+	until := e.ResumeAt.UTC().Format(time.RFC3339)
+	var s string
+	switch {
+	case e.InARow > 0:
+		s = fmt.Sprintf("the API answered 429 (rate limited) to %d requests in a row, waiting between them as it said or longer; stopped asking: rate limited until %s", e.InARow, until)
+	case e.Saved:
+		s = fmt.Sprintf("export budget spent according to the budget an earlier run saved (no request made): rate limited until %s, when that saved budget expires", until)
+	default:
+		s = fmt.Sprintf("export budget spent: rate limited until %s", until)
+	}
 	if e.RequestID != "" {
 		s += " (request " + e.RequestID + ")"
 	}
@@ -94,3 +117,51 @@ func (e *OverflowError) Error() string {
 }
 
 func (e *OverflowError) Is(target error) bool { return target == ErrTimestampOverflow }
+
+// ErrProtocol is matched (errors.Is) by a *ProtocolError.
+var ErrProtocol = errors.New("the API broke the export protocol")
+
+// ProtocolError says an answer broke the export API's contract in a way that
+// asking again cannot fix: a body with more rows than the limit asked for,
+// or rows created outside the requested window. Nothing of the window is
+// loaded, and it is not retried: every retry would spend a call on the same
+// broken answer.
+type ProtocolError struct {
+	RequestID string
+	Problem   string // what was wrong, for a person
+	Rows      int64  // data rows read when the problem was found
+}
+
+func (e *ProtocolError) Error() string {
+	s := "the LeadLex API's answer broke the export protocol"
+	if e.RequestID != "" {
+		s += " (request " + e.RequestID + ")"
+	}
+	return s + ": " + e.Problem
+}
+
+// Is reports whether target is ErrProtocol.
+func (e *ProtocolError) Is(target error) bool { return target == ErrProtocol }
+
+// RedirectError says the API answered the export call with a redirect to
+// another origin (scheme, host or port) than the base URL. It is never
+// followed: the Authorization header would go along, and the data would come
+// from somewhere else. It is not retried.
+type RedirectError struct {
+	Status    int    // the redirect's status, e.g. 302
+	Location  string // where it pointed, scrubbed: no credentials, query or API key
+	RequestID string
+}
+
+func (e *RedirectError) Error() string {
+	s := fmt.Sprintf("the API answered %d, redirecting the export to %s, another origin than the base URL: not followed, so the API key does not travel there; check the base URL", e.Status, e.Location)
+	if e.RequestID != "" {
+		s += " (request " + e.RequestID + ")"
+	}
+	return s
+}
+
+// ErrTimeout is matched (errors.Is) by every error of a call that ran out of
+// one of its Timeouts: no connection, no response headers, or no byte of the
+// body for too long. Such a call is retried like a 5xx answer.
+var ErrTimeout = errors.New("timed out")

@@ -253,7 +253,10 @@ func cutAt(pd pending, idx []int) []pending {
 }
 
 // Done reports the outcome of the window Next returned. It returns an
-// *OverflowError when the window cannot be split any further.
+// *OverflowError when the window cannot be split any further, and a
+// *ProtocolError when the window held rows created outside what was asked
+// for (the API ignores created_after/created_before); either way the window
+// stays pending.
 func (p *Planner) Done(t Tally) error {
 	if p.cur < 0 {
 		panic("extract: Planner.Done called without Next")
@@ -262,6 +265,10 @@ func (p *Planner) Done(t Tally) error {
 	p.queue = slices.Delete(p.queue, p.cur, p.cur+1)
 	p.cur = -1
 
+	if err := outside(pd.s, t); err != nil {
+		p.queue = slices.Insert(p.queue, 0, pd)
+		return err
+	}
 	if t.Rows < p.Limit {
 		if pd.dens != nil && len(pd.sample) > 0 {
 			// Only rows inside the window: an inclusive bound adds rows at
@@ -289,6 +296,52 @@ func (p *Planner) Done(t Tally) error {
 	}
 	p.queue = slices.Insert(p.queue, 0, rest...)
 	return nil
+}
+
+// BoundSlack is how far outside the requested bounds a row may lie before
+// the API is taken to ignore them. An API that keeps a bound to the second
+// (or to the millisecond, as a JavaScript Date does) answers created_after
+// 09:00:00.5 with rows from 09:00:00.0: that is imprecision, not ignored
+// bounds, and taking it for the latter would stop every incremental sync
+// (whose windows start at a fractional cursor) for good.
+const BoundSlack = time.Second
+
+// outside returns a *ProtocolError when t holds a row created outside what
+// the request for s asked: created_after = lo - Overlap and created_before
+// = hi, each inclusive or not, so rows in [lo - Overlap, hi] are fine, and
+// so are rows within BoundSlack of that. Rows further out mean the API
+// ignores the bounds, and no window can be trusted to hold what it should:
+// the planner would only go round in circles.
+func outside(s span, t Tally) error {
+	lo, hi := s.lo, s.hi
+	if lo != minTime {
+		lo -= (Overlap + BoundSlack).Microseconds()
+	}
+	if hi != maxTime {
+		hi += BoundSlack.Microseconds()
+	}
+	n, first := 0, int64(0)
+	for _, ts := range t.Times {
+		if ts < lo || ts > hi {
+			if n == 0 {
+				first = ts
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	q := s.window().Apply(Query{})
+	bound := func(t time.Time) string {
+		if t.IsZero() {
+			return "none"
+		}
+		return FormatTime(t)
+	}
+	return &ProtocolError{Rows: int64(t.Rows), Problem: fmt.Sprintf(
+		"the API returned rows created outside the requested window (created_after %s, created_before %s), by more than %s: %d of %d rows, the first created at %s; it seems to ignore created_after/created_before, so no window can be exported reliably; nothing of this window was loaded",
+		bound(q.CreatedAfter), bound(q.CreatedBefore), BoundSlack, n, len(t.Times), time.UnixMicro(first).UTC().Format(time.RFC3339Nano))}
 }
 
 // remainder returns what is left of a truncated window.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -280,5 +281,63 @@ func TestPlannerCallsAtScale(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestRowsOutsideTheWindow checks that rows the request did not ask for
+// (the API ignores created_after/created_before) stop the planner with a
+// *ProtocolError, and that the edges either bound rule returns do not.
+func TestRowsOutsideTheWindow(t *testing.T) {
+	from := time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC)
+	to := from.Add(time.Hour)
+	us := func(d time.Duration) int64 { return from.Add(d).UnixMicro() }
+	tests := []struct {
+		name   string
+		w      Window
+		times  []int64
+		rows   int // 0: len(times)
+		bad    bool
+		wantAt string // the first row outside, as the message names it
+	}{
+		{"inside", Window{From: from, To: to}, []int64{us(0), us(time.Minute)}, 0, false, ""},
+		{"inclusive edges", Window{From: from, To: to}, []int64{us(-time.Microsecond), us(time.Hour)}, 0, false, ""},
+		{"bounds kept to the second", Window{From: from.Add(500 * time.Millisecond), To: to.Add(500 * time.Millisecond)}, []int64{us(0), us(time.Hour + time.Second)}, 0, false, ""},
+		{"before created_after", Window{From: from, To: to}, []int64{us(time.Minute), us(-time.Second - 2*time.Microsecond)}, 0, true, "2024-02-29T23:59:58.999998Z"},
+		{"after created_before", Window{From: from, To: to}, []int64{us(time.Hour + time.Second + time.Microsecond)}, 0, true, "2024-03-01T01:00:01.000001Z"},
+		{"no lower bound", Window{To: to}, []int64{us(-24 * time.Hour)}, 0, false, ""},
+		{"no upper bound", Window{From: from}, []int64{us(24 * time.Hour)}, 0, false, ""},
+		{"a truncated window", Window{From: from, To: to}, []int64{us(time.Minute), us(-time.Hour), us(2 * time.Minute)}, 3, true, "2024-02-29T23:00:00Z"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := NewPlanner(3, tt.w)
+			if _, ok := p.Next(); !ok {
+				t.Fatal("no window")
+			}
+			rows := tt.rows
+			if rows == 0 {
+				rows = len(tt.times)
+			}
+			err := p.Done(Tally{Rows: rows, Times: tt.times})
+			if !tt.bad {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			var pe *ProtocolError
+			if !errors.As(err, &pe) || !errors.Is(err, ErrProtocol) {
+				t.Fatalf("got %v, want a *ProtocolError", err)
+			}
+			for _, s := range []string{"outside the requested window", "seems to ignore created_after/created_before", tt.wantAt, FormatTime(from.Add(-Overlap))} {
+				if !strings.Contains(err.Error(), s) {
+					t.Errorf("message %q lacks %q", err, s)
+				}
+			}
+			// The window stays pending: nothing of it is known.
+			if got := p.Pending(); len(got) != 1 || !got[0].From.Equal(tt.w.From) || !got[0].To.Equal(tt.w.To) {
+				t.Errorf("pending %v, want %v", got, tt.w)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package extract
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -64,8 +65,10 @@ func (e *Extractor) Run(ctx context.Context, p *Planner, h Handler, maxCalls int
 			return sum, nil
 		}
 		var t Tally
+		var reqID string
 		err := e.Client.Export(ctx, w.Apply(e.Query), func(resp *Response) error {
 			var err error
+			reqID = resp.RequestID
 			t, err = h.Consume(ctx, w, resp)
 			return err
 		})
@@ -74,6 +77,10 @@ func (e *Extractor) Run(ctx context.Context, p *Planner, h Handler, maxCalls int
 			return sum, fmt.Errorf("export window %s: %w", w, err)
 		}
 		if err := p.Done(t); err != nil {
+			var pe *ProtocolError
+			if errors.As(err, &pe) && pe.RequestID == "" {
+				pe.RequestID = reqID
+			}
 			return sum, fmt.Errorf("export window %s: %w", w, err)
 		}
 		if err := h.Commit(ctx, w, p.Pending()); err != nil {

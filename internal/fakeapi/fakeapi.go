@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,40 @@ const (
 	TimeOffset TimeFormat = "offset" // the same instant with a per-row UTC offset, 2026-04-15T11:00:00+02:00
 )
 
+// BadReset is how the rate-limit headers misstate when the budget resets, as
+// a broken or hostile service might. It applies when RateLimit is on.
+type BadReset string
+
+// The bad resets.
+const (
+	BadResetNone BadReset = "none"     // the headers tell the truth
+	BadResetZero BadReset = "zero"     // a 429 says Retry-After: 0, and X-RateLimit-Reset is now
+	BadResetPast BadReset = "past"     // X-RateLimit-Reset is an hour ago; a 429 has no Retry-After
+	BadResetFar  BadReset = "far"      // X-RateLimit-Reset is 50 years ahead; a 429 has no Retry-After
+	BadResetDate BadReset = "far-date" // a 429 says Retry-After: Wed, 21 Oct 2099 07:28:00 GMT
+)
+
+// FarDate is the Retry-After of BadResetDate.
+const FarDate = "Wed, 21 Oct 2099 07:28:00 GMT"
+
+// Echo is a place where the server repeats the API key a request carried,
+// as a service with a debugging leftover might.
+type Echo string
+
+// The echoes.
+const (
+	EchoErrors    Echo = "errors"     // every JSON error message ends with the request's Authorization header
+	EchoRequestID Echo = "request-id" // X-Request-ID is the request's id, a dot and the key
+	EchoBody      Echo = "body"       // a CSV body's first row has full_name "echo " and the Authorization header; its second row's id is the key
+)
+
+// StallHeaders is Config.StallAfter for a server that accepts the request
+// and never sends even the headers.
+const StallHeaders = -1
+
+// OverrunEndless is Config.Overrun for a body that never ends.
+const OverrunEndless = -1
+
 // The default API keys, both of workspace "demo".
 const (
 	DemoKey   = "wbk_demo_key"    // has read:contacts
@@ -92,6 +128,26 @@ type Config struct {
 	CutRate   float64       // probability that a body is cut off mid-row and the connection dropped
 	SlowRate  float64       // probability that a body is streamed slowly
 	SlowDelay time.Duration // pause between flushed chunks of a slow body; 0 means 50ms
+
+	// Misbehaviour, to test what a client does with a broken or hostile API.
+	BadReset BadReset // "" means BadResetNone
+	// RedirectTo answers every export request with 302 Found to this base
+	// URL followed by the request's path and query; "" never redirects.
+	RedirectTo string
+	// StallAfter makes every 200 body stop after this many data rows (or
+	// before its end, if it has fewer) and hold the connection open, silent,
+	// until the client goes away; StallHeaders sends not even the headers.
+	// 0 never stalls.
+	StallAfter int
+	// Overrun makes a 200 body with rows go on past them by this many more,
+	// repeating them from the first, as a server that ignores limit would;
+	// OverrunEndless never ends. 0 keeps to the limit.
+	Overrun int
+	// IgnoreBounds checks created_after and created_before, then ignores
+	// them: every call answers as if they were absent.
+	IgnoreBounds bool
+	// EchoKey lists where the server repeats the key a request carried.
+	EchoKey []Echo
 
 	Now func() time.Time // clock of the rate limiter; nil means time.Now
 }
@@ -179,6 +235,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SlowDelay == 0 {
 		cfg.SlowDelay = 50 * time.Millisecond
 	}
+	if cfg.BadReset == "" {
+		cfg.BadReset = BadResetNone
+	}
 	if cfg.Keys == nil {
 		cfg.Keys = []Key{
 			{Token: DemoKey, Workspace: "demo", ReadContacts: true},
@@ -239,6 +298,29 @@ func (c *Config) validate() error {
 	}
 	if c.SlowDelay < 0 {
 		bad("negative SlowDelay %s", c.SlowDelay)
+	}
+	switch c.BadReset {
+	case "", BadResetNone, BadResetZero, BadResetPast, BadResetFar, BadResetDate:
+	default:
+		bad("unknown BadReset %q (want none, zero, past, far or far-date)", c.BadReset)
+	}
+	if c.RedirectTo != "" {
+		if u, err := url.Parse(c.RedirectTo); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("RedirectTo %q is not an http(s) URL", c.RedirectTo)
+		}
+	}
+	if c.StallAfter < StallHeaders {
+		bad("StallAfter %d is neither a row count nor StallHeaders", c.StallAfter)
+	}
+	if c.Overrun < OverrunEndless {
+		bad("Overrun %d is neither a row count nor OverrunEndless", c.Overrun)
+	}
+	for _, e := range c.EchoKey {
+		switch e {
+		case EchoErrors, EchoRequestID, EchoBody:
+		default:
+			bad("unknown EchoKey %q (want errors, request-id or body)", e)
+		}
 	}
 	for _, r := range []struct {
 		name string
@@ -364,3 +446,6 @@ func (s *Server) requestID() string {
 	}
 	return string(b)
 }
+
+// echoes reports whether the server repeats the key at e.
+func (s *Server) echoes(e Echo) bool { return slices.Contains(s.cfg.EchoKey, e) }

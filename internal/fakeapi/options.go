@@ -8,6 +8,8 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -68,6 +70,21 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	c.SlowDelay = 50 * time.Millisecond
 	fs.Var(&durationValue{p: &c.SlowDelay}, "slow-delay",
 		"pause between chunks of a slow body (see --slow-rate)")
+
+	// Misbehaviour: what a broken or hostile service might do.
+	c.BadReset = BadResetNone
+	fs.Var(&enumValue[BadReset]{p: &c.BadReset, allowed: []BadReset{BadResetNone, BadResetZero, BadResetPast, BadResetFar, BadResetDate}}, "bad-reset",
+		"misstate when the rate limit resets (with --rate-limit on): none; zero (a 429 says Retry-After: 0 and X-RateLimit-Reset is now); past (X-RateLimit-Reset an hour ago, no Retry-After); far (X-RateLimit-Reset 50 years ahead, no Retry-After); far-date (a 429 says Retry-After: "+FarDate+")")
+	fs.Var(&urlValue{p: &c.RedirectTo}, "redirect-to",
+		"answer every export call with 302 Found to this base URL plus the call's path and query, e.g. another fake's URL: a client must not follow it to another origin")
+	fs.Var(&countOrValue{p: &c.StallAfter, word: "headers", wordValue: StallHeaders}, "stall-after",
+		"every 200 body stops after N data rows (or before its end, if shorter) and the connection stays open, silent, until the client gives up; 'headers' never sends even the headers; 0 never stalls")
+	fs.Var(&countOrValue{p: &c.Overrun, word: "endless", wordValue: OverrunEndless}, "overrun",
+		"every 200 body goes on N rows past the limit, repeating its rows from the first, as a server that ignores limit would; 'endless' never ends; 0 keeps to the limit")
+	fs.BoolVar(&c.IgnoreBounds, "ignore-bounds", false,
+		"check created_after and created_before, then ignore them: every call answers as if they were absent, as a broken service might")
+	fs.Var(&echoValue{p: &c.EchoKey}, "echo-key",
+		"repeat the API key a request carried, comma-separated places: errors (appended to every JSON error message), request-id (X-Request-ID is the id, a dot and the key), body (the first CSV row's full_name is 'echo ' and the Authorization header; the second row's id is the key)")
 }
 
 // Serve builds the server from o.Config, listens on o.Addr, prints one line
@@ -235,3 +252,87 @@ func (v *enumValue[T]) Type() string {
 	}
 	return strings.Join(names, "|")
 }
+
+// urlValue is an http(s) URL flag; empty means unset.
+type urlValue struct{ p *string }
+
+func (v *urlValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return *v.p
+}
+
+func (v *urlValue) Set(s string) error {
+	if u, err := url.Parse(s); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("not an http(s) URL such as http://127.0.0.1:8788")
+	}
+	*v.p = s
+	return nil
+}
+
+func (v *urlValue) Type() string { return "url" }
+
+// countOrValue is a non-negative count flag that also takes one word,
+// stored as wordValue.
+type countOrValue struct {
+	p         *int
+	word      string
+	wordValue int
+}
+
+func (v *countOrValue) String() string {
+	switch {
+	case v.p == nil:
+		return "0"
+	case *v.p == v.wordValue:
+		return v.word
+	}
+	return strconv.Itoa(*v.p)
+}
+
+func (v *countOrValue) Set(s string) error {
+	if s == v.word {
+		*v.p = v.wordValue
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > math.MaxInt32 {
+		return fmt.Errorf("must be a count of rows or %q", v.word)
+	}
+	*v.p = n
+	return nil
+}
+
+func (v *countOrValue) Type() string { return "N|" + v.word }
+
+// echoValue is a comma-separated set of Echo places; each use adds to it.
+type echoValue struct{ p *[]Echo }
+
+func (v *echoValue) String() string {
+	if v.p == nil {
+		return ""
+	}
+	names := make([]string, len(*v.p))
+	for i, e := range *v.p {
+		names[i] = string(e)
+	}
+	return strings.Join(names, ",")
+}
+
+func (v *echoValue) Set(s string) error {
+	for _, name := range strings.Split(s, ",") {
+		e := Echo(strings.TrimSpace(name))
+		switch e {
+		case EchoErrors, EchoRequestID, EchoBody:
+		default:
+			return fmt.Errorf("%q must be one of errors, request-id, body", name)
+		}
+		if !slices.Contains(*v.p, e) {
+			*v.p = append(*v.p, e)
+		}
+	}
+	return nil
+}
+
+func (v *echoValue) Type() string { return "errors,request-id,body" }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,7 +29,7 @@ func TestFlagDefaults(t *testing.T) {
 	}
 	want := Options{Addr: "127.0.0.1:8787", Config: Config{
 		Contacts: 10000, Seed: 1, Order: OrderAsc, Bounds: BoundsInclusive, RateLimit: 10,
-		Hour: time.Hour, ResetStyle: ResetEpoch, TimeFormat: TimeUTC, SlowDelay: 50 * time.Millisecond,
+		Hour: time.Hour, ResetStyle: ResetEpoch, TimeFormat: TimeUTC, SlowDelay: 50 * time.Millisecond, BadReset: BadResetNone,
 	}}
 	if o.Addr != want.Addr || !sameConfig(o.Config, want.Config) {
 		t.Errorf("defaults %+v, want %+v", o, want)
@@ -45,14 +46,23 @@ func TestFlagDefaults(t *testing.T) {
 func TestFlagValues(t *testing.T) {
 	o, err := parseFlags("--addr", "127.0.0.1:0", "--contacts", "500", "--seed", "-7", "--order", "random",
 		"--bounds", "mixed", "--rate-limit", "0", "--hour", "2s", "--reset-style", "delta", "--time-format", "offset",
-		"--fail-rate", "0.1", "--cut-rate", "0.2", "--slow-rate", "1", "--slow-delay", "5ms")
+		"--fail-rate", "0.1", "--cut-rate", "0.2", "--slow-rate", "1", "--slow-delay", "5ms",
+		"--bad-reset", "far-date", "--redirect-to", "http://127.0.0.1:9/x", "--stall-after", "5", "--overrun", "endless",
+		"--ignore-bounds", "--echo-key", "errors,body", "--echo-key", "request-id")
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Config{Contacts: 500, Seed: -7, Order: OrderRandom, Bounds: BoundsMixed, RateLimit: 0, Hour: 2 * time.Second,
-		ResetStyle: ResetDelta, TimeFormat: TimeOffset, FailRate: 0.1, CutRate: 0.2, SlowRate: 1, SlowDelay: 5 * time.Millisecond}
+		ResetStyle: ResetDelta, TimeFormat: TimeOffset, FailRate: 0.1, CutRate: 0.2, SlowRate: 1, SlowDelay: 5 * time.Millisecond,
+		BadReset: BadResetDate, RedirectTo: "http://127.0.0.1:9/x", StallAfter: 5, Overrun: OverrunEndless, IgnoreBounds: true,
+		EchoKey: []Echo{EchoErrors, EchoBody, EchoRequestID}}
 	if o.Addr != "127.0.0.1:0" || !sameConfig(o.Config, want) {
 		t.Errorf("parsed %+v, want %+v", o.Config, want)
+	}
+	// The words and counts read back as they were given.
+	o, err = parseFlags("--stall-after", "headers", "--overrun", "3")
+	if err != nil || o.Config.StallAfter != StallHeaders || o.Config.Overrun != 3 {
+		t.Errorf("--stall-after headers --overrun 3: %+v, %v", o.Config, err)
 	}
 }
 
@@ -76,6 +86,13 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--cut-rate", "-0.1"}, "--cut-rate"},
 		{[]string{"--slow-rate", "NaN"}, "--slow-rate"},
 		{[]string{"--slow-delay", "-5ms"}, "--slow-delay"},
+		{[]string{"--bad-reset", "later"}, "--bad-reset"},
+		{[]string{"--redirect-to", "ftp://x"}, "--redirect-to"},
+		{[]string{"--redirect-to", "/relative"}, "--redirect-to"},
+		{[]string{"--stall-after", "-2"}, "--stall-after"},
+		{[]string{"--stall-after", "body"}, "--stall-after"},
+		{[]string{"--overrun", "forever"}, "--overrun"},
+		{[]string{"--echo-key", "logs"}, "--echo-key"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -147,5 +164,7 @@ func sameConfig(a, b Config) bool {
 	return a.Contacts == b.Contacts && a.Seed == b.Seed && a.Order == b.Order && a.Bounds == b.Bounds &&
 		a.RateLimit == b.RateLimit && a.Hour == b.Hour && a.ResetStyle == b.ResetStyle && a.TimeFormat == b.TimeFormat &&
 		a.FailRate == b.FailRate && a.CutRate == b.CutRate && a.SlowRate == b.SlowRate && a.SlowDelay == b.SlowDelay &&
+		a.BadReset == b.BadReset && a.RedirectTo == b.RedirectTo && a.StallAfter == b.StallAfter && a.Overrun == b.Overrun &&
+		a.IgnoreBounds == b.IgnoreBounds && slices.Equal(a.EchoKey, b.EchoKey) &&
 		a.Keys == nil && b.Keys == nil && a.Now == nil && b.Now == nil
 }

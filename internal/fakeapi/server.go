@@ -36,25 +36,39 @@ var listIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // ResponseRecorder, when faults are enabled.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := s.requestID()
+	auth := r.Header.Get("Authorization")
+	if _, token, ok := strings.Cut(auth, " "); ok && s.echoes(EchoRequestID) {
+		id += "." + token
+	}
 	w.Header().Set("X-Request-ID", id)
+	fail := func(status int, code, msg string) {
+		if s.echoes(EchoErrors) {
+			msg += fmt.Sprintf(" (request had Authorization: %s)", auth)
+		}
+		writeError(w, id, status, code, msg)
+	}
 	if r.URL.Path != ExportPath {
-		writeError(w, id, http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s (the export is GET %s)", clip(r.URL.Path), ExportPath))
+		fail(http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s (the export is GET %s)", clip(r.URL.Path), ExportPath))
 		return
 	}
 	s.requests.Add(1)
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", http.MethodGet)
-		writeError(w, id, http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("method %s is not allowed on %s; use GET", clip(r.Method), ExportPath))
+		fail(http.StatusMethodNotAllowed, "method_not_allowed", fmt.Sprintf("method %s is not allowed on %s; use GET", clip(r.Method), ExportPath))
+		return
+	}
+	if s.cfg.RedirectTo != "" {
+		http.Redirect(w, r, strings.TrimRight(s.cfg.RedirectTo, "/")+r.URL.RequestURI(), http.StatusFound)
 		return
 	}
 
-	key, msg := s.authenticate(r.Header.Get("Authorization"))
+	key, msg := s.authenticate(auth)
 	if msg != "" {
-		writeError(w, id, http.StatusUnauthorized, "invalid_key", msg)
+		fail(http.StatusUnauthorized, "invalid_key", msg)
 		return
 	}
 	if !key.ReadContacts {
-		writeError(w, id, http.StatusForbidden, "insufficient_permissions", "this API key lacks the read:contacts permission needed to export contacts")
+		fail(http.StatusForbidden, "insufficient_permissions", "this API key lacks the read:contacts permission needed to export contacts")
 		return
 	}
 
@@ -64,20 +78,32 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !lim.admitted {
 		wait := ceilSeconds(lim.reset.Sub(lim.now))
-		w.Header().Set("Retry-After", strconv.FormatInt(wait, 10))
-		writeError(w, id, http.StatusTooManyRequests, "rate_limited",
+		switch s.cfg.BadReset {
+		case BadResetZero:
+			w.Header().Set("Retry-After", "0")
+		case BadResetPast, BadResetFar:
+		case BadResetDate:
+			w.Header().Set("Retry-After", FarDate)
+		default:
+			w.Header().Set("Retry-After", strconv.FormatInt(wait, 10))
+		}
+		fail(http.StatusTooManyRequests, "rate_limited",
 			fmt.Sprintf("export is rate-limited to %d calls per %s per workspace; retry in %d s", s.cfg.RateLimit, hourName(s.cfg.Hour), wait))
 		return
 	}
 
 	dec := s.nextDecision()
 	if dec.status != 0 {
-		writeError(w, id, dec.status, "internal_error", fmt.Sprintf("internal error (HTTP %d); retry later", dec.status))
+		fail(dec.status, "internal_error", fmt.Sprintf("internal error (HTTP %d); retry later", dec.status))
 		return
 	}
 	q, err := s.parseQuery(r.URL.RawQuery)
 	if err != nil {
-		writeError(w, id, http.StatusBadRequest, "validation_error", err.Error())
+		fail(http.StatusBadRequest, "validation_error", err.Error())
+		return
+	}
+	if s.cfg.StallAfter == StallHeaders {
+		<-r.Context().Done()
 		return
 	}
 	s.stream(w, r, q, dec)
@@ -103,12 +129,26 @@ func (s *Server) authenticate(header string) (Key, string) {
 func (s *Server) setLimitHeaders(h http.Header, lim limitState) {
 	h.Set("X-RateLimit-Limit", strconv.Itoa(s.cfg.RateLimit))
 	h.Set("X-RateLimit-Remaining", strconv.Itoa(lim.remaining))
+	at := lim.reset
+	switch s.cfg.BadReset {
+	case BadResetZero:
+		at = lim.now
+	case BadResetPast:
+		at = lim.now.Add(-time.Hour)
+	case BadResetFar:
+		at = lim.now.AddDate(50, 0, 0)
+	}
 	var reset int64
-	if s.cfg.ResetStyle == ResetDelta {
-		reset = ceilSeconds(lim.reset.Sub(lim.now))
-	} else {
-		reset = lim.reset.Unix()
-		if lim.reset.Nanosecond() > 0 {
+	switch {
+	case s.cfg.ResetStyle == ResetDelta && !at.After(lim.now):
+		reset = int64(at.Sub(lim.now) / time.Second) // 0 or negative: a lie a client must survive
+	case s.cfg.ResetStyle == ResetDelta:
+		reset = ceilSeconds(at.Sub(lim.now))
+	case s.cfg.BadReset == BadResetZero || s.cfg.BadReset == BadResetPast:
+		reset = at.Unix() // rounded down: not even a fraction of a second ahead
+	default:
+		reset = at.Unix()
+		if at.Nanosecond() > 0 {
 			reset++
 		}
 	}
@@ -232,6 +272,9 @@ func (s *Server) parseQuery(raw string) (query, error) {
 			sec--
 		}
 		q.hi = sec
+	}
+	if s.cfg.IgnoreBounds {
+		q.lo, q.hi = math.MinInt64, math.MaxInt64
 	}
 
 	if v, ok, err := single("list_id"); err != nil {
@@ -432,7 +475,9 @@ func (rr *rowRenderer) record(i int) []string {
 
 // stream writes the 200 response: the header row, then the selected rows,
 // flushing every flushEvery bytes, pausing between chunks when slow and
-// dropping the connection half-way when cut.
+// dropping the connection half-way when cut; and, when configured, going on
+// past the rows (Overrun), falling silent (StallAfter) or echoing the key
+// (EchoBody).
 func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec decision) {
 	rows := s.selectRows(q)
 	h := w.Header()
@@ -480,13 +525,50 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec dec
 	if cw.Write(header) != nil || !flush() {
 		return
 	}
-	for _, i := range rows[:cut] {
-		if writeRecord(cw, bw, rr.record(int(i))) != nil {
+	n := cut
+	if !dec.cut && len(rows) > 0 {
+		switch {
+		case s.cfg.Overrun == OverrunEndless:
+			n = math.MaxInt
+		case s.cfg.Overrun > 0:
+			n += s.cfg.Overrun
+		}
+	}
+	stall := -1
+	if s.cfg.StallAfter > 0 {
+		stall = min(s.cfg.StallAfter, n)
+	}
+	echo := s.echoes(EchoBody)
+	auth := r.Header.Get("Authorization")
+	_, token, _ := strings.Cut(auth, " ")
+	for k := 0; k < n; k++ {
+		if k == stall {
+			flush()
+			<-ctx.Done()
+			return
+		}
+		rec := rr.record(int(rows[k%len(rows)]))
+		if echo && k < 2 {
+			for c, f := range q.fields {
+				switch {
+				case k == 0 && fieldNames[f] == "full_name":
+					rec[c] = "echo " + auth
+				case k == 1 && fieldNames[f] == "id":
+					rec[c] = token
+				}
+			}
+		}
+		if writeRecord(cw, bw, rec) != nil {
 			return
 		}
 		if bw.Buffered() >= flushEvery && !flush() {
 			return
 		}
+	}
+	if n == stall {
+		flush()
+		<-ctx.Done()
+		return
 	}
 	if dec.cut {
 		cw.Flush()

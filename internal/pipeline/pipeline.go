@@ -41,11 +41,15 @@ type Options struct {
 	Lookback time.Duration
 	// MaxCalls stops the run after this many API calls (0: no cap).
 	MaxCalls int
+	// IgnoreSavedBudget skips the rate-limit budget earlier runs saved: the
+	// run asks the API, whatever they remembered.
+	IgnoreSavedBudget bool
 	// Targets receive every window; one extract feeds them all, because API
 	// calls are the scarce resource. Each keeps its own state; a run covers
 	// what the least advanced one needs, and commits each window to all.
 	Targets []load.Target
-	// Transform's RequestID is set per response.
+	// Transform's RequestID is set per response, and its MaxRows to the
+	// query's limit.
 	Transform transform.Options
 	Logger    *slog.Logger
 	// Now is the clock (nil: time.Now).
@@ -91,6 +95,14 @@ func StreamIdentity(baseURL string, q extract.Query) (id, identity string) {
 	b, _ := json.Marshal(ident)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8]), string(b)
+}
+
+// BudgetKey is what a remembered rate-limit budget is stored under: a hash
+// of the API key's fingerprint and the base URL, so that what one API said
+// never holds back calls to another.
+func BudgetKey(keyFingerprint, baseURL string) string {
+	sum := sha256.Sum256([]byte("leadlex-etl budget\x00" + keyFingerprint + "\x00" + strings.TrimRight(baseURL, "/")))
+	return hex.EncodeToString(sum[:8])
 }
 
 // PlanRun decides the windows of a run from the stream's state: an
@@ -177,7 +189,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	if len(o.Targets) == 0 {
 		return res, errors.New("no destination")
 	}
-	fp := o.Client.Key.Fingerprint()
+	budgetKey := BudgetKey(o.Client.Key.Fingerprint(), o.Client.BaseURL)
 	var windows []extract.Window
 	var st load.StreamState
 	var runSince, runUntil time.Time
@@ -204,11 +216,20 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		runUntil = later(runUntil, tUntil)
 	}
 	windows = mergeWindows(windows)
-	for _, t := range o.Targets {
-		if b, err := t.LoadBudget(ctx, fp); err != nil {
-			return res, err
-		} else if b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
-			o.Client.SetBudget(b)
+	if o.IgnoreSavedBudget {
+		log.Info("ignoring the rate-limit budget earlier runs saved")
+	} else {
+		// A saved budget whose reset has passed says nothing any more.
+		for _, t := range o.Targets {
+			if b, err := t.LoadBudget(ctx, budgetKey); err != nil {
+				return res, err
+			} else if b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
+				o.Client.SetBudget(b)
+			}
+		}
+		if b := o.Client.Budget(); b.Known && b.Remaining <= 0 && b.Reset.After(start) {
+			log.Warn("an earlier run saved that the export budget is spent: no call before it expires (--ignore-saved-budget asks the API anyway)",
+				"expires", b.Reset.UTC().Format(time.RFC3339))
 		}
 	}
 	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor, WasResume: len(st.Pending) > 0}
@@ -252,7 +273,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	bg := context.WithoutCancel(ctx)
 	var finishErr error
 	for _, t := range o.Targets {
-		finishErr = errors.Join(finishErr, t.FinishRun(bg, run), t.SaveBudget(bg, fp, o.Client.Budget()))
+		finishErr = errors.Join(finishErr, t.FinishRun(bg, run), t.SaveBudget(bg, budgetKey, o.Client.Budget()))
 	}
 	if runErr != nil {
 		return res, runErr
@@ -329,6 +350,8 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 	h.reqID, h.rows, h.rejected, h.attemptIDs = resp.RequestID, 0, nil, h.attemptIDs[:0]
 	topts := h.o.Transform
 	topts.RequestID = resp.RequestID
+	// A body with more rows than asked for is broken: stop reading there.
+	topts.MaxRows = h.o.Query.Limit
 	if topts.BatchRows == 0 {
 		// A whole window in one batch where the limit allows: each batch is
 		// one statement for DuckDB. A window holds at most 50,000 rows.
@@ -353,7 +376,10 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 		}
 	}
 	if err := rd.Err(); err != nil {
-		return extract.Tally{}, errors.Join(fmt.Errorf("response %s: %w", resp.RequestID, err), h.abort(ctx))
+		if pe := (*extract.ProtocolError)(nil); !errors.As(err, &pe) { // which names the response itself
+			err = fmt.Errorf("response %s: %w", resp.RequestID, err)
+		}
+		return extract.Tally{}, errors.Join(err, h.abort(ctx))
 	}
 	h.rows, h.rejected = rd.Rows(), rd.Rejects()
 	return rd.Tally(), nil

@@ -36,6 +36,11 @@ type Options struct {
 	RejectsAllowed int              // a body with at most this many rejected rows never fails, whatever the ratio (a few bad contacts in a small window are recorded, not fatal); 0 means none
 	Alloc          memory.Allocator // nil means memory.DefaultAllocator
 	RequestID      string           // copied into each Reject
+	// MaxRows is the most data rows a body may hold: the limit the request
+	// asked for. A body with more fails (Err returns an
+	// *extract.ProtocolError) as soon as row MaxRows+1 is read, and nothing
+	// after it is read. 0 means no cap.
+	MaxRows int
 }
 
 // Reader turns one export body into record batches with the schema Schema
@@ -44,9 +49,11 @@ type Options struct {
 // but the last; rows that do not parse never appear in a batch and are kept
 // in Rejects instead. The stream ends at the end of the body (Err returns
 // nil), at a read error of the underlying reader (Err returns it unchanged;
-// the rows of the unfinished batch are dropped), or, at the end of the body,
-// when too many rows were rejected (Err returns a *RejectRatioError instead
-// of the last batch). Either error means the window must not be committed.
+// the rows of the unfinished batch are dropped), at row Options.MaxRows+1
+// (Err returns an *extract.ProtocolError; the unfinished batch is dropped),
+// or, at the end of the body, when too many rows were rejected (Err returns
+// a *RejectRatioError instead of the last batch). Any error means the window
+// must not be committed.
 // A Reader is not safe for concurrent use. The caller releases it (which
 // does not close the io.Reader); the batch RecordBatch returns belongs to the
 // Reader.
@@ -58,6 +65,7 @@ type Reader struct {
 	batchRows int
 	maxReject float64
 	allowed   int64 // rejects that never fail the body
+	maxRows   int64 // 0: no cap
 
 	cols      []schemas.Column
 	schema    *arrow.Schema
@@ -128,6 +136,7 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 		batchRows: opts.BatchRows,
 		maxReject: opts.MaxRejectRatio,
 		allowed:   int64(max(opts.RejectsAllowed, 0)),
+		maxRows:   int64(max(opts.MaxRows, 0)),
 		cols:      cols,
 		createdAt: -1,
 		uuids:     make([][36]byte, len(cols)),
@@ -204,6 +213,12 @@ func (r *Reader) Next() bool {
 			}
 			r.done = true
 			break
+		}
+		if r.maxRows > 0 && r.rows >= r.maxRows {
+			r.err = &extract.ProtocolError{RequestID: r.requestID, Rows: r.rows + 1, Problem: fmt.Sprintf(
+				"the body holds more data rows than the limit of %d the request asked for: reading stopped at row %d (line %d) and nothing of this window was loaded",
+				r.maxRows, r.rows+1, sc.recLine)}
+			return false
 		}
 		r.rows++
 		r.tally.AddRow()

@@ -706,3 +706,83 @@ func TestReleaseMidStream(t *testing.T) {
 	}
 	kept.Release()
 }
+
+// endlessBody is a CSV export that never ends: the header, then the same
+// row forever. It counts the data rows it has handed out.
+type endlessBody struct {
+	pending []byte
+	rows    int64
+}
+
+func (b *endlessBody) Read(p []byte) (int, error) {
+	if b.pending == nil {
+		b.pending = []byte(hdr)
+	}
+	n := 0
+	for n < len(p) {
+		if len(b.pending) == 0 {
+			b.pending = []byte(u1 + ",Jane Doe,lead," + ts1 + "\n")
+			b.rows++
+		}
+		k := copy(p[n:], b.pending)
+		b.pending, n = b.pending[k:], n+k
+	}
+	return n, nil
+}
+
+func TestMaxRows(t *testing.T) {
+	row := u1 + ",Jane Doe,lead," + ts1 + "\n"
+	tests := []struct {
+		name    string
+		body    io.Reader
+		max     int
+		wantErr bool
+		rows    int64 // Rows() at the end
+	}{
+		{"under the cap", strings.NewReader(hdr + strings.Repeat(row, 4)), 5, false, 4},
+		{"at the cap", strings.NewReader(hdr + strings.Repeat(row, 5)), 5, false, 5},
+		{"one over", strings.NewReader(hdr + strings.Repeat(row, 6)), 5, true, 5},
+		{"one over, a bad row", strings.NewReader(hdr + strings.Repeat(row, 5) + "junk\n"), 5, true, 5},
+		{"endless", &endlessBody{}, 1000, true, 1000},
+		{"no cap", strings.NewReader(hdr + strings.Repeat(row, 6)), 0, false, 6},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := readAll(t, tt.body, Options{MaxRows: tt.max, BatchRows: 300, RequestID: "req_1"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.nrows != tt.rows || int64(res.tallyN) != tt.rows {
+				t.Errorf("Rows() %d, tally %d; want %d", res.nrows, res.tallyN, tt.rows)
+			}
+			if !tt.wantErr {
+				if res.err != nil {
+					t.Fatal(res.err)
+				}
+				return
+			}
+			var pe *extract.ProtocolError
+			if !errors.As(res.err, &pe) || !errors.Is(res.err, extract.ErrProtocol) {
+				t.Fatalf("err %v, want an *extract.ProtocolError", res.err)
+			}
+			if pe.Rows != int64(tt.max)+1 || pe.RequestID != "req_1" {
+				t.Errorf("error %+v, want it to stop at row %d of request req_1", pe, tt.max+1)
+			}
+			if !strings.Contains(pe.Error(), fmt.Sprintf("more data rows than the limit of %d", tt.max)) || !strings.Contains(pe.Error(), "nothing of this window was loaded") {
+				t.Errorf("message %q does not say what happened", pe)
+			}
+			// Only whole batches before the cap came out; the rows of the
+			// unfinished one never did.
+			if len(res.rows) != len(res.batches)*300 || len(res.rows) > tt.max {
+				t.Errorf("%d rows in %d batches came out", len(res.rows), len(res.batches))
+			}
+			if b, ok := tt.body.(*endlessBody); ok {
+				// Reading stopped at the cap: what the source handed out
+				// beyond it fits in the scanner's buffer.
+				if extra := b.rows - int64(tt.max) - 1; extra*int64(len(row)) > initialBufferBytes {
+					t.Errorf("the source handed out %d rows, %d past the cap", b.rows, extra)
+				}
+			}
+		})
+	}
+}
