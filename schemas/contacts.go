@@ -115,6 +115,15 @@ var Lineage = []Column{
 	{Name: "_loaded_at", Kind: Timestamp}, // when the window was committed
 }
 
+// Names returns the names of cols.
+func Names(cols []Column) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.Name
+	}
+	return out
+}
+
 // Known returns the standard column called name.
 func Known(name string) (Column, bool) {
 	for _, c := range Contacts {

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -27,6 +28,7 @@ const (
 	exitUsage       = 2
 	exitAuth        = 3
 	exitRateLimited = 75 // EX_TEMPFAIL: try again later
+	// A run ended by SIGINT or SIGTERM exits 128 plus the signal's number.
 )
 
 // command is one subcommand.
@@ -54,8 +56,27 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first SIGINT or SIGTERM stops the run after the window in hand
+	// (committed windows are kept); a second one exits at once, which is
+	// just as safe: the next run finishes or discards a half-done commit.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var got atomic.Value
+	go func() {
+		s, ok := <-sigs
+		if !ok {
+			return
+		}
+		got.Store(s)
+		cancel()
+		if s2, ok := <-sigs; ok {
+			fmt.Fprintf(stderr, "leadlex-etl: %s again: exiting at once; the next run completes or discards the window in hand\n", signalName(s2))
+			os.Exit(signalExit(s2))
+		}
+	}()
 	if len(args) == 0 {
 		rootUsage(stderr)
 		return exitUsage
@@ -71,7 +92,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		rootUsage(stderr)
 		return exitUsage
 	}
-	return exitCode(cmd.run(ctx, args[1:], stdout, stderr), stderr)
+	err := cmd.run(ctx, args[1:], stdout, stderr)
+	if s, ok := got.Load().(os.Signal); ok && errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "leadlex-etl: interrupted by %s; committed windows are kept, run again to resume\n", signalName(s))
+		return signalExit(s)
+	}
+	return exitCode(err, stderr)
+}
+
+// signalExit is the shell's exit code for a process ended by s: 128 plus
+// the signal number (130 for SIGINT, 143 for SIGTERM).
+func signalExit(s os.Signal) int {
+	if n, ok := s.(syscall.Signal); ok {
+		return 128 + int(n)
+	}
+	return exitError
+}
+
+func signalName(s os.Signal) string {
+	switch s {
+	case os.Interrupt:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
 }
 
 // exitCode prints err as one line and maps it to the exit code.
@@ -117,7 +162,8 @@ Commands:
 Run 'leadlex-etl <command> --help' for a command's flags.
 
 Exit codes: 0 ok, 1 error, 2 bad usage, 3 API key refused (401/403),
-75 rate-limited with --no-wait (the message says when to resume).
+75 rate-limited with --no-wait (the message says when to resume),
+130/143 interrupted by SIGINT/SIGTERM (committed windows are kept).
 `)
 	fmt.Fprint(w, b.String())
 }

@@ -343,8 +343,9 @@ func TestBadRowsGoToRejects(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "3 of 5 rows rejected") || !strings.Contains(r.stderr, "line 4: id: not a UUID") {
 		t.Fatalf("exit %d, stderr %q; want 1 naming the rejects and the first bad row", r.code, r.stderr)
 	}
-	if n := count(t, path, "SELECT count(*) FROM contacts"); n != 0 {
-		t.Errorf("a failed window loaded %d rows", n)
+	// Nothing loaded: the file this first run created is gone.
+	if _, err := os.Stat(path); err == nil {
+		t.Error("a failed first run left its new DuckDB file")
 	}
 	// By default a few bad rows (up to 10) never fail a window: good rows
 	// load and bad ones land in rejects.
@@ -435,47 +436,153 @@ func TestQueryIsReadOnly(t *testing.T) {
 	}
 }
 
+// TestInterruptKeepsCommittedWindows stops syncs with SIGINT and SIGTERM
+// once two windows have committed: the exit code is the shell's (130, 143),
+// the message and the summary say what was kept, and the next run resumes.
 func TestInterruptKeepsCommittedWindows(t *testing.T) {
 	_, url := fake(t, fakeapi.Config{Contacts: 20000, Seed: 1, SlowRate: 1, SlowDelay: 20 * time.Millisecond})
-	path := filepath.Join(t.TempDir(), "w.duckdb")
-	cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Interrupt once two windows have committed (of about 20).
-	var errb strings.Builder
-	sc := bufio.NewScanner(stderr)
-	commits := 0
-	for sc.Scan() {
-		errb.WriteString(sc.Text() + "\n")
-		if strings.Contains(sc.Text(), `"msg":"window committed"`) {
-			if commits++; commits == 2 {
-				_ = cmd.Process.Signal(os.Interrupt)
+	for _, tc := range []struct {
+		sig  os.Signal
+		name string
+		code int
+	}{{os.Interrupt, "SIGINT", 130}, {syscall.SIGTERM, "SIGTERM", 143}} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "w.duckdb")
+			cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json")
+			cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+			var out strings.Builder
+			cmd.Stdout = &out
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
 			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			// Signal once two windows have committed (of about 20).
+			var errb strings.Builder
+			sc := bufio.NewScanner(stderr)
+			commits := 0
+			for sc.Scan() {
+				errb.WriteString(sc.Text() + "\n")
+				if strings.Contains(sc.Text(), `"msg":"window committed"`) {
+					if commits++; commits == 2 {
+						_ = cmd.Process.Signal(tc.sig)
+					}
+				}
+			}
+			err = cmd.Wait()
+			code := -1
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != tc.code || !strings.Contains(errb.String(), "interrupted by "+tc.name) || !strings.Contains(errb.String(), "run again to resume") {
+				t.Fatalf("exit %d, stderr %q; want %d and a message about resuming", code, errb.String(), tc.code)
+			}
+			if !strings.Contains(out.String(), ": interrupted: ") || !strings.Contains(out.String(), "the next run resumes") {
+				t.Errorf("summary %q does not say what was kept", out.String())
+			}
+			n := count(t, path, "SELECT count(*) FROM contacts")
+			if n == 0 || n >= 20000 {
+				t.Errorf("%d contacts after the interrupt; want some windows kept and the run cut short", n)
+			}
+			if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "-q"); r.code != 0 {
+				t.Fatalf("resumed run: %d %s", r.code, r.stderr)
+			}
+			if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 20000 {
+				t.Errorf("%d contacts after resuming, want 20000", n)
+			}
+		})
+	}
+}
+
+// TestMistakesLeaveNoDebris checks what a refused key or a refused
+// parameter leaves behind: no new destination, no pending windows, no
+// advice to run again; and a destination that existed keeps its data.
+func TestMistakesLeaveNoDebris(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 500, Seed: 1})
+	dir := t.TempDir()
+	db, lake := filepath.Join(dir, "new.duckdb"), filepath.Join(dir, "newlake")
+	emptyLake := filepath.Join(dir, "empty")
+	if err := os.Mkdir(emptyLake, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, key string
+		args      []string
+		code      int
+		want      string
+	}{
+		{"refused key", "wbk_wrong_S3CR3T", nil, 3, "invalid_key"},
+		{"key without permission", "wbk_noread", nil, 3, "insufficient_permissions"},
+		{"unknown field", cliKey, []string{"--fields", "shoe_size"}, 1, "the API refused --fields"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := srv.Requests()
+			r := cli(t, []string{"LEADLEX_API_KEY=" + tc.key}, append([]string{"sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "-q"}, tc.args...)...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr %q; want %d naming %q", r.code, r.stderr, tc.code, tc.want)
+			}
+			if n := srv.Requests() - before; n != 1 {
+				t.Errorf("%d requests, want 1 (never retried)", n)
+			}
+			for _, p := range []string{db, db + ".wal", db + ".leadlex-lock", lake} {
+				if _, err := os.Stat(p); err == nil {
+					t.Errorf("%s was left behind", p)
+				}
+			}
+			if strings.Contains(r.stdout+r.stderr, "pending") || strings.Contains(r.stdout+r.stderr, "run again to resume") || strings.Contains(r.stdout, "synced:") {
+				t.Errorf("output advises resuming or claims a sync:\n%s%s", r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stdout, "nothing was committed") || !strings.Contains(r.stdout, "was removed") {
+				t.Errorf("summary %q does not say nothing was committed and the new destination was removed", r.stdout)
+			}
+		})
+	}
+	// An empty folder the user made stays, empty.
+	if r := cli(t, []string{"LEADLEX_API_KEY=wbk_noread"}, "sync", "--base-url", url, "--parquet", emptyLake, "-q"); r.code != 3 {
+		t.Fatalf("exit %d", r.code)
+	}
+	if entries, err := os.ReadDir(emptyLake); err != nil || len(entries) != 0 {
+		t.Errorf("the user's empty folder: %v %v", entries, err)
+	}
+	// A destination with data keeps it, and is not removed.
+	if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "-q"); r.code != 0 {
+		t.Fatalf("sync: %d %s", r.code, r.stderr)
+	}
+	if r := cli(t, []string{"LEADLEX_API_KEY=wbk_noread"}, "sync", "--base-url", url, "--duckdb", db, "-q", "--since", "2020-01-01"); r.code != 3 {
+		t.Fatalf("exit %d", r.code)
+	}
+	if n := count(t, db, "SELECT count(*) FROM contacts"); n != 500 {
+		t.Errorf("%d contacts after a refused run, want the 500 synced before", n)
+	}
+}
+
+// TestKeyFileReadableByOthersIsWarnedOf checks the ssh-like warning.
+func TestKeyFileReadableByOthersIsWarnedOf(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 10})
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		mode os.FileMode
+		warn bool
+	}{{0o644, true}, {0o600, false}, {0o640, true}} {
+		keyFile := filepath.Join(dir, fmt.Sprintf("key%o", tc.mode))
+		if err := os.WriteFile(keyFile, []byte(cliKey+"\n"), tc.mode); err != nil {
+			t.Fatal(err)
 		}
-	}
-	err = cmd.Wait()
-	code := -1
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	}
-	if code != 1 || !strings.Contains(errb.String(), "interrupted after") || !strings.Contains(errb.String(), "run again to resume") {
-		t.Fatalf("exit %d, stderr %q; want 1 and a message about resuming", code, errb.String())
-	}
-	n := count(t, path, "SELECT count(*) FROM contacts")
-	if n == 0 || n >= 20000 {
-		t.Errorf("%d contacts after the interrupt; want some windows kept and the run cut short", n)
-	}
-	if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "-q"); r.code != 0 {
-		t.Fatalf("resumed run: %d %s", r.code, r.stderr)
-	}
-	if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 20000 {
-		t.Errorf("%d contacts after resuming, want 20000", n)
+		if err := os.Chmod(keyFile, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		r := cli(t, nil, "sync", "--base-url", url, "--duckdb", filepath.Join(dir, "w.duckdb"), "--api-key-file", keyFile)
+		if r.code != 0 {
+			t.Fatalf("mode %o: exit %d %s", tc.mode, r.code, r.stderr)
+		}
+		if got := strings.Contains(r.stderr, "readable by other users") && strings.Contains(r.stderr, "chmod 600"); got != tc.warn {
+			t.Errorf("mode %o: warned %v, want %v:\n%s", tc.mode, got, tc.warn, r.stderr)
+		}
+		if strings.Contains(r.stderr, cliKey) {
+			t.Error("the key is in the log")
+		}
 	}
 }
 

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -56,6 +59,8 @@ type syncOptions struct {
 	IgnoreSavedBudget bool
 	LogFormat         string
 	Quiet             bool
+
+	warnings []string // found while validating, logged once there is a logger
 }
 
 // AddFlags registers the sync flags; environment variables give defaults.
@@ -206,6 +211,10 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 			return key, since, until, usagef("--api-key-file: %v", rerr)
 		}
 		raw, src = strings.TrimSpace(string(b)), "--api-key-file "+o.APIKeyFile
+		if fi, err := os.Stat(o.APIKeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			o.warnings = append(o.warnings, fmt.Sprintf("the API key file %s is readable by other users (mode %04o); restrict it with chmod 600 %s",
+				o.APIKeyFile, fi.Mode().Perm(), o.APIKeyFile))
+		}
 	}
 	if raw == "" {
 		return key, since, until, usagef("no API key: set LEADLEX_API_KEY or use --api-key-file")
@@ -265,7 +274,8 @@ The API key comes from LEADLEX_API_KEY or --api-key-file, never a flag value.
 
 Exit codes: 0 ok (also when --max-calls stopped the run; run again to go
 on), 1 error, 2 bad usage, 3 key refused (401/403), 75 rate-limited with
---no-wait (the message says when to resume).
+--no-wait (the message says when to resume), 130/143 interrupted by
+SIGINT/SIGTERM (committed windows are kept; run again to resume).
 
 Example:
   export LEADLEX_API_KEY=wbk_...
@@ -280,23 +290,28 @@ Example:
 		return err
 	}
 	log := newLogger(o.LogFormat, o.Quiet, stderr)
+	for _, w := range o.warnings {
+		log.Warn(w)
+	}
 	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl",
 		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}, Timeouts: o.Timeouts, MaxRateLimited: o.MaxRateLimited}
 	var targets []load.Target
-	var dests []string
+	var dests []destination
 	defer func() {
 		for _, t := range targets {
 			_ = t.Close()
 		}
 	}()
 	if o.DuckDB != "" {
+		d := newDestination(o.DuckDB, o.DuckDB+".wal", o.DuckDB+load.LockSuffix)
 		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log})
 		if err != nil {
 			return err
 		}
-		targets, dests = append(targets, db), append(dests, o.DuckDB)
+		targets, dests = append(targets, db), append(dests, d)
 	}
 	if o.Parquet != "" {
+		d := newDestination(o.Parquet)
 		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
 			PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
 			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
@@ -308,40 +323,149 @@ Example:
 		if err != nil {
 			return err
 		}
-		targets, dests = append(targets, lake), append(dests, o.Parquet)
+		targets, dests = append(targets, lake), append(dests, d)
 	}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	res, err := pipeline.Sync(ctx, pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 	})
-	printSummary(stdout, res, err != nil, strings.Join(dests, " and "))
-	if errors.Is(err, context.Canceled) {
-		return fmt.Errorf("interrupted after %d committed window(s); they are kept, run again to resume", res.Windows)
-	}
+	// A destination this run created and committed nothing to is removed
+	// on failure, so a mistake (a refused key, a bad --fields) leaves no
+	// debris. One stopped by the rate limit stays: it remembers the budget.
+	var removed []string
 	var rl *extract.RateLimitError
+	if err != nil && res.Windows == 0 && !errors.As(err, &rl) {
+		for _, t := range targets {
+			_ = t.Close()
+		}
+		targets = nil
+		for _, d := range dests {
+			if d.created {
+				d.remove()
+				removed = append(removed, d.path)
+			}
+		}
+	}
+	names := make([]string, len(dests))
+	for i, d := range dests {
+		names[i] = d.path
+	}
+	printSummary(stdout, res, err, strings.Join(names, " and "), removed)
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
 	if errors.As(err, &rl) {
 		if rl.Saved {
 			return fmt.Errorf("%w; progress is saved, run again after %s to resume, or pass --ignore-saved-budget to ask the API now", err, rl.ResumeAt.UTC().Format(time.RFC3339))
 		}
 		return fmt.Errorf("%w; progress is saved, run again after %s to resume", err, rl.ResumeAt.UTC().Format(time.RFC3339))
 	}
+	var apiErr *extract.APIError
+	if errors.As(err, &apiErr) && apiErr.Status == 400 {
+		return fmt.Errorf("%w%s", err, badRequestHint(apiErr.Message))
+	}
 	return err
 }
 
-func printSummary(w io.Writer, r pipeline.Result, failed bool, dest string) {
-	state := "complete"
+// badRequestHint names the flags behind the query parameters a 400's
+// message mentions.
+func badRequestHint(msg string) string {
+	var flags []string
+	for _, p := range []struct{ param, flag string }{
+		{"fields", "--fields"}, {"tag", "--tag"}, {"list_id", "--list-id"}, {"limit", "--limit"},
+		{"created_after", "--since (or the saved cursor)"}, {"created_before", "--until"},
+	} {
+		if regexp.MustCompile(`\b` + p.param + `\b`).MatchString(msg) {
+			flags = append(flags, p.flag)
+		}
+	}
+	if len(flags) == 0 {
+		return "; the API refused the request's parameters: check --fields, --tag, --list-id and --limit"
+	}
+	return "; the API refused " + strings.Join(flags, " and ") + ": fix it and run again"
+}
+
+// destination is a path a sync writes, and whether this run created it.
+type destination struct {
+	path    string
+	extra   []string // files beside it that belong to it
+	created bool     // missing, or an empty folder, before the run
+	existed bool     // it was there (an empty folder)
+}
+
+func newDestination(path string, extra ...string) destination {
+	d := destination{path: path, extra: extra}
+	fi, err := os.Stat(path)
 	switch {
-	case failed && len(r.Pending) > 0:
-		state = fmt.Sprintf("stopped with %d window(s) pending (committed windows are kept; run again to resume)", len(r.Pending))
-	case failed:
+	case errors.Is(err, fs.ErrNotExist):
+		d.created = true
+	case err == nil && fi.IsDir():
+		entries, err := os.ReadDir(path)
+		d.created, d.existed = err == nil && len(entries) == 0, true
+	}
+	return d
+}
+
+// remove deletes what the run created: a new file with the files beside
+// it, or the contents of a new or empty folder.
+func (d destination) remove() {
+	fi, err := os.Stat(d.path)
+	if err == nil && fi.IsDir() {
+		entries, _ := os.ReadDir(d.path)
+		for _, e := range entries {
+			_ = os.RemoveAll(filepath.Join(d.path, e.Name()))
+		}
+		if !d.existed {
+			_ = os.Remove(d.path)
+		}
+		return
+	}
+	for _, p := range append([]string{d.path}, d.extra...) {
+		_ = os.Remove(p)
+	}
+}
+
+func printSummary(w io.Writer, r pipeline.Result, err error, dest string, removed []string) {
+	var state string
+	switch {
+	case err == nil && len(r.Pending) == 0:
+		state = "complete"
+	case err == nil:
+		state = "stopped at --max-calls"
+	case errors.Is(err, context.Canceled):
+		state = "interrupted"
+	case errors.As(err, new(*extract.RateLimitError)):
+		state = "stopped by the rate limit"
+	default:
 		state = "failed"
-	case len(r.Pending) > 0:
-		state = fmt.Sprintf("stopped at --max-calls with %d window(s) pending (run again to resume)", len(r.Pending))
 	}
-	fmt.Fprintf(w, "sync %s: %s: %d contacts (%d rows received) in %d windows with %d API calls (minimum %d), %d rejected, %s\n",
-		dest, state, r.Distinct, r.Rows, r.Windows, r.Calls, r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
-	if !r.Cursor.IsZero() {
-		fmt.Fprintf(w, "cursor: contacts created before %s are synced\n", r.Cursor.UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "sync %s: %s: %d contacts (%d rows received) in %s with %s (minimum %d), %d rejected, %s\n",
+		dest, state, r.Distinct, r.Rows, plural(r.Windows, "window"), plural(r.Calls, "API call"), r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
+	switch {
+	case err == nil && len(r.Pending) == 0:
+		if r.Since.IsZero() {
+			fmt.Fprintf(w, "synced: contacts created before %s\n", r.Until.UTC().Format(time.RFC3339))
+		} else {
+			fmt.Fprintf(w, "synced: contacts created from %s to %s\n", r.Since.UTC().Format(time.RFC3339), r.Until.UTC().Format(time.RFC3339))
+		}
+	case len(removed) > 0:
+		fmt.Fprintf(w, "nothing was committed; %s, which this run created, was removed\n", strings.Join(removed, " and "))
+	case r.Windows == 0 && !r.PendingSaved:
+		fmt.Fprintln(w, "nothing was committed")
+	case r.PendingSaved && (err == nil || extract.Transient(err) || errors.Is(err, context.Canceled)):
+		fmt.Fprintf(w, "kept: %s committed; the next run resumes with the %s still to do\n", plural(r.Windows, "window"), plural(len(r.Pending), "window"))
+	case r.PendingSaved:
+		fmt.Fprintf(w, "kept: %s committed; %s still to do, which the next run resumes once the error below is fixed\n", plural(r.Windows, "window"), plural(len(r.Pending), "window"))
+	default:
+		fmt.Fprintf(w, "kept: %s committed\n", plural(r.Windows, "window"))
 	}
+}
+
+// plural writes n and a noun, adding an s unless n is 1.
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -165,3 +165,13 @@ func (e *RedirectError) Error() string {
 // one of its Timeouts: no connection, no response headers, or no byte of the
 // body for too long. Such a call is retried like a 5xx answer.
 var ErrTimeout = errors.New("timed out")
+
+// Transient reports whether err may go away by itself, so that running the
+// same sync again later can succeed: a spent rate limit, a 5xx answer, a
+// broken or stalled body, a network failure. Anything else (a 4xx, a
+// protocol error, a redirect off the origin, too many rows at one instant)
+// needs a change by someone first.
+func Transient(err error) bool {
+	var rl *RateLimitError
+	return retryable(err) || errors.As(err, &rl)
+}

@@ -378,6 +378,9 @@ func TestOverflowOfOneInstant(t *testing.T) {
 // TestCallsFor1MRows measures the planner on 1,000,000 rows at the real
 // limit: ascending order must take at most 21 calls (20 is the minimum).
 func TestCallsFor1MRows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1M rows a row order: run without -short (make test does; make race does not)")
+	}
 	for _, tc := range []struct {
 		order    fakeapi.Order
 		maxCalls int

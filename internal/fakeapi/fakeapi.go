@@ -108,6 +108,9 @@ type Key struct {
 	ReadContacts bool   // the read:contacts permission
 }
 
+// MaxExtraColumns is the most columns ExtraColumns adds.
+const MaxExtraColumns = 8
+
 // MaxContacts is the largest dataset New builds.
 const MaxContacts = 50_000_000
 
@@ -148,6 +151,14 @@ type Config struct {
 	IgnoreBounds bool
 	// EchoKey lists where the server repeats the key a request carried.
 	EchoKey []Echo
+	// ShuffleColumns writes the columns of every response in its own
+	// pseudo-random order instead of the order fields asked for.
+	ShuffleColumns bool
+	// ExtraColumns adds this many columns nobody asked for to every
+	// response, at pseudo-random places: the first holds a UUID (the kind
+	// of value a reader that maps columns by position mistakes for the id),
+	// the others text. At most 8.
+	ExtraColumns int
 
 	Now func() time.Time // clock of the rate limiter; nil means time.Now
 }
@@ -196,6 +207,7 @@ type Server struct {
 
 	requests atomic.Int64
 	calls    atomic.Int64
+	layouts  atomic.Uint64 // responses laid out with shuffled or extra columns
 
 	mu       sync.Mutex
 	windows  map[string]*window // rate-limit windows by workspace
@@ -314,6 +326,9 @@ func (c *Config) validate() error {
 	}
 	if c.Overrun < OverrunEndless {
 		bad("Overrun %d is neither a row count nor OverrunEndless", c.Overrun)
+	}
+	if c.ExtraColumns < 0 || c.ExtraColumns > MaxExtraColumns {
+		bad("ExtraColumns %d must be between 0 and %d", c.ExtraColumns, MaxExtraColumns)
 	}
 	for _, e := range c.EchoKey {
 		switch e {

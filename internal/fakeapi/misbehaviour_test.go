@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -237,4 +238,54 @@ func TestEchoKey(t *testing.T) {
 			t.Errorf("rows %q", recs[1:3])
 		}
 	})
+}
+
+func TestShuffleAndExtraColumns(t *testing.T) {
+	srv, ts := newTestServer(t, Config{Contacts: 50, Seed: 3, ShuffleColumns: true, ExtraColumns: 2})
+	headers := map[string]bool{}
+	for call := 0; call < 4; call++ {
+		_, recs := export(t, ts, "limit=20")
+		header := recs[0]
+		headers[strings.Join(header, ",")] = true
+		if len(header) != len(DefaultFields)+2 {
+			t.Fatalf("header %v: want the %d default fields and 2 extra", header, len(DefaultFields))
+		}
+		col := map[string]int{}
+		for i, h := range header {
+			col[h] = i
+		}
+		for _, name := range append(slices.Clone(DefaultFields), "unrequested_1", "unrequested_2") {
+			if _, ok := col[name]; !ok {
+				t.Fatalf("header %v lacks %s", header, name)
+			}
+		}
+		// Every value sits under its own name.
+		byID := map[string]Contact{}
+		for i := 0; i < srv.Dataset().Len(); i++ {
+			byID[srv.Dataset().Contact(i).ID] = srv.Dataset().Contact(i)
+		}
+		for _, rec := range recs[1:] {
+			c, ok := byID[rec[col["id"]]]
+			if !ok {
+				t.Fatalf("row %v: id %q is not a contact's", rec, rec[col["id"]])
+			}
+			for _, name := range DefaultFields {
+				want, _ := c.Field(name)
+				if rec[col[name]] != want {
+					t.Errorf("%s: %s = %q, want %q", c.ID, name, rec[col[name]], want)
+				}
+			}
+			if len(rec[col["unrequested_1"]]) != 36 {
+				t.Errorf("unrequested_1 = %q, want a UUID", rec[col["unrequested_1"]])
+			}
+		}
+	}
+	if len(headers) < 2 {
+		t.Errorf("four responses shared one column order: %v", headers)
+	}
+	// Without shuffling, the first extra column stands before id.
+	_, ts = newTestServer(t, Config{Contacts: 5, ExtraColumns: 1})
+	if _, recs := export(t, ts, "fields=created_at,id"); !slices.Equal(recs[0], []string{"unrequested_1", "created_at", "id"}) {
+		t.Errorf("header %v", recs[0])
+	}
 }

@@ -83,6 +83,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"every 200 body goes on N rows past the limit, repeating its rows from the first, as a server that ignores limit would; 'endless' never ends; 0 keeps to the limit")
 	fs.BoolVar(&c.IgnoreBounds, "ignore-bounds", false,
 		"check created_after and created_before, then ignore them: every call answers as if they were absent, as a broken service might")
+	fs.BoolVar(&c.ShuffleColumns, "shuffle-columns", false,
+		"write the columns of every response in its own random order, not the order fields asked for: a client must map columns by header name")
+	fs.Var(&intValue{p: &c.ExtraColumns, max: MaxExtraColumns}, "extra-columns",
+		"add this many columns nobody asked for (unrequested_1, ...) to every response; the first holds a UUID and stands before id unless the columns are shuffled")
 	fs.Var(&echoValue{p: &c.EchoKey}, "echo-key",
 		"repeat the API key a request carried, comma-separated places: errors (appended to every JSON error message), request-id (X-Request-ID is the id, a dot and the key), body (the first CSV row's full_name is 'echo ' and the Authorization header; the second row's id is the key)")
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -510,10 +511,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec dec
 	}
 
 	rr := &rowRenderer{d: s.ds, tf: s.cfg.TimeFormat, fs: q.fields, rec: make([]string, len(q.fields))}
-	header := make([]string, len(q.fields))
-	for k, f := range q.fields {
-		header[k] = fieldNames[f]
-	}
+	lay := s.layout(q.fields)
+	header := lay.header()
 	cut := len(rows)
 	if dec.cut {
 		cut = len(rows) / 2
@@ -558,7 +557,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec dec
 				}
 			}
 		}
-		if writeRecord(cw, bw, rec) != nil {
+		if writeRecord(cw, bw, lay.apply(rec, int(rows[k%len(rows)]))) != nil {
 			return
 		}
 		if bw.Buffered() >= flushEvery && !flush() {
@@ -572,9 +571,73 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec dec
 	}
 	if dec.cut {
 		cw.Flush()
-		s.abort(bw, rc, rr.record(int(rows[cut])))
+		s.abort(bw, rc, lay.apply(rr.record(int(rows[cut])), int(rows[cut])))
 	}
 	flush()
+}
+
+// columnLayout is the order of a response's columns: slot k holds the
+// requested field slots[k], or, when slots[k] < 0, the extra column
+// -slots[k]-1.
+type columnLayout struct {
+	fields []field
+	slots  []int
+	out    []string
+}
+
+// layout returns the columns of the next response: the requested fields in
+// their order, or shuffled, with ExtraColumns added at random places.
+func (s *Server) layout(fields []field) *columnLayout {
+	l := &columnLayout{fields: fields}
+	for k := range fields {
+		l.slots = append(l.slots, k)
+	}
+	if !s.cfg.ShuffleColumns && s.cfg.ExtraColumns == 0 {
+		return l
+	}
+	r := rand.New(rand.NewPCG(uint64(s.cfg.Seed), uint64(s.layouts.Add(1))))
+	if s.cfg.ShuffleColumns {
+		r.Shuffle(len(l.slots), func(i, j int) { l.slots[i], l.slots[j] = l.slots[j], l.slots[i] })
+	}
+	for e := 0; e < s.cfg.ExtraColumns; e++ {
+		at := r.IntN(len(l.slots) + 1)
+		if e == 0 && !s.cfg.ShuffleColumns {
+			at = 0 // before id, where a positional reader looks for it
+		}
+		l.slots = slices.Insert(l.slots, at, -e-1)
+	}
+	l.out = make([]string, len(l.slots))
+	return l
+}
+
+func (l *columnLayout) header() []string {
+	h := make([]string, len(l.slots))
+	for k, slot := range l.slots {
+		if slot < 0 {
+			h[k] = fmt.Sprintf("unrequested_%d", -slot)
+		} else {
+			h[k] = fieldNames[l.fields[slot]]
+		}
+	}
+	return h
+}
+
+// apply returns rec, contact i's requested fields, in the layout's order.
+func (l *columnLayout) apply(rec []string, i int) []string {
+	if l.out == nil {
+		return rec
+	}
+	for k, slot := range l.slots {
+		switch {
+		case slot >= 0:
+			l.out[k] = rec[slot]
+		case slot == -1:
+			l.out[k] = fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i+1) // a UUID that is not the contact's
+		default:
+			l.out[k] = fmt.Sprintf("extra %d of %d", -slot, i)
+		}
+	}
+	return l.out
 }
 
 // writeRecord writes one CSV record. encoding/csv writes a record of one

@@ -590,3 +590,58 @@ func TestHostileKeyEcho(t *testing.T) {
 		env.checkNoKey(t)
 	})
 }
+
+// TestHostileColumnOrder syncs from an API that writes its columns in a new
+// order in every response and adds two nobody asked for (the first a UUID,
+// which a positional reader takes for the id). Three runs of every row
+// leave each id once, every value under its own name, and no column of the
+// unrequested ones in either sink.
+func TestHostileColumnOrder(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 4000, Seed: 35, Order: fakeapi.OrderRandom, ShuffleColumns: true, ExtraColumns: 2})
+	env := newHostileEnv(t)
+	for run := 0; run < 3; run++ {
+		if _, err := env.sync(env.client(url), 1500, func(o *pipeline.Options) { o.Since = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) }); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+	}
+	env.checkBoth(t, srv.Dataset(), nil)
+	for _, from := range []string{"contacts", lakeFrom(env.lakeDir())} {
+		rows, err := env.db.DB().Query(`SELECT * FROM ` + from + ` LIMIT 0`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		rows.Close()
+		for _, c := range cols {
+			if strings.HasPrefix(c, "unrequested") {
+				t.Errorf("%s has the column %s, which nobody asked for", from, c)
+			}
+		}
+	}
+	if n := strings.Count(env.logs.String(), "not asked for"); n != 3 {
+		t.Errorf("%d warnings about columns not asked for, want one a run:\n%s", n, env.logs.String())
+	}
+}
+
+// TestHostileHeaderWithoutID syncs from a server whose header lacks id, or
+// created_at: the window fails, naming what is missing, and loads nothing.
+func TestHostileHeaderWithoutID(t *testing.T) {
+	for _, tc := range []struct{ header, missing string }{
+		{"full_name,email,created_at", "no id column"},
+		{"id,full_name,email", "no created_at column"},
+	} {
+		t.Run(tc.missing, func(t *testing.T) {
+			hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/csv")
+				_, _ = w.Write([]byte(tc.header + "\r\nA,a@x.com,2024-01-01T00:00:00Z\r\n"))
+			}))
+			defer hs.Close()
+			env := newHostileEnv(t)
+			_, err := env.sync(env.client(hs.URL), 1000)
+			if err == nil || !strings.Contains(err.Error(), tc.missing) {
+				t.Fatalf("got %v, want an error saying the header has %s", err, tc.missing)
+			}
+			env.checkNothingLoaded(t)
+		})
+	}
+}

@@ -26,6 +26,7 @@ import (
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
 	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
 )
 
 // Options configures one sync.
@@ -70,6 +71,9 @@ type Result struct {
 	Distinct  int              // distinct ids loaded (Rows counts the duplicates at window edges too)
 	MinCalls  int              // ceil(Distinct / limit): the fewest calls those rows could have taken
 	WasResume bool             // the run finished an interrupted one
+	// PendingSaved says the destinations hold Pending, so that the next run
+	// resumes them: a window of this run committed them, or an earlier run did.
+	PendingSaved bool
 }
 
 // Identity describes a stream: the same base URL, filters and fields make
@@ -256,6 +260,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	res.Rejects = h.rejects
 	res.Pending = planner.Pending()
 	res.Complete = runErr == nil && len(res.Pending) == 0
+	res.PendingSaved = len(res.Pending) > 0 && (sum.Windows > 0 || res.WasResume)
 	res.Cursor = h.st.Cursor
 	res.Distinct = distinct(h.runIDs)
 	res.MinCalls = extract.MinCalls(res.Distinct, limit)
@@ -315,6 +320,8 @@ type handler struct {
 	// Windows overlap at their edges, so only these give the distinct row
 	// count the minimum number of calls is judged against.
 	attemptIDs, runIDs []uint64
+
+	warnedIgnored bool // the run has said that columns were left out
 }
 
 var idSeed = maphash.MakeSeed()
@@ -357,9 +364,20 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 		// one statement for DuckDB. A window holds at most 50,000 rows.
 		topts.BatchRows = extract.MaxLimit
 	}
+	// Columns nobody asked for are left out, so a server that adds some
+	// cannot change the destination's schema.
+	topts.Fields = h.o.Query.Fields
+	if topts.Fields == nil {
+		topts.Fields = schemas.Names(schemas.Contacts)
+	}
 	rd, err := transform.NewReader(resp.Body, topts)
 	if err != nil {
 		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
+	}
+	if ign := rd.Ignored(); len(ign) > 0 && !h.warnedIgnored {
+		h.warnedIgnored = true
+		h.log.Warn("the API returned columns that were not asked for; they are left out (ask for them with --fields to keep them)",
+			"columns", strings.Join(ign, ","), "request_id", resp.RequestID)
 	}
 	defer rd.Release()
 	for _, t := range h.o.Targets {

@@ -41,6 +41,11 @@ type Options struct {
 	// *extract.ProtocolError) as soon as row MaxRows+1 is read, and nothing
 	// after it is read. 0 means no cap.
 	MaxRows int
+	// Fields, when set, are the columns asked for: other columns of the
+	// header are read past and left out of the batches (Ignored names
+	// them), so a server that adds columns nobody asked for cannot change
+	// the destination's schema. id and created_at are always kept.
+	Fields []string
 }
 
 // Reader turns one export body into record batches with the schema Schema
@@ -68,6 +73,9 @@ type Reader struct {
 	maxRows   int64 // 0: no cap
 
 	cols      []schemas.Column
+	width     int      // fields in the header
+	src       []int    // per column of cols: its field in the header
+	ignored   []string // header fields not asked for
 	schema    *arrow.Schema
 	rb        *array.RecordBuilder
 	conv      []colBuilder
@@ -125,9 +133,19 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 	for i, f := range sc.fields {
 		header[i] = string(f)
 	}
-	cols, err := schemas.ForHeader(header)
+	all, err := schemas.ForHeader(header)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrHeader, err)
+	}
+	var cols []schemas.Column
+	var src []int
+	var ignored []string
+	for i, c := range all {
+		if opts.Fields != nil && c.Name != "id" && c.Name != "created_at" && !slices.Contains(opts.Fields, c.Name) {
+			ignored = append(ignored, c.Name)
+			continue
+		}
+		cols, src = append(cols, c), append(src, i)
 	}
 
 	rd := &Reader{
@@ -139,6 +157,9 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 		maxRows:   int64(max(opts.MaxRows, 0)),
 		cols:      cols,
 		createdAt: -1,
+		width:     len(all),
+		src:       src,
+		ignored:   ignored,
 		uuids:     make([][36]byte, len(cols)),
 		ints:      make([]int64, len(cols)),
 		sizes:     make([][2]int, len(cols)),
@@ -186,6 +207,10 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 	rd.lines = rd.rb.Field(len(cols)).(*array.Int64Builder)
 	return rd, nil
 }
+
+// Ignored returns the header's columns that Options.Fields did not ask for,
+// which the batches leave out.
+func (r *Reader) Ignored() []string { return slices.Clone(r.ignored) }
 
 // Columns returns the data columns in header order (without LineField).
 func (r *Reader) Columns() []schemas.Column { return slices.Clone(r.cols) }
@@ -284,21 +309,21 @@ func (r *Reader) emit() {
 // add appends one well-formed record to the builders, or returns why it is
 // rejected without appending anything.
 func (r *Reader) add(fields [][]byte, raw []byte, line int64) *RowError {
-	if len(fields) != len(r.conv) {
-		return &RowError{Line: line, Err: fmt.Errorf("%w: got %d, want %d", csv.ErrFieldCount, len(fields), len(r.conv))}
+	if len(fields) != r.width {
+		return &RowError{Line: line, Err: fmt.Errorf("%w: got %d, want %d", csv.ErrFieldCount, len(fields), r.width)}
 	}
 	if !utf8.Valid(raw) {
-		for i, f := range fields {
-			if !utf8.Valid(f) {
+		// Only the columns kept matter; an ignored one may hold anything.
+		for i := range r.conv {
+			if !utf8.Valid(fields[r.src[i]]) {
 				return &RowError{Line: line, Column: r.conv[i].Name, Err: ErrInvalidUTF8}
 			}
 		}
-		return &RowError{Line: line, Err: ErrInvalidUTF8}
 	}
 	// Check every value before appending any.
 	for i := range r.conv {
 		c := &r.conv[i]
-		v := fields[i]
+		v := fields[r.src[i]]
 		if len(v) == 0 && !c.Required {
 			continue
 		}
@@ -327,7 +352,7 @@ func (r *Reader) add(fields [][]byte, raw []byte, line int64) *RowError {
 	}
 	for i := range r.conv {
 		c := &r.conv[i]
-		v := fields[i]
+		v := fields[r.src[i]]
 		switch {
 		case c.list != nil:
 			c.list.Append(true) // an empty field is an empty list, never NULL
@@ -356,7 +381,7 @@ func (r *Reader) add(fields [][]byte, raw []byte, line int64) *RowError {
 	}
 	r.lines.Append(line)
 	r.n++
-	if r.createdAt >= 0 && len(fields[r.createdAt]) > 0 {
+	if r.createdAt >= 0 && len(fields[r.src[r.createdAt]]) > 0 {
 		if t := r.tally.Times; len(t) == cap(t) {
 			r.tally.Times = slices.Grow(t, max(len(t), 1024)) // double, not append's 1.25
 		}

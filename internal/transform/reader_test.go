@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
@@ -784,5 +785,43 @@ func TestMaxRows(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestFieldsLeaveOutColumnsNotAskedFor checks that columns the request did
+// not ask for are read past, in any position, and named by Ignored.
+func TestFieldsLeaveOutColumnsNotAskedFor(t *testing.T) {
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer alloc.AssertSize(t, 0)
+	body := "junk,created_at,id,full_name,extra\n" +
+		"\xff\xfe not text,2024-01-02T03:04:05Z,123e4567-e89b-12d3-a456-426614174000,Ann,zzz\n" +
+		"j2,2024-01-03T00:00:00Z,223e4567-e89b-12d3-a456-426614174000,Bob,\n"
+	rd, err := NewReader(strings.NewReader(body), Options{Alloc: alloc, Fields: []string{"full_name", "email"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Release()
+	var names []string
+	for _, c := range rd.Columns() {
+		names = append(names, c.Name)
+	}
+	if !slices.Equal(names, []string{"created_at", "id", "full_name"}) || !slices.Equal(rd.Ignored(), []string{"junk", "extra"}) {
+		t.Fatalf("columns %v, ignored %v", names, rd.Ignored())
+	}
+	rows := 0
+	for rd.Next() {
+		b := rd.RecordBatch()
+		if b.NumCols() != 4 {
+			t.Fatalf("batch has %d columns", b.NumCols())
+		}
+		ids := b.Column(1).(*array.String)
+		full := b.Column(2).(*array.String)
+		if ids.Value(0) != "123e4567-e89b-12d3-a456-426614174000" || full.Value(1) != "Bob" {
+			t.Errorf("values %s %s", ids.Value(0), full.Value(1))
+		}
+		rows += int(b.NumRows())
+	}
+	if err := rd.Err(); err != nil || rows != 2 || len(rd.Rejects()) != 0 {
+		t.Errorf("rows %d, rejects %v, err %v: invalid text in an ignored column must not reject the row", rows, rd.Rejects(), err)
 	}
 }
