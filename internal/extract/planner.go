@@ -411,6 +411,19 @@ func (p *Planner) remainder(pd pending, t Tally) ([]pending, error) {
 	} else {
 		pieces = cutAt(next, []int{int(float64(len(sample)) * p.probeShare())})
 	}
+	if len(pieces) < 2 && len(sample) > 0 && len(sample) < len(t.Times) && sample[0] == sample[len(sample)-1] {
+		// One instant inside the window, and rows at the edges an
+		// inclusive bound adds (a burst at the window's end, say): cut
+		// just after that instant. Each piece's created_after is Overlap
+		// before its start, so the cut is 2 µs after the instant to keep
+		// it out of the second piece.
+		if cut := sample[0] + 2*int64(Overlap/time.Microsecond); cut < pd.s.hi {
+			return []pending{
+				{s: span{pd.s.lo, cut}, sample: sample, dens: next.dens},
+				{s: span{cut, pd.s.hi}, dens: next.dens},
+			}, nil
+		}
+	}
 	if len(pieces) < 2 {
 		// No instant inside the window to cut at: the rows are at one
 		// instant, or at the edges an inclusive bound adds. Name the

@@ -1,6 +1,7 @@
 package fakeapi
 
 import (
+	"fmt"
 	"math/bits"
 	"sort"
 	"strconv"
@@ -75,6 +76,10 @@ type Contact struct {
 	Notes       string
 	LeadScore   int
 
+	// Deleted says the contact was deleted (Server.Delete): no export
+	// returns it any more.
+	Deleted bool
+
 	// spacedTags records that the server writes this contact's tags with a
 	// space after each comma ("lead, priority").
 	spacedTags bool
@@ -135,6 +140,11 @@ type Dataset struct {
 	feistel  [4]uint64
 	largestT int64
 	largestN int
+
+	// Mutations (Server.Append, Edit, Delete) make a new Dataset that
+	// shares the rest: a response reads one Dataset throughout.
+	version map[int32]uint32 // edits of a contact; nil when none
+	deleted map[int32]bool   // nil when none
 }
 
 // Independent hash streams per contact, so that a filter can read a
@@ -184,8 +194,81 @@ func (r *rng) float() float64 {
 }
 
 func (d *Dataset) rng(stream, i int) rng {
-	return rng{s: mix64(d.base[stream] + uint64(i)*golden)}
+	s := d.base[stream] + uint64(i)*golden
+	if d.version != nil && (stream == streamText || stream == streamTags) {
+		// An edited contact draws its text and tags anew.
+		s += uint64(d.version[int32(i)]) * 0xd6e8feb86659fd93
+	}
+	return rng{s: mix64(s)}
 }
+
+// clone returns a copy of d that shares its created times (until appended
+// to) and copies its mutation maps.
+func (d *Dataset) clone() *Dataset {
+	n := *d
+	if d.version != nil {
+		n.version = make(map[int32]uint32, len(d.version))
+		for k, v := range d.version {
+			n.version[k] = v
+		}
+	}
+	if d.deleted != nil {
+		n.deleted = make(map[int32]bool, len(d.deleted))
+		for k, v := range d.deleted {
+			n.deleted[k] = v
+		}
+	}
+	return &n
+}
+
+// appended returns d with n contacts created at the unix second t added.
+func (d *Dataset) appended(n int, t int64) (*Dataset, error) {
+	if n < 0 || d.Len()+n > MaxContacts {
+		return nil, fmt.Errorf("fakeapi: cannot append %d contacts to %d", n, d.Len())
+	}
+	if last := len(d.created) - 1; last >= 0 && t < d.created[last] {
+		return nil, fmt.Errorf("fakeapi: contacts appended at %s would come before the last one, at %s",
+			time.Unix(t, 0).UTC().Format(time.RFC3339), time.Unix(d.created[last], 0).UTC().Format(time.RFC3339))
+	}
+	next := d.clone()
+	next.created = make([]int64, len(d.created), len(d.created)+n)
+	copy(next.created, d.created)
+	for range n {
+		next.created = append(next.created, t)
+	}
+	if same := sort.Search(len(next.created), func(i int) bool { return next.created[i] >= t }); len(next.created)-same > next.largestN {
+		next.largestT, next.largestN = t, len(next.created)-same
+	}
+	return next, nil
+}
+
+// edited returns d with the contacts at idx edited once more (and live).
+func (d *Dataset) edited(idx []int) *Dataset {
+	next := d.clone()
+	if next.version == nil {
+		next.version = map[int32]uint32{}
+	}
+	for _, i := range idx {
+		next.version[int32(i)]++
+		delete(next.deleted, int32(i))
+	}
+	return next
+}
+
+// without returns d with the contacts at idx deleted.
+func (d *Dataset) without(idx []int) *Dataset {
+	next := d.clone()
+	if next.deleted == nil {
+		next.deleted = map[int32]bool{}
+	}
+	for _, i := range idx {
+		next.deleted[int32(i)] = true
+	}
+	return next
+}
+
+// Live returns the number of contacts not deleted.
+func (d *Dataset) Live() int { return d.Len() - len(d.deleted) }
 
 // newDataset builds n contacts from seed.
 func newDataset(n int, seed int64) *Dataset {
@@ -286,6 +369,7 @@ func (d *Dataset) Contact(i int) Contact {
 		Country:     str(fCountry),
 		Notes:       str(fNotes),
 		LeadScore:   int(p.score),
+		Deleted:     d.deleted[int32(i)],
 		spacedTags:  p.spaced,
 	}
 	for m := p.tags; m != 0; m &= m - 1 {

@@ -226,3 +226,57 @@ func isASCII(s string) bool {
 	}
 	return true
 }
+
+func TestMutations(t *testing.T) {
+	srv, ts := newTestServer(t, Config{Contacts: 100, Seed: 8})
+	before := srv.Dataset()
+	now := time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
+	if err := srv.Append(3, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Append(1, now.Add(-24*time.Hour)); err == nil {
+		t.Error("appending before the last contact was accepted")
+	}
+	srv.Edit(5, 7)
+	srv.Delete(9, 101)
+	d := srv.Dataset()
+	if before.Len() != 100 || d.Len() != 103 || d.Live() != 101 {
+		t.Fatalf("lengths: before %d, now %d, live %d", before.Len(), d.Len(), d.Live())
+	}
+	for i := 100; i < 103; i++ {
+		if c := d.Contact(i); !c.CreatedAt.Equal(now) || c.Deleted != (i == 101) {
+			t.Errorf("appended contact %d: %+v", i, c)
+		} else if j, ok := d.Index(c.ID); !ok || j != i {
+			t.Errorf("appended contact %d: Index gives %d %v", i, j, ok)
+		}
+	}
+	for _, i := range []int{5, 7} {
+		old, c := before.Contact(i), d.Contact(i)
+		if c.ID != old.ID || !c.CreatedAt.Equal(old.CreatedAt) || c.FullName == old.FullName && c.Email == old.Email {
+			t.Errorf("edit of %d: %+v from %+v", i, c, old)
+		}
+	}
+	if c := d.Contact(6); !reflect.DeepEqual(c, before.Contact(6)) {
+		t.Errorf("an unedited contact changed: %+v", c)
+	}
+	// Exports see the edits, not the deleted, and the new ones.
+	_, recs := export(t, ts, "limit=50000")
+	got := map[string][]string{}
+	for _, r := range recs[1:] {
+		got[r[0]] = r
+	}
+	if len(got) != 101 {
+		t.Errorf("export has %d contacts, want 101", len(got))
+	}
+	if _, ok := got[d.Contact(9).ID]; ok {
+		t.Error("a deleted contact is exported")
+	}
+	if r := got[d.Contact(5).ID]; r[1] != d.Contact(5).FullName {
+		t.Errorf("edited contact exported as %v, want name %q", r, d.Contact(5).FullName)
+	}
+	// Editing a deleted contact brings it back.
+	srv.Edit(9)
+	if c := srv.Dataset().Contact(9); c.Deleted || srv.Dataset().Live() != 102 {
+		t.Errorf("contact 9 after an edit: %+v", c)
+	}
+}

@@ -198,7 +198,7 @@ func (f Fault) String() string {
 // Server is the fake export API. It is safe for concurrent use.
 type Server struct {
 	cfg  Config
-	ds   *Dataset
+	ds   atomic.Pointer[Dataset] // the workspace now; a mutation swaps in a new one
 	keys map[string]Key
 	now  func() time.Time
 	// seq numbers the requests for their ids; idBase mixes in the seed.
@@ -258,7 +258,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		cfg:      cfg,
-		ds:       newDataset(cfg.Contacts, cfg.Seed),
 		keys:     make(map[string]Key, len(cfg.Keys)),
 		now:      cfg.Now,
 		idBase:   mix64(uint64(cfg.Seed) ^ 0x5851f42d4c957f2d),
@@ -268,6 +267,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.ds.Store(newDataset(cfg.Contacts, cfg.Seed))
 	for _, k := range cfg.Keys {
 		s.keys[k.Token] = k
 	}
@@ -361,7 +361,37 @@ func (c *Config) validate() error {
 }
 
 // Dataset returns the contacts the server exports.
-func (s *Server) Dataset() *Dataset { return s.ds }
+func (s *Server) Dataset() *Dataset { return s.ds.Load() }
+
+// Append adds n contacts created at t (whole seconds), which must not be
+// before the workspace's last contact: a workspace that grows, as the real
+// one does between two syncs. Appended contacts take the next indexes.
+func (s *Server) Append(n int, t time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next, err := s.ds.Load().appended(n, t.Unix())
+	if err != nil {
+		return err
+	}
+	s.ds.Store(next)
+	return nil
+}
+
+// Edit changes the contacts at the given indexes: each edit gives a contact
+// new text fields (name, email, title, company, ...) and tags; its id and
+// created_at stay. Editing a deleted contact brings it back.
+func (s *Server) Edit(idx ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ds.Store(s.ds.Load().edited(idx))
+}
+
+// Delete removes the contacts at the given indexes from every export.
+func (s *Server) Delete(idx ...int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ds.Store(s.ds.Load().without(idx))
+}
 
 // Calls returns the number of export requests that passed authentication and
 // the rate limiter, and so counted against the limit (when there is one).

@@ -107,7 +107,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	s.stream(w, r, q, dec)
+	s.stream(w, r, s.ds.Load(), q, dec)
 }
 
 // authenticate returns the key named by an Authorization header, or the
@@ -348,13 +348,15 @@ func parseTimeParam(name, v string) (time.Time, error) {
 }
 
 // selectRows returns the indexes of the rows to write, in order.
-func (s *Server) selectRows(q query) []int32 {
+func (s *Server) selectRows(d *Dataset, q query) []int32 {
 	if q.nothing || q.lo > q.hi {
 		return nil
 	}
-	d := s.ds
 	from, to := d.search(q.lo, q.hi)
 	match := func(i int) bool {
+		if d.deleted != nil && d.deleted[int32(i)] {
+			return false
+		}
 		if q.tags != 0 {
 			if m, _ := d.tagInfo(i); m&q.tags != q.tags {
 				return false
@@ -479,8 +481,8 @@ func (rr *rowRenderer) record(i int) []string {
 // dropping the connection half-way when cut; and, when configured, going on
 // past the rows (Overrun), falling silent (StallAfter) or echoing the key
 // (EchoBody).
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec decision) {
-	rows := s.selectRows(q)
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, d *Dataset, q query, dec decision) {
+	rows := s.selectRows(d, q)
 	h := w.Header()
 	h.Set("Content-Type", "text/csv; charset=utf-8")
 	h.Set("Content-Disposition", `attachment; filename="contacts-export.csv"`)
@@ -510,7 +512,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, q query, dec dec
 		return ctx.Err() == nil
 	}
 
-	rr := &rowRenderer{d: s.ds, tf: s.cfg.TimeFormat, fs: q.fields, rec: make([]string, len(q.fields))}
+	rr := &rowRenderer{d: d, tf: s.cfg.TimeFormat, fs: q.fields, rec: make([]string, len(q.fields))}
 	lay := s.layout(q.fields)
 	header := lay.header()
 	cut := len(rows)

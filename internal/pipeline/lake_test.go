@@ -45,9 +45,13 @@ func syncTargets(t testing.TB, url string, a syncArgs, targets ...load.Target) (
 		a.limit = extract.MaxLimit
 	}
 	c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
+	var now func() time.Time
+	if !a.now.IsZero() {
+		now = func() time.Time { return a.now }
+	}
 	return pipeline.Sync(context.Background(), pipeline.Options{
 		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, ListID: a.listID, Fields: a.fields},
-		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Targets: targets,
+		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Lookback: a.lookback, Targets: targets, Now: now,
 	})
 }
 

@@ -47,6 +47,8 @@ type syncArgs struct {
 	listID       string
 	fields       []string
 	maxCalls     int
+	lookback     time.Duration
+	now          time.Time // the run's clock (zero: time.Now)
 }
 
 func runSync(t testing.TB, url string, db *load.DuckDB, a syncArgs) (pipeline.Result, error) {
@@ -339,4 +341,90 @@ func TestFaultsNeverCorruptTheTable(t *testing.T) {
 	t.Logf("%d windows, %d calls with faults", res.Windows, res.Calls)
 	checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
 	checkEqualsDatasetFrom(t, db.DB(), lakeFrom(filepath.Join(dir, "lake")), srv.Dataset(), nil)
+}
+
+// TestAGrowingWorkspace syncs a workspace that grows between runs, as a
+// real one does: contacts created since the last run, contacts that arrive
+// late (created before the cursor, exported only now) inside and outside
+// the lookback, and a run stopped at --max-calls that resumes after more
+// contacts came. Both sinks end with exactly what the API then holds.
+func TestAGrowingWorkspace(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 6000, Seed: 21, Order: fakeapi.OrderRandom})
+	dir := t.TempDir()
+	db := openDB(t, filepath.Join(dir, "w.duckdb"))
+	lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
+	t0 := time.Now().Add(-10 * time.Hour).UTC().Truncate(time.Second)
+	sync := func(a syncArgs) pipeline.Result {
+		t.Helper()
+		res, err := syncTargets(t, url, a, db, lake)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	both := func(keep func(fakeapi.Contact) bool) {
+		t.Helper()
+		checkEqualsDataset(t, db.DB(), srv.Dataset(), keep)
+		checkEqualsDatasetFrom(t, db.DB(), lakeFrom(filepath.Join(dir, "lake")), srv.Dataset(), keep)
+	}
+	res := sync(syncArgs{limit: 2000, lookback: time.Hour, now: t0})
+	if !res.Complete || !res.Cursor.Equal(t0) {
+		t.Fatalf("first run: complete %v, cursor %s, want %s", res.Complete, res.Cursor, t0)
+	}
+	both(nil)
+
+	// An hour later: 200 contacts arrived late, created 20 minutes before
+	// the cursor, and 300 new ones.
+	if err := srv.Append(200, t0.Add(-20*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Append(300, t0.Add(30*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	res = sync(syncArgs{limit: 2000, lookback: time.Hour, now: t0.Add(time.Hour)})
+	if res.Calls != 1 || !res.Since.Equal(t0.Add(-time.Hour)) || !res.Cursor.Equal(t0.Add(time.Hour)) {
+		t.Errorf("second run: %d calls, since %s, cursor %s; want 1 call from the cursor less the lookback", res.Calls, res.Since, res.Cursor)
+	}
+	if res.Distinct != 500 {
+		t.Errorf("second run loaded %d contacts, want the 500 that came", res.Distinct)
+	}
+	both(nil)
+
+	// Late arrivals older than the lookback are not seen by an incremental
+	// run (a full re-sync or --since finds them).
+	if err := srv.Append(50, t0.Add(40*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	res = sync(syncArgs{limit: 2000, lookback: 10 * time.Minute, now: t0.Add(2 * time.Hour)})
+	if !res.Since.Equal(t0.Add(50 * time.Minute)) {
+		t.Errorf("third run since %s, want the cursor less 10 minutes", res.Since)
+	}
+	late := srv.Dataset().Len() - 50
+	notLate := func(c fakeapi.Contact) bool {
+		i, _ := srv.Dataset().Index(c.ID)
+		return i < late || i >= late+50
+	}
+	both(notLate)
+
+	// A run stopped at --max-calls, more contacts, and the resumed run.
+	for k := range 3 {
+		if err := srv.Append(1500, t0.Add(3*time.Hour+time.Duration(k)*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res = sync(syncArgs{limit: 2000, lookback: time.Hour, now: t0.Add(4 * time.Hour), maxCalls: 1})
+	if res.Complete || len(res.Pending) == 0 {
+		t.Fatalf("the capped run completed: %+v", res)
+	}
+	if err := srv.Append(100, t0.Add(5*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	res = sync(syncArgs{limit: 2000, lookback: time.Hour, now: t0.Add(6 * time.Hour)})
+	if !res.Complete || !res.WasResume || !res.Cursor.Equal(t0.Add(6*time.Hour)) {
+		t.Errorf("resumed run: complete %v, resume %v, cursor %s", res.Complete, res.WasResume, res.Cursor)
+	}
+	both(notLate)
+	// A run with --since over the late ones picks them up.
+	sync(syncArgs{limit: 2000, since: t0, now: t0.Add(7 * time.Hour)})
+	both(nil)
 }
