@@ -428,3 +428,65 @@ func TestAGrowingWorkspace(t *testing.T) {
 	sync(syncArgs{limit: 2000, since: t0, now: t0.Add(7 * time.Hour)})
 	both(nil)
 }
+
+// TestCursorAndRunStatus checks that a run with a later --since never moves
+// the cursor over the gap it skipped, and that each run records how it
+// ended: ok, partial (stopped at --max-calls) or failed.
+func TestCursorAndRunStatus(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 3000, Seed: 22})
+	dir := t.TempDir()
+	db := openDB(t, filepath.Join(dir, "w.duckdb"))
+	lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
+	t0 := time.Now().Add(-10 * time.Hour).UTC().Truncate(time.Second)
+	run := func(a syncArgs) (pipeline.Result, error) {
+		t.Helper()
+		return syncTargets(t, url, a, db, lake)
+	}
+	if _, err := run(syncArgs{limit: 1000, now: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Append(10, t0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Append(10, t0.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	// Only the last hour: the cursor stays where the covered range ends.
+	res, err := run(syncArgs{limit: 1000, since: t0.Add(2 * time.Hour), now: t0.Add(4 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Cursor.Equal(t0) {
+		t.Errorf("cursor %s after a run from a later --since, want it to stay %s", res.Cursor, t0)
+	}
+	// The next incremental run fetches the gap.
+	if res, err = run(syncArgs{limit: 1000, now: t0.Add(5 * time.Hour)}); err != nil || !res.Since.Equal(t0) {
+		t.Fatalf("incremental run since %s (%v), want %s", res.Since, err, t0)
+	}
+	checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+
+	// Statuses: a capped run is partial, a failed one failed.
+	if _, err := run(syncArgs{limit: 1000, since: time.Date(2019, 1, 1, 0, 0, 0, 0, time.UTC), now: t0.Add(6 * time.Hour), maxCalls: 1}); err != nil {
+		t.Fatal(err)
+	}
+	srv.InjectFault(fakeapi.Fault500, fakeapi.Fault500, fakeapi.Fault500, fakeapi.Fault500)
+	if _, err := run(syncArgs{limit: 1000, now: t0.Add(7 * time.Hour)}); err == nil {
+		t.Fatal("a run against four 500s in a row succeeded")
+	}
+	for _, tgt := range []load.Target{db, lake} {
+		runs, err := tgt.Runs(context.Background(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range runs {
+			got = append(got, r.Status)
+		}
+		if want := []string{"failed", "partial", "ok", "ok", "ok"}; !slices.Equal(got, want) {
+			t.Errorf("%T: run statuses newest first %v, want %v", tgt, got, want)
+		}
+		if runs[0].Error == "" || runs[1].Windows != 1 || runs[1].Calls != 1 {
+			t.Errorf("%T: failed run %+v, partial run %+v", tgt, runs[0], runs[1])
+		}
+	}
+}
