@@ -279,8 +279,8 @@ SIGINT/SIGTERM (committed windows are kept; run again to resume).
 
 Example:
   export LEADLEX_API_KEY=wbk_...
-  leadlex-etl sync --duckdb warehouse.duckdb
-  duckdb warehouse.duckdb "SELECT unnest(tags) AS tag, count(*) FROM contacts GROUP BY tag"`, stdout)
+  leadlex-etl sync --duckdb warehouse.duckdb --parquet lake
+  `+queryExamples[1], stdout)
 	o.AddFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
