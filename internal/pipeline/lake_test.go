@@ -130,6 +130,7 @@ func TestParquetRoundTripEveryPartitioning(t *testing.T) {
 			checkWithPqarrow(t, lakeFiles(t, dir), ds)
 			checkBloomFilters(t, db, lakeFiles(t, dir), ds)
 			checkWithHyparquet(t, lakeFiles(t, dir), ds)
+			checkWithPolars(t, dir, load.Partitioning(part), ds)
 		})
 	}
 }
@@ -270,60 +271,113 @@ func checkWithPqarrow(t *testing.T, files []string, ds *fakeapi.Dataset) {
 // through tools/js/read-parquet.mjs (make test installs it).
 func checkWithHyparquet(t *testing.T, files []string, ds *fakeapi.Dataset) {
 	t.Helper()
-	script, err := filepath.Abs("../../tools/js/read-parquet.mjs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(filepath.Dir(script), "node_modules", "hyparquet")); err != nil {
-		t.Fatalf("hyparquet is not installed: run make test, which runs npm ci --prefix tools/js (%v)", err)
-	}
+	out := runNode(t, "read-parquet.mjs", files...)
 	seen := 0
-	{
-		cmd := exec.Command("node", append([]string{script}, files...)...)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("hyparquet: %v\n%s", err, stderr.String())
-		}
-		sc := bufio.NewScanner(bytes.NewReader(out))
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			var rec map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-				t.Fatalf("hyparquet output %q: %v", sc.Text(), err)
-			}
-			id, _ := rec["id"].(string)
-			i, ok := ds.Index(id)
-			if !ok {
-				t.Fatalf("hyparquet: unknown id %v", rec["id"])
-			}
-			want := ds.Contact(i)
-			for _, name := range textColumns {
-				got, _ := rec[name].(string)
-				if exp, _ := want.Field(name); got != exp || (exp == "" && rec[name] != nil) {
-					t.Fatalf("hyparquet: contact %s: %s = %#v, want %q (NULL if empty)", id, name, rec[name], exp)
-				}
-			}
-			var tags []string
-			if list, ok := rec["tags"].([]any); ok {
-				for _, v := range list {
-					tags = append(tags, fmt.Sprint(v))
-				}
-			}
-			if fmt.Sprint(tags) != fmt.Sprint(want.Tags) || !sameInstant(rec["created_at"], want.CreatedAt) {
-				t.Fatalf("hyparquet: contact %s: got %v, want %v %s", id, rec, want.Tags, want.CreatedAt)
-			}
-			seen++
-		}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		checkJSONRow(t, "hyparquet", sc.Bytes(), ds)
+		seen++
 	}
 	if seen != ds.Len() {
 		t.Errorf("hyparquet read %d rows, want %d", seen, ds.Len())
 	}
 }
 
-// sameInstant compares what read-parquet.mjs printed for a timestamp (an
-// ISO string or microseconds) with an instant.
+// runNode runs one of the tools/js scripts and returns its stdout.
+func runNode(t *testing.T, script string, args ...string) []byte {
+	t.Helper()
+	path, err := filepath.Abs("../../tools/js/" + script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dep := range []string{"hyparquet", "nodejs-polars"} {
+		if _, err := os.Stat(filepath.Join(filepath.Dir(path), "node_modules", dep)); err != nil {
+			t.Fatalf("%s is not installed: run make test, which runs npm ci --prefix tools/js (%v)", dep, err)
+		}
+	}
+	cmd := exec.Command("node", append([]string{path}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node %s: %v\n%s", script, err, stderr.String())
+	}
+	return out
+}
+
+// checkJSONRow compares one row a JavaScript reader printed with the
+// dataset, every standard field value by value, and returns it.
+func checkJSONRow(t *testing.T, reader string, line []byte, ds *fakeapi.Dataset) (map[string]any, fakeapi.Contact) {
+	t.Helper()
+	var rec map[string]any
+	if err := json.Unmarshal(line, &rec); err != nil {
+		t.Fatalf("%s output %q: %v", reader, line, err)
+	}
+	id, _ := rec["id"].(string)
+	i, ok := ds.Index(id)
+	if !ok {
+		t.Fatalf("%s: unknown id %v", reader, rec["id"])
+	}
+	want := ds.Contact(i)
+	for _, name := range textColumns {
+		got, _ := rec[name].(string)
+		if exp, _ := want.Field(name); got != exp || (exp == "" && rec[name] != nil) {
+			t.Fatalf("%s: contact %s: %s = %#v, want %q (NULL if empty)", reader, id, name, rec[name], exp)
+		}
+	}
+	var tags []string
+	if list, ok := rec["tags"].([]any); ok {
+		for _, v := range list {
+			tags = append(tags, fmt.Sprint(v))
+		}
+	}
+	if fmt.Sprint(tags) != fmt.Sprint(want.Tags) || !sameInstant(rec["created_at"], want.CreatedAt) {
+		t.Fatalf("%s: contact %s: got %v, want %v %s", reader, id, rec, want.Tags, want.CreatedAt)
+	}
+	return rec, want
+}
+
+// checkWithPolars reads the lake's contacts folder with Polars and no
+// option, as a Polars user would, and compares with the dataset: types
+// (partition columns as integers), values, and partition values.
+func checkWithPolars(t *testing.T, lake string, part load.Partitioning, ds *fakeapi.Dataset) {
+	t.Helper()
+	out := runNode(t, "read-polars.mjs", filepath.Join(lake, "contacts"))
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	if !sc.Scan() {
+		t.Fatal("polars printed nothing")
+	}
+	var schema map[string]string
+	if err := json.Unmarshal(sc.Bytes(), &schema); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"created_at": "Datetime(us,UTC)", "tags": "List(DataType(String))", "id": "String", "email": "String"}
+	for _, c := range part.Columns() {
+		want[c] = "Int64"
+	}
+	for col, typ := range want {
+		if schema[col] != typ {
+			t.Errorf("polars reads %s as %q, want %q (schema %v)", col, schema[col], typ, schema)
+		}
+	}
+	seen := 0
+	for sc.Scan() {
+		rec, c := checkJSONRow(t, "polars", sc.Bytes(), ds)
+		at := c.CreatedAt.UTC()
+		for col, v := range map[string]int{"year": at.Year(), "month": int(at.Month()), "day": at.Day()} {
+			if got, ok := rec[col]; ok && got != float64(v) {
+				t.Fatalf("polars: contact %s: %s = %v, want %d", c.ID, col, got, v)
+			}
+		}
+		seen++
+	}
+	if seen != ds.Len() {
+		t.Errorf("polars read %d rows, want %d", seen, ds.Len())
+	}
+}
+
 func sameInstant(v any, want time.Time) bool {
 	switch v := v.(type) {
 	case string:
