@@ -40,4 +40,4 @@ echo "== the Parquet lake: $(find "$LAKE" -name '*.parquet' | wc -l) files, $(du
 Q="SELECT year, count(*) AS contacts, count(DISTINCT id) AS distinct_ids FROM read_parquet('$LAKE/contacts/**/*.parquet') GROUP BY year ORDER BY year"
 echo "   $Q"
 "$BIN" query --duckdb "$DB" "$Q"
-echo "== done: duckdb $DB \"SELECT * FROM contacts LIMIT 5\", or point Spark/pandas at $LAKE"
+echo "== done: bin/leadlex-etl query --duckdb $DB \"SELECT * FROM contacts LIMIT 5\", or point Polars, pandas or Spark at $LAKE/contacts"

@@ -276,6 +276,14 @@ func TestKilledSyncResumesExactly(t *testing.T) {
 	if n := count(t, db, "SELECT count(*) FROM (SELECT "+cols+" FROM contacts EXCEPT SELECT "+cols+" FROM "+lakeTable+")"); n != 0 {
 		t.Errorf("%d rows of DuckDB are not in the lake", n)
 	}
+	// The file holds the tool's tables and contacts, and no view: the
+	// Arrow view of a killed commit never reached it.
+	if n := count(t, db, `SELECT count(*) FROM duckdb_views() WHERE NOT internal`); n != 0 {
+		t.Errorf("%d views in the DuckDB file after kills", n)
+	}
+	if n := count(t, db, `SELECT count(*) FROM duckdb_tables() WHERE table_name <> 'contacts' AND NOT starts_with(table_name, '_leadlex_')`); n != 0 {
+		t.Errorf("%d tables other than contacts and the tool's own", n)
+	}
 	// No temporary file or journal is left once a run has finished.
 	leftovers, _ := filepath.Glob(filepath.Join(lake, "*", ".*.tmp"))
 	if _, err := os.Stat(filepath.Join(lake, "_leadlex", "journal.json")); err == nil || len(leftovers) > 0 {
