@@ -375,7 +375,7 @@ var conformanceCases = []struct {
 		c.attempt(header+uB+",B first try,,,,,,,2024-01-01T00:00:00Z\n", info)
 		rejects, rows := c.attempt(header+uB+",B retried,,,,,,,2024-01-01T00:00:00Z\n", info)
 		st := st1
-		st.Cursor = time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC)
+		st.Coverage = load.Coverage{{To: time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 2}}
 		if err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Calls: 2}, st); err != nil {
 			c.t.Fatal(err)
 		}
@@ -391,7 +391,12 @@ var conformanceCases = []struct {
 	{"StateRoundTripAndReopen", func(c *conformance) {
 		ctx := context.Background()
 		st := load.StreamState{
-			StreamID: "s1", Identity: st1.Identity, Cursor: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC),
+			StreamID: "s1", Identity: st1.Identity,
+			Coverage: load.Coverage{
+				{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 10},
+				{From: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC), Rows: 49999},
+				{From: time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2025, 7, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+			},
 			Pending: []extract.Window{
 				{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)},
 				{From: time.Date(2021, 1, 1, 0, 0, 0, 5000, time.UTC), To: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)},
@@ -400,7 +405,8 @@ var conformanceCases = []struct {
 			PendingUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		}
 		c.commit(header+uA+",A,,,,,,,2024-01-01T00:00:00Z\n", st)
-		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`, Cursor: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`,
+			Coverage: load.Coverage{{From: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 3}}}
 		c.commit(header+uB+",B,,,,,,,2024-01-01T00:00:00Z\n", other)
 		check := func(when string) {
 			for _, want := range []load.StreamState{st, other} {
@@ -424,7 +430,9 @@ var conformanceCases = []struct {
 			c.t.Errorf("%d rows after reopening, want 2", n)
 		}
 		// Progress of the first stream: pending windows done, the cursor moves.
-		st.Pending, st.PendingSince, st.PendingUntil, st.Cursor = nil, time.Time{}, time.Time{}, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+		st.Pending, st.PendingSince, st.PendingUntil = nil, time.Time{}, time.Time{}
+		st.Coverage = st.Coverage.Add(load.Segment{From: time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+			VerifiedAt: time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC), Rows: 40})
 		c.commit(header+uC+",C,,,,,,,2024-01-01T00:00:00Z\n", st)
 		c.reopen()
 		check("after the pending windows were done")

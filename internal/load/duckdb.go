@@ -323,6 +323,9 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 		`CREATE TABLE IF NOT EXISTS _leadlex_streams (
 			stream_id VARCHAR PRIMARY KEY, identity VARCHAR NOT NULL, cursor TIMESTAMPTZ,
 			pending VARCHAR, pending_since TIMESTAMPTZ, pending_until TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL)`,
+		// Coverage (JSON) came after the cursor; a file with only a cursor is
+		// read as covered from the beginning up to it.
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS coverage VARCHAR`,
 		`CREATE TABLE IF NOT EXISTS _leadlex_runs (
 			run_id VARCHAR PRIMARY KEY, stream_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
 			status VARCHAR NOT NULL, since TIMESTAMPTZ, "until" TIMESTAMPTZ, windows INTEGER, "rows" BIGINT, rejects BIGINT,

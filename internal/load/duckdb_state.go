@@ -22,12 +22,21 @@ func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
 	if err != nil {
 		return err
 	}
-	var pendingArg any = pending
-	if pending == "" {
-		pendingArg = nil
+	coverage, err := encodeCoverage(st.Coverage)
+	if err != nil {
+		return err
 	}
-	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		st.StreamID, st.Identity, nullTime(st.Cursor), pendingArg, nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC())
+	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams (stream_id, identity, cursor, pending, pending_since, pending_until, updated_at, coverage)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		st.StreamID, st.Identity, nullTime(st.Cursor()), nullString(pending), nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC(),
+		nullString(coverage))
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // LoadState reads a stream's state.
@@ -41,28 +50,29 @@ func (d *DuckDB) LoadState(ctx context.Context, streamID, identity string) (st S
 
 func (d *DuckDB) loadState(ctx context.Context, streamID, identity string) (StreamState, error) {
 	st := StreamState{StreamID: streamID, Identity: identity}
-	var cursor, since, until sql.NullTime
-	var pending sql.NullString
-	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until FROM _leadlex_streams WHERE stream_id = ?`, streamID).
-		Scan(&cursor, &pending, &since, &until)
+	var cursor, since, until, updated sql.NullTime
+	var pending, coverage sql.NullString
+	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until, updated_at, coverage FROM _leadlex_streams WHERE stream_id = ?`, streamID).
+		Scan(&cursor, &pending, &since, &until, &updated, &coverage)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, nil
 	}
 	if err != nil {
 		return st, fmt.Errorf("read state of stream %s: %w", streamID, err)
 	}
-	st.Cursor, st.PendingSince, st.PendingUntil = cursor.Time.UTC(), since.Time.UTC(), until.Time.UTC()
-	if !cursor.Valid {
-		st.Cursor = time.Time{}
-	}
-	if !since.Valid {
-		st.PendingSince = time.Time{}
-	}
-	if !until.Valid {
-		st.PendingUntil = time.Time{}
+	st.PendingSince, st.PendingUntil = validTime(since), validTime(until)
+	bad := func(err error) (StreamState, error) {
+		return st, &UntrustedError{Path: d.path, Detail: fmt.Sprintf("table _leadlex_streams, stream %s: %v", streamID, err)}
 	}
 	if st.Pending, err = decodeWindows(pending.String); err != nil {
-		return st, &UntrustedError{Path: d.path, Detail: fmt.Sprintf("table _leadlex_streams, stream %s: %v", streamID, err)}
+		return bad(err)
+	}
+	if coverage.Valid {
+		if st.Coverage, err = decodeCoverage(coverage.String); err != nil {
+			return bad(err)
+		}
+	} else {
+		st.Coverage = coverageFromCursor(validTime(cursor), validTime(updated))
 	}
 	return st, nil
 }

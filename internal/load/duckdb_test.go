@@ -155,7 +155,7 @@ func TestStateSurvivesReopen(t *testing.T) {
 	db := open(t, path)
 	cursor := time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC)
 	st := load.StreamState{
-		StreamID: "s1", Identity: `{"base_url":"x"}`, Cursor: cursor,
+		StreamID: "s1", Identity: `{"base_url":"x"}`, Coverage: load.Coverage{{To: cursor, VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 7}},
 		Pending: []extract.Window{
 			{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)},
 			{From: time.Date(2021, 1, 1, 0, 0, 0, 5000, time.UTC), To: time.Date(2022, 1, 1, 0, 0, 0, 0, time.UTC)},
@@ -185,7 +185,7 @@ func TestStateSurvivesReopen(t *testing.T) {
 		t.Errorf("%d contacts after reopen", n)
 	}
 	other, err := db.LoadState(context.Background(), "never-synced", "{}")
-	if err != nil || !other.Cursor.IsZero() || other.Pending != nil {
+	if err != nil || !other.Cursor().IsZero() || other.Pending != nil {
 		t.Errorf("unknown stream: %+v (%v)", other, err)
 	}
 }
@@ -268,5 +268,24 @@ func TestNoViewIsLeftInTheFile(t *testing.T) {
 	db.Close()
 	if v := views(); len(v) != 0 {
 		t.Errorf("the stale view survived opening the file: %v", v)
+	}
+}
+
+// TestOldCursorReadsAsCoverage reads a stream row of the versions that kept
+// only a cursor.
+func TestOldCursorReadsAsCoverage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	db := open(t, path)
+	cursor := time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC)
+	updated := time.Date(2025, 5, 1, 0, 0, 1, 0, time.UTC)
+	if _, err := db.DB().Exec(`INSERT INTO _leadlex_streams (stream_id, identity, cursor, updated_at) VALUES ('old', '{}', ?, ?)`, cursor, updated); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.LoadState(context.Background(), "old", "{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (load.Coverage{{To: cursor, VerifiedAt: updated}}); !reflect.DeepEqual(st.Coverage, want) || !st.Cursor().Equal(cursor) {
+		t.Errorf("coverage %v, want %v", st.Coverage, want)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -91,7 +92,7 @@ func TestLakeRecoversFromACrashAtEachStep(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			st := StreamState{StreamID: "s", Identity: "{}", Cursor: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)}
+			st := StreamState{StreamID: "s", Identity: "{}", Coverage: Coverage{{To: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)}}}
 			if err := lakeWindow(t, l, lA+",A,,,,,,,2024-01-05T00:00:00Z\n"+lB+",B old,,,,,,,2024-01-06T00:00:00Z\n"+lC+",C,,,,,,,2024-03-01T00:00:00Z\n", st); err != nil {
 				t.Fatal(err)
 			}
@@ -360,7 +361,7 @@ func TestLakeOfTheFirstLayoutIsConverted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := StreamState{StreamID: "s", Identity: "{}", Cursor: time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC)}
+	st := StreamState{StreamID: "s", Identity: "{}", Coverage: Coverage{{To: time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2024, 5, 1, 0, 0, 0, 0, time.UTC), Rows: 4}}}
 	csv := lA + ",A,,,,,,,2024-01-05T00:00:00Z\n" + lB + ",B,,,,,,,2024-01-06T00:00:00Z\n" +
 		lC + ",C,,,,,,,2024-03-01T00:00:00Z\n" + lD + ",D,,,,,,,2024-03-01T00:00:00Z\n"
 	if err := lakeWindow(t, l, csv, st); err != nil {
@@ -398,7 +399,7 @@ func TestLakeOfTheFirstLayoutIsConverted(t *testing.T) {
 		t.Errorf("state format %d, partitioning %s", l.state.Format, l.PartitionBy())
 	}
 	got, err := l.LoadState(context.Background(), "s", "{}")
-	if err != nil || !got.Cursor.Equal(st.Cursor) {
+	if err != nil || !reflect.DeepEqual(got.Coverage, st.Coverage) {
 		t.Errorf("stream state after conversion: %+v (%v)", got, err)
 	}
 	var left []string
@@ -419,5 +420,32 @@ func TestLakeOfTheFirstLayoutIsConverted(t *testing.T) {
 	b, _ := os.ReadFile(filepath.Join(dir, "_leadlex", "state.json"))
 	if !strings.Contains(string(b), `"kind": "uuid"`) {
 		t.Errorf("state.json does not store kinds by name:\n%s", b)
+	}
+}
+
+// TestLakeOldCursorReadsAsCoverage reads a state.json stream of the versions
+// that kept only a cursor.
+func TestLakeOldCursorReadsAsCoverage(t *testing.T) {
+	dir := t.TempDir()
+	state := `{"format": 2, "partition_by": "month", "columns": [], "seq": 0, "windows": 0,
+		"streams": {"old": {"identity": "{}", "cursor": "2025-05-01T00:00:00Z", "updated_at": "2025-05-01T00:00:01Z"}}}`
+	if err := os.MkdirAll(filepath.Join(dir, "_leadlex"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "_leadlex", "state.json"), []byte(state), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := OpenLake(context.Background(), dir, LakeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st, err := l.LoadState(context.Background(), "old", "{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Coverage{{To: time.Date(2025, 5, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2025, 5, 1, 0, 0, 1, 0, time.UTC)}}
+	if !reflect.DeepEqual(st.Coverage, want) {
+		t.Errorf("coverage %v, want %v", st.Coverage, want)
 	}
 }

@@ -44,12 +44,15 @@ type lakeColumn struct {
 }
 
 type streamJSON struct {
-	Identity     string       `json:"identity"`
-	Cursor       string       `json:"cursor,omitempty"`
-	Pending      []windowJSON `json:"pending,omitempty"`
-	PendingSince string       `json:"pending_since,omitempty"`
-	PendingUntil string       `json:"pending_until,omitempty"`
-	UpdatedAt    string       `json:"updated_at"`
+	Identity string `json:"identity"`
+	// Cursor is Coverage's frontier, kept for people reading the file;
+	// the state of versions without coverage has only it.
+	Cursor       string        `json:"cursor,omitempty"`
+	Coverage     []segmentJSON `json:"coverage,omitempty"`
+	Pending      []windowJSON  `json:"pending,omitempty"`
+	PendingSince string        `json:"pending_since,omitempty"`
+	PendingUntil string        `json:"pending_until,omitempty"`
+	UpdatedAt    string        `json:"updated_at"`
 }
 
 type budgetJSON struct {
@@ -170,7 +173,7 @@ func cloneState(s lakeState) (lakeState, error) {
 
 func setStream(s *lakeState, st StreamState) {
 	s.Streams[st.StreamID] = streamJSON{
-		Identity: st.Identity, Cursor: fmtTime(st.Cursor), Pending: toWindowsJSON(st.Pending),
+		Identity: st.Identity, Cursor: fmtTime(st.Cursor()), Coverage: toCoverageJSON(st.Coverage), Pending: toWindowsJSON(st.Pending),
 		PendingSince: fmtTime(st.PendingSince), PendingUntil: fmtTime(st.PendingUntil), UpdatedAt: fmtTime(time.Now()),
 	}
 }
@@ -186,8 +189,17 @@ func (l *Lake) LoadState(_ context.Context, streamID, identity string) (StreamSt
 		return st, &UntrustedError{Path: l.rootPath(stateFile), Detail: fmt.Sprintf("stream %s: %v", streamID, err)}
 	}
 	var err error
-	if st.Cursor, err = parseTime(s.Cursor); err != nil {
-		return bad(err)
+	if s.Coverage != nil {
+		if st.Coverage, err = fromCoverageJSON(s.Coverage); err != nil {
+			return bad(err)
+		}
+	} else {
+		cursor, err := parseTime(s.Cursor)
+		if err != nil {
+			return bad(err)
+		}
+		updated, _ := parseTime(s.UpdatedAt)
+		st.Coverage = coverageFromCursor(cursor, updated)
 	}
 	if st.PendingSince, err = parseTime(s.PendingSince); err != nil {
 		return bad(err)

@@ -32,18 +32,22 @@ type WindowInfo struct {
 }
 
 // StreamState is the sync progress of one stream (one base URL, filter set
-// and field list). Everything created before Cursor has been synced (less
-// the lookback a run re-exports); Pending holds the windows an interrupted
-// run had left, PendingSince and PendingUntil the range that run covered
-// (zero PendingSince: from the beginning of time).
+// and field list). Coverage holds the created_at ranges synced, each with
+// when it was last exported completely; Pending holds the windows an
+// interrupted run had left, PendingSince and PendingUntil the range that
+// run covered (zero PendingSince: from the beginning of time).
 type StreamState struct {
 	StreamID     string
 	Identity     string // JSON description: base URL, filters, fields
-	Cursor       time.Time
+	Coverage     Coverage
 	Pending      []extract.Window
 	PendingSince time.Time
 	PendingUntil time.Time
 }
+
+// Cursor is where the stream's synced history ends (Coverage.Frontier):
+// an incremental run starts there, less its lookback.
+func (st StreamState) Cursor() time.Time { return st.Coverage.Frontier() }
 
 // WindowStats is what a committed window held.
 type WindowStats struct {

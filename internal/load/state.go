@@ -96,3 +96,77 @@ const (
 	RunPartial = "partial" // stopped at --max-calls, or rate-limited with --no-wait
 	RunFailed  = "failed"
 )
+
+// segmentJSON is how a covered range is stored; "" is an open bound.
+type segmentJSON struct {
+	From       string `json:"from,omitempty"`
+	To         string `json:"to,omitempty"`
+	VerifiedAt string `json:"verified_at"`
+	Rows       int64  `json:"rows"`
+}
+
+func toCoverageJSON(c Coverage) []segmentJSON {
+	out := make([]segmentJSON, len(c))
+	for i, s := range c {
+		out[i] = segmentJSON{From: fmtTime(s.From), To: fmtTime(s.To), VerifiedAt: fmtTime(s.VerifiedAt), Rows: s.Rows}
+	}
+	return out
+}
+
+// fromCoverageJSON reads stored coverage, refusing segments that are out of
+// order, overlap or end before they start.
+func fromCoverageJSON(in []segmentJSON) (Coverage, error) {
+	var out Coverage
+	for i, j := range in {
+		var s Segment
+		var err error
+		if s.From, err = parseTime(j.From); err == nil {
+			if s.To, err = parseTime(j.To); err == nil {
+				s.VerifiedAt, err = parseTime(j.VerifiedAt)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("coverage segment %d: %w", i, err)
+		}
+		if lo(s.From) >= hi(s.To) || j.Rows < 0 {
+			return nil, fmt.Errorf("coverage segment %d is empty or inverted", i)
+		}
+		if i > 0 && lo(s.From) < hi(out[i-1].To) {
+			return nil, fmt.Errorf("coverage segment %d overlaps the one before", i)
+		}
+		s.Rows = j.Rows
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// encodeCoverage is the JSON text of coverage ("" for none).
+func encodeCoverage(c Coverage) (string, error) {
+	if len(c) == 0 {
+		return "", nil
+	}
+	b, err := json.Marshal(toCoverageJSON(c))
+	return string(b), err
+}
+
+// decodeCoverage reads what encodeCoverage wrote.
+func decodeCoverage(s string) (Coverage, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var in []segmentJSON
+	if err := json.Unmarshal([]byte(s), &in); err != nil {
+		return nil, fmt.Errorf("coverage: %w", err)
+	}
+	return fromCoverageJSON(in)
+}
+
+// coverageFromCursor converts the state of versions that kept only a
+// cursor: everything created before it was synced, from the beginning, as
+// of when the state was last written.
+func coverageFromCursor(cursor, updated time.Time) Coverage {
+	if cursor.IsZero() {
+		return nil
+	}
+	return Coverage{{To: cursor, VerifiedAt: updated}}
+}

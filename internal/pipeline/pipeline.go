@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -67,7 +68,8 @@ type Result struct {
 	Rejects   int64
 	Complete  bool             // the range is fully synced
 	Pending   []extract.Window // what a next run resumes with
-	Cursor    time.Time        // the stream's cursor after the run
+	Cursor    time.Time        // where the stream's synced history ends after the run
+	Coverage  load.Coverage    // the stream's synced ranges after the run
 	Distinct  int              // distinct ids loaded (Rows counts the duplicates at window edges too)
 	MinCalls  int              // ceil(Distinct / limit): the fewest calls those rows could have taken
 	WasResume bool             // the run finished an interrupted one
@@ -127,8 +129,8 @@ func PlanRun(st load.StreamState, since, until time.Time, lookback time.Duration
 		}
 		return mergeWindows(windows), runSince, later(until, st.PendingUntil)
 	}
-	if since.IsZero() && !st.Cursor.IsZero() {
-		since = st.Cursor.Add(-lookback)
+	if cursor := st.Cursor(); since.IsZero() && !cursor.IsZero() {
+		since = cursor.Add(-lookback)
 	}
 	if !since.IsZero() && !until.After(since) {
 		return nil, since, until
@@ -189,6 +191,9 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	if until.IsZero() {
 		until = start
 	}
+	// Instants are kept to the microsecond, as the API's are.
+	until = until.Truncate(time.Microsecond)
+	o.Since = o.Since.Truncate(time.Microsecond)
 	streamID, identity := StreamIdentity(o.Client.BaseURL, o.Query)
 	if len(o.Targets) == 0 {
 		return res, errors.New("no destination")
@@ -208,14 +213,12 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 			st, runSince, runUntil = tst, tSince, tUntil
 			continue
 		}
-		// The least advanced target decides: the earliest start, the
-		// earliest cursor, the latest end.
+		// The least advanced target decides: the earliest start, what
+		// every target covers, the latest end.
 		if tSince.IsZero() || (!runSince.IsZero() && tSince.Before(runSince)) {
 			runSince = tSince
 		}
-		if tst.Cursor.IsZero() || (!st.Cursor.IsZero() && tst.Cursor.Before(st.Cursor)) {
-			st.Cursor = tst.Cursor
-		}
+		st.Coverage = st.Coverage.Intersect(tst.Coverage)
 		st.Pending = append(st.Pending, tst.Pending...)
 		runUntil = later(runUntil, tUntil)
 	}
@@ -236,7 +239,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 				"expires", b.Reset.UTC().Format(time.RFC3339))
 		}
 	}
-	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor, WasResume: len(st.Pending) > 0}
+	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor(), WasResume: len(st.Pending) > 0}
 	log = log.With("stream", streamID, "run", res.RunID)
 	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: "running", Since: runSince, Until: runUntil}
 	for _, t := range o.Targets {
@@ -261,7 +264,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	res.Pending = planner.Pending()
 	res.Complete = runErr == nil && len(res.Pending) == 0
 	res.PendingSaved = len(res.Pending) > 0 && (sum.Windows > 0 || res.WasResume)
-	res.Cursor = h.st.Cursor
+	res.Cursor = h.st.Cursor()
+	res.Coverage = h.st.Coverage
 	res.Distinct = distinct(h.runIDs)
 	res.MinCalls = extract.MinCalls(res.Distinct, limit)
 
@@ -322,6 +326,8 @@ type handler struct {
 	attemptIDs, runIDs []uint64
 
 	warnedIgnored bool // the run has said that columns were left out
+
+	times []int64 // created_at of the last response's rows, for coverage
 }
 
 var idSeed = maphash.MakeSeed()
@@ -400,7 +406,52 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 		return extract.Tally{}, errors.Join(err, h.abort(ctx))
 	}
 	h.rows, h.rejected = rd.Rows(), rd.Rejects()
-	return rd.Tally(), nil
+	tally := rd.Tally()
+	h.times = tally.Times
+	return tally, nil
+}
+
+// subtract returns the parts of w that none of ws overlaps, in order.
+func subtract(w extract.Window, ws []extract.Window) []extract.Window {
+	parts := []extract.Window{w}
+	for _, x := range ws {
+		var next []extract.Window
+		for _, p := range parts {
+			pl, ph := micros(p.From, math.MinInt64), micros(p.To, math.MaxInt64)
+			xl, xh := micros(x.From, math.MinInt64), micros(x.To, math.MaxInt64)
+			if xh <= pl || xl >= ph {
+				next = append(next, p)
+				continue
+			}
+			if pl < xl {
+				next = append(next, extract.Window{From: p.From, To: x.From})
+			}
+			if xh < ph {
+				next = append(next, extract.Window{From: x.To, To: p.To})
+			}
+		}
+		parts = next
+	}
+	return parts
+}
+
+func micros(t time.Time, zero int64) int64 {
+	if t.IsZero() {
+		return zero
+	}
+	return t.UnixMicro()
+}
+
+// countIn counts the instants (Unix µs) inside w.
+func countIn(times []int64, w extract.Window) int64 {
+	lo, hi := micros(w.From, math.MinInt64), micros(w.To, math.MaxInt64)
+	var n int64
+	for _, t := range times {
+		if t >= lo && t < hi {
+			n++
+		}
+	}
+	return n
 }
 
 // abort discards the current window in every target.
@@ -412,17 +463,21 @@ func (h *handler) abort(ctx context.Context) error {
 	return err
 }
 
-// Commit implements extract.Handler.
+// Commit implements extract.Handler. The part of w that is complete (w
+// less the windows still pending, which hold what a truncated response left
+// of it) joins the stream's coverage, verified now.
 func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extract.Window) error {
 	h.st.Pending = pending
 	if len(pending) == 0 {
 		h.st.PendingSince, h.st.PendingUntil = time.Time{}, time.Time{}
-		if h.st.Cursor.IsZero() || h.runSince.IsZero() || !h.runSince.After(h.st.Cursor) {
-			h.st.Cursor = later(h.st.Cursor, h.runUntil)
-		}
 	} else {
 		h.st.PendingSince, h.st.PendingUntil = h.runSince, h.runUntil
 	}
+	verified := h.now().UTC()
+	for _, c := range subtract(w, pending) {
+		h.st.Coverage = h.st.Coverage.Add(load.Segment{From: c.From, To: c.To, VerifiedAt: verified, Rows: countIn(h.times, c)})
+	}
+	h.st.Coverage = h.st.Coverage.Compact(int64(h.o.Query.Limit))
 	calls := h.o.Client.Calls()
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
 	h.callsSeen = calls

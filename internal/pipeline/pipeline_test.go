@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -201,8 +202,8 @@ func TestFilteredSyncKeepsItsOwnCursor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !before.Cursor.Equal(mid) || !res.Cursor.Equal(mid) {
-		t.Fatalf("unfiltered cursor %s, result %s; want %s", before.Cursor, res.Cursor, mid)
+	if !before.Cursor().Equal(mid) || !res.Cursor.Equal(mid) {
+		t.Fatalf("unfiltered cursor %s, result %s; want %s", before.Cursor(), res.Cursor, mid)
 	}
 	fres, err := runSync(t, url, db, syncArgs{tags: []string{"vip"}})
 	if err != nil {
@@ -215,8 +216,8 @@ func TestFilteredSyncKeepsItsOwnCursor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !after.Cursor.Equal(before.Cursor) {
-		t.Errorf("a --tag sync moved the unfiltered cursor from %s to %s", before.Cursor, after.Cursor)
+	if !reflect.DeepEqual(after.Coverage, before.Coverage) {
+		t.Errorf("a --tag sync changed the unfiltered stream's coverage from %v to %v", before.Coverage, after.Coverage)
 	}
 	// A list sync is a stream of its own too.
 	lres, err := runSync(t, url, db, syncArgs{listID: "lst_03"})
@@ -236,7 +237,7 @@ func TestFilteredSyncKeepsItsOwnCursor(t *testing.T) {
 func TestMaxCallsStopsAndResumes(t *testing.T) {
 	srv, url := startFake(t, fakeapi.Config{Contacts: 20000, Seed: 9})
 	db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
-	until := time.Now().UTC()
+	until := time.Now().UTC().Truncate(time.Microsecond) // instants have µs precision
 	total := 0
 	for i := 0; ; i++ {
 		res, err := runSync(t, url, db, syncArgs{limit: 2000, maxCalls: 3, until: until})
