@@ -113,7 +113,12 @@ var Contacts = []Column{
 var Lineage = []Column{
 	{Name: "_request_id", Kind: Text},     // X-Request-ID of the response the row came in
 	{Name: "_loaded_at", Kind: Timestamp}, // when the window was committed
+	{Name: "_deleted_at", Kind: Timestamp}, // when a complete export first lacked the contact (soft delete); NULL while it is live
 }
+
+// DeletedAt is the lineage column that marks a contact deleted at the
+// source.
+const DeletedAt = "_deleted_at"
 
 // Names returns the names of cols.
 func Names(cols []Column) []string {

@@ -243,13 +243,24 @@ func (c *conformance) info() load.WindowInfo {
 }
 
 // commit stages and commits csv as one window with state st.
-func (c *conformance) commit(csv string, st load.StreamState) {
+func (c *conformance) commit(csv string, st load.StreamState) load.Changes {
+	c.t.Helper()
+	return c.commitWith(csv, st, nil)
+}
+
+// commitWith is commit with the window's info changed by f.
+func (c *conformance) commitWith(csv string, st load.StreamState, f func(*load.WindowInfo)) load.Changes {
 	c.t.Helper()
 	info := c.info()
+	if f != nil {
+		f(&info)
+	}
 	rejects, rows := c.attempt(csv, info)
-	if err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Rejects: int64(len(rejects)), Calls: 1}, st); err != nil {
+	ch, err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Rejects: int64(len(rejects)), Calls: 1}, st)
+	if err != nil {
 		c.t.Fatal(err)
 	}
+	return ch
 }
 
 // rows returns the stored rows by id, failing on an id stored twice, with
@@ -264,6 +275,9 @@ func (c *conformance) rows(cols ...string) map[string]map[string]string {
 		}
 		delete(r, "_request_id")
 		delete(r, "_loaded_at")
+		if len(cols) == 0 {
+			delete(r, "_deleted_at")
+		}
 		if len(cols) > 0 {
 			keep := map[string]string{}
 			for _, k := range cols {
@@ -376,7 +390,7 @@ var conformanceCases = []struct {
 		rejects, rows := c.attempt(header+uB+",B retried,,,,,,,2024-01-01T00:00:00Z\n", info)
 		st := st1
 		st.Coverage = load.Coverage{{To: time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 2}}
-		if err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Calls: 2}, st); err != nil {
+		if _, err := c.tgt.Commit(context.Background(), info, rejects, load.WindowStats{Rows: rows, Calls: 2}, st); err != nil {
 			c.t.Fatal(err)
 		}
 		want[uB] = map[string]string{"full_name": "B retried"}
@@ -591,6 +605,80 @@ var conformanceCases = []struct {
 			c.sink.sorted(c.t, c.dir)
 		}
 	}},
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, struct {
+		name string
+		run  func(c *conformance)
+	}{"DeletionsAndChanges", func(c *conformance) {
+		day := func(m, d int) time.Time { return time.Date(2024, time.Month(m), d, 0, 0, 0, 0, time.UTC) }
+		span := func(from, to time.Time) []extract.Window { return []extract.Window{{From: from, To: to}} }
+		const uD, uE = "423e4567-e89b-12d3-a456-426614174000", "523e4567-e89b-12d3-a456-426614174000"
+		ch := c.commit(header+
+			uA+",A,,,,,,,2024-01-02T00:00:00Z\n"+
+			uB+",B,,,,,,,2024-01-03T00:00:00Z\n"+
+			uC+",C,,,,,,,2024-03-01T00:00:00Z\n"+
+			uD+",D,,,,,,,2024-06-01T00:00:00Z\n"+
+			uE+",E,,,,,,,2024-04-01T00:00:00Z\n", st1)
+		if ch != (load.Changes{Inserted: 5}) {
+			c.t.Errorf("first window: %+v, want 5 inserted", ch)
+		}
+		deleted := func() map[string]bool {
+			out := map[string]bool{}
+			for id, r := range c.rows("id", "_deleted_at") {
+				out[id] = r["_deleted_at"] != "<null>"
+			}
+			return out
+		}
+		// A complete refresh of [Jan 1, Apr 1) returns A edited and C: B is
+		// gone; E, at the range's end, and D, after it, are not judged.
+		ch = c.commitWith(header+uA+",A edited,,,,,,,2024-01-02T00:00:00Z\n"+uC+",C,,,,,,,2024-03-01T00:00:00Z\n", st1, func(i *load.WindowInfo) {
+			i.Deletes, i.Refresh = span(day(1, 1), day(4, 1)), true
+		})
+		if ch != (load.Changes{Replaced: 2, Changed: 1, Deleted: 1}) {
+			c.t.Errorf("refresh: %+v, want 2 replaced, 1 changed, 1 deleted", ch)
+		}
+		want := map[string]bool{uA: false, uB: true, uC: false, uD: false, uE: false}
+		if got := deleted(); !reflect.DeepEqual(got, want) {
+			c.t.Errorf("deleted after the refresh: %v, want %v", got, want)
+		}
+		if got := c.rows("id", "full_name")[uB]["full_name"]; got != "B" {
+			c.t.Errorf("a soft-deleted contact keeps its values: %q", got)
+		}
+		// B reappears (live again, and changed); A is now missing from
+		// [Jan 1, Feb 1); the already deleted are not counted again.
+		ch = c.commitWith(header+uB+",B,,,,,,,2024-01-03T00:00:00Z\n", st1, func(i *load.WindowInfo) {
+			i.Deletes, i.Refresh = span(day(1, 1), day(2, 1)), true
+		})
+		if ch != (load.Changes{Replaced: 1, Changed: 1, Deleted: 1}) {
+			c.t.Errorf("B back, A gone: %+v", ch)
+		}
+		want[uA], want[uB] = true, false
+		if got := deleted(); !reflect.DeepEqual(got, want) {
+			c.t.Errorf("deleted: %v, want %v", got, want)
+		}
+		c.reopen()
+		// A window with no row at all, hard: D is removed, soft-deleted A
+		// stays marked outside the range.
+		ch = c.commitWith(header, st1, func(i *load.WindowInfo) {
+			i.Deletes, i.HardDelete = span(day(5, 1), day(7, 1)), true
+		})
+		if ch != (load.Changes{Deleted: 1}) {
+			c.t.Errorf("hard delete: %+v", ch)
+		}
+		delete(want, uD)
+		if got := deleted(); !reflect.DeepEqual(got, want) {
+			c.t.Errorf("after the hard delete: %v, want %v", got, want)
+		}
+		// Without Deletes nothing is judged.
+		if ch = c.commit(header+uC+",C,,,,,,,2024-03-01T00:00:00Z\n", st1); ch != (load.Changes{Replaced: 1}) {
+			c.t.Errorf("a window without deletions: %+v", ch)
+		}
+		if c.sink.sorted != nil {
+			c.sink.sorted(c.t, c.dir)
+		}
+	}})
 }
 
 func stripID(m map[string]map[string]string) map[string]map[string]string {

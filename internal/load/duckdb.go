@@ -349,6 +349,13 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 	}
 	// A contacts table of the user's own would take our upserts; refuse it.
 	for _, c := range append(append([]schemas.Column{}, schemas.Contacts...), schemas.Lineage...) {
+		if c.Name == schemas.DeletedAt && !d.table[c.Name] && d.table["_loaded_at"] {
+			// Tables of versions before deletions were tracked.
+			if err := d.exec(ctx, `ALTER TABLE `+schemas.QuoteIdent(ContactsTable)+` ADD COLUMN `+schemas.DeletedAt+` TIMESTAMPTZ`); err != nil {
+				return err
+			}
+			d.table[c.Name] = true
+		}
 		if !d.table[c.Name] {
 			return fmt.Errorf("table %s in %s was not made by leadlex-etl (it has no %s column): sync into another file", ContactsTable, d.path, c.Name)
 		}
@@ -445,20 +452,42 @@ func (d *DuckDB) Abort(ctx context.Context) error {
 // columns (Write puts id first and _line is last): only id, every column
 // but _line, or all of them.
 func (d *DuckDB) withBatches(ctx context.Context, q string, args ...any) error {
+	_, err := d.withBatchesDo(ctx, func() (int64, error) { return 0, d.exec(ctx, q, args...) })
+	return err
+}
+
+// withBatchesCount is withBatches for a statement whose affected rows count.
+func (d *DuckDB) withBatchesCount(ctx context.Context, q string, args ...any) (int64, error) {
+	return d.withBatchesDo(ctx, func() (int64, error) { return d.execCount(ctx, q, args...) })
+}
+
+// withBatchesQuery is withBatches for a query of one number, read into n.
+func (d *DuckDB) withBatchesQuery(ctx context.Context, q string, n *int64) error {
+	_, err := d.withBatchesDo(ctx, func() (int64, error) {
+		if err := d.conn.QueryRowContext(ctx, q).Scan(n); err != nil {
+			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
+		}
+		return 0, nil
+	})
+	return err
+}
+
+func (d *DuckDB) withBatchesDo(ctx context.Context, f func() (int64, error)) (int64, error) {
 	rr, err := array.NewRecordReader(d.batches[0].Schema(), d.batches)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer rr.Release()
 	release, err := d.arrow.RegisterView(rr, batchView)
 	if err != nil {
-		return fmt.Errorf("register Arrow batches: %w", err)
+		return 0, fmt.Errorf("register Arrow batches: %w", err)
 	}
 	defer release()
-	if err := d.exec(ctx, q, args...); err != nil {
-		return err
+	n, err := f()
+	if err != nil {
+		return 0, err
 	}
-	return d.exec(ctx, `DROP VIEW `+batchView)
+	return n, d.exec(ctx, `DROP VIEW `+batchView)
 }
 
 // idFirst returns b with its id column moved to the front.
@@ -488,16 +517,21 @@ func slicesRange(n int) []int {
 	return out
 }
 
-// Commit upserts the window into contacts and records rejects, the window
-// and the stream state, all in one transaction.
-func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) error {
+// Commit upserts the window into contacts, marks the contacts it shows
+// deleted, and records rejects, the window and the stream state, all in one
+// transaction.
+func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (ch Changes, err error) {
 	defer d.releaseBatches()
-	return d.with(ctx, func() error { return d.commit(ctx, info, rejects, stats, st) })
+	err = d.with(ctx, func() error {
+		ch, err = d.commit(ctx, info, rejects, stats, st)
+		return err
+	})
+	return ch, err
 }
 
-func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (err error) {
+func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (ch Changes, err error) {
 	if err := d.exec(ctx, "BEGIN TRANSACTION"); err != nil {
-		return err
+		return ch, err
 	}
 	d.inTx = true
 	defer func() {
@@ -510,44 +544,59 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 	for _, c := range d.cols {
 		if !d.table[c.Name] {
 			if err := d.exec(ctx, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", schemas.QuoteIdent(ContactsTable), schemas.QuoteIdent(c.Name), c.DuckDBType())); err != nil {
-				return err
+				return ch, err
 			}
 			added = append(added, c.Name)
 		}
 	}
 	if len(d.batches) > 0 {
-		if err := d.upsert(ctx, info); err != nil {
-			return err
+		if ch, err = d.upsert(ctx, info); err != nil {
+			return ch, err
+		}
+	}
+	if len(info.Deletes) > 0 {
+		if ch.Deleted, err = d.markDeleted(ctx, info); err != nil {
+			return ch, err
 		}
 	}
 	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
 	for _, r := range rejects {
 		if err := d.exec(ctx, `INSERT INTO _leadlex_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			info.StreamID, info.RunID, r.RequestID, from, to, r.Line, strings.ToValidUTF8(r.Raw, "\uFFFD"), r.Reason, info.LoadedAt.UTC()); err != nil {
-			return err
+			return ch, err
 		}
 	}
 	if err := d.exec(ctx, `INSERT INTO _leadlex_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		info.StreamID, info.RunID, from, to, info.RequestID, stats.Rows, stats.Rejects, stats.Calls, info.LoadedAt.UTC()); err != nil {
-		return err
+		return ch, err
 	}
 	if err := d.saveState(ctx, st); err != nil {
-		return err
+		return ch, err
 	}
 	if err := d.exec(ctx, "COMMIT"); err != nil {
-		return err
+		return ch, err
 	}
 	d.inTx = false
 	for _, name := range added {
 		d.table[name] = true
 	}
-	return nil
+	return ch, nil
+}
+
+// execCount runs q and returns the rows it affected.
+func (d *DuckDB) execCount(ctx context.Context, q string, args ...any) (int64, error) {
+	r, err := d.conn.ExecContext(ctx, q, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", firstLine(q), err)
+	}
+	return r.RowsAffected()
 }
 
 // upsert replaces the window's ids in contacts: delete, then insert, inside
 // the caller's transaction. Not ON CONFLICT on a primary key: DuckDB
 // rewrites a list column under an index as delete+insert, 25 times slower.
-func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
+// An inserted row's _deleted_at is NULL: a contact that reappears is live.
+func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err error) {
 	contacts := schemas.QuoteIdent(ContactsTable)
 	// Latest wins: of ids repeated within the window (rare: Write noticed),
 	// keep the last row.
@@ -555,15 +604,34 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	if d.dups {
 		latest += ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`
 	}
+	if info.Refresh {
+		// Stored rows the refresh finds different, or live again.
+		var differ []string
+		for _, c := range d.cols {
+			if c.Name != "id" {
+				differ = append(differ, fmt.Sprintf("s.%[1]s IS DISTINCT FROM o.%[1]s", schemas.QuoteIdent(c.Name)))
+			}
+		}
+		differ = append(differ, "o."+schemas.DeletedAt+" IS NOT NULL")
+		q := `SELECT count(*) FROM (` + latest + `) AS s JOIN ` + contacts + ` AS o ON o.id = s.id WHERE ` + strings.Join(differ, " OR ")
+		if err := d.withBatchesQuery(ctx, q, &ch.Changed); err != nil {
+			return ch, err
+		}
+	}
 	lineage := `?::VARCHAR AS _request_id, ?::TIMESTAMPTZ AS _loaded_at`
 	// Columns the table has but this window did not export (a --fields
 	// subset, or extra fields an earlier sync added) keep their values.
 	keep := d.columnsNotIn(d.cols)
+	var inserted int64
 	if len(keep) == 0 {
-		if err := d.withBatches(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
-			return err
+		if ch.Replaced, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
+			return ch, err
 		}
-		return d.withBatches(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC())
+		if inserted, err = d.withBatchesCount(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
+			return ch, err
+		}
+		ch.Inserted = inserted - ch.Replaced
+		return ch, nil
 	}
 	var sel strings.Builder
 	sel.WriteString(`SELECT s.*`)
@@ -572,15 +640,45 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) error {
 	}
 	if err := d.withBatches(ctx, `CREATE OR REPLACE TEMP TABLE `+mergedTable+` AS `+sel.String()+` FROM (`+latest+`) AS s LEFT JOIN `+
 		contacts+` AS o ON o.id = s.id`); err != nil {
-		return err
+		return ch, err
 	}
-	if err := d.exec(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT id FROM `+mergedTable+`)`); err != nil {
-		return err
+	if ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT id FROM `+mergedTable+`)`); err != nil {
+		return ch, err
 	}
-	if err := d.exec(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM `+mergedTable+` AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
-		return err
+	if inserted, err = d.execCount(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM `+mergedTable+` AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
+		return ch, err
 	}
-	return d.exec(ctx, `DROP TABLE `+mergedTable)
+	ch.Inserted = inserted - ch.Replaced
+	return ch, d.exec(ctx, `DROP TABLE `+mergedTable)
+}
+
+// markDeleted marks the stored contacts created in info.Deletes that the
+// window did not return (its rows carry its lineage) deleted, or removes
+// them with HardDelete, and returns how many.
+func (d *DuckDB) markDeleted(ctx context.Context, info WindowInfo) (int64, error) {
+	var scope []string
+	var args []any
+	for _, w := range info.Deletes {
+		var cond []string
+		if !w.From.IsZero() {
+			cond, args = append(cond, "created_at >= ?"), append(args, w.From.UTC())
+		}
+		if !w.To.IsZero() {
+			cond, args = append(cond, "created_at < ?"), append(args, w.To.UTC())
+		}
+		if len(cond) == 0 {
+			cond = []string{"true"}
+		}
+		scope = append(scope, "("+strings.Join(cond, " AND ")+")")
+	}
+	notThisWindow := `(_loaded_at IS DISTINCT FROM ?::TIMESTAMPTZ OR _request_id IS DISTINCT FROM ?::VARCHAR)`
+	args = append(args, info.LoadedAt.UTC(), info.RequestID)
+	where := `(` + strings.Join(scope, " OR ") + `) AND ` + notThisWindow
+	if info.HardDelete {
+		return d.execCount(ctx, `DELETE FROM `+schemas.QuoteIdent(ContactsTable)+` WHERE `+where, args...)
+	}
+	return d.execCount(ctx, `UPDATE `+schemas.QuoteIdent(ContactsTable)+` SET `+schemas.DeletedAt+` = ?::TIMESTAMPTZ WHERE `+
+		schemas.DeletedAt+` IS NULL AND `+where, append([]any{info.LoadedAt.UTC()}, args...)...)
 }
 
 // columnsNotIn returns the contacts table's data columns (not lineage) that

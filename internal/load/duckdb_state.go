@@ -77,6 +77,39 @@ func (d *DuckDB) loadState(ctx context.Context, streamID, identity string) (Stre
 	return st, nil
 }
 
+// Streams returns the state of every stream in the file.
+func (d *DuckDB) Streams(ctx context.Context) (out []StreamState, err error) {
+	err = d.with(ctx, func() error {
+		rows, err := d.conn.QueryContext(ctx, `SELECT stream_id, identity FROM _leadlex_streams ORDER BY stream_id`)
+		if err != nil {
+			return fmt.Errorf("read streams: %w", err)
+		}
+		var ids [][2]string
+		for rows.Next() {
+			var id, ident string
+			if err := rows.Scan(&id, &ident); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, [2]string{id, ident})
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return err
+		}
+		for _, x := range ids {
+			st, err := d.loadState(ctx, x[0], x[1])
+			if err != nil {
+				return err
+			}
+			out = append(out, st)
+		}
+		return nil
+	})
+	return out, err
+}
+
 // StartRun records a run as running.
 func (d *DuckDB) StartRun(ctx context.Context, r Run) error {
 	return d.with(ctx, func() error { return d.startRun(ctx, r) })

@@ -58,7 +58,7 @@ func window(t *testing.T, db *load.DuckDB, csv, reqID string, st load.StreamStat
 		}
 		return
 	}
-	if err := db.Commit(ctx, info, rd.Rejects(), load.WindowStats{Rows: rd.Rows(), Rejects: int64(len(rd.Rejects())), Calls: 1}, st); err != nil {
+	if _, err := db.Commit(ctx, info, rd.Rejects(), load.WindowStats{Rows: rd.Rows(), Rejects: int64(len(rd.Rejects())), Calls: 1}, st); err != nil {
 		t.Fatal(err)
 	}
 }

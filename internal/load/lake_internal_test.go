@@ -40,7 +40,8 @@ func lakeWindow(t *testing.T, l *Lake, csv string, st StreamState) error {
 			t.Fatal(err)
 		}
 	}
-	return l.Commit(ctx, info, rd.Rejects(), WindowStats{}, st)
+	_, err = l.Commit(ctx, info, rd.Rejects(), WindowStats{}, st)
+	return err
 }
 
 // lakeRows returns id -> full_name of every row in the lake's data files.

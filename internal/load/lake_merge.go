@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 
+	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/parquetio"
 	"github.com/leadlex/leadlex-etl/internal/transform"
 	"github.com/leadlex/leadlex-etl/schemas"
@@ -102,9 +104,10 @@ func toLakeColumns(cols []schemas.Column) []lakeColumn {
 	return out
 }
 
-// holdsAnyOf reports whether a data file holds any of the ids, reading only
-// its id column.
-func (l *Lake) holdsAnyOf(ctx context.Context, rel string, ids map[string]RowRef) (bool, error) {
+// needsRewrite reports whether a data file holds an incoming id, or a live
+// contact created in m's deletion ranges that the window did not return,
+// reading only the id, created_at and _deleted_at columns.
+func (l *Lake) needsRewrite(ctx context.Context, rel string, in map[string]RowRef, m *merge) (bool, error) {
 	f, err := l.root.Open(rel)
 	if err != nil {
 		return false, err
@@ -115,31 +118,49 @@ func (l *Lake) holdsAnyOf(ctx context.Context, rel string, ids map[string]RowRef
 		return false, err
 	}
 	defer rdr.Close()
-	idx := rdr.MetaData().Schema.ColumnIndexByName("id")
-	if idx < 0 {
-		return false, fmt.Errorf("%s has no id column", rel)
+	sc := rdr.MetaData().Schema
+	idIdx, tsIdx, delIdx := sc.ColumnIndexByName("id"), sc.ColumnIndexByName("created_at"), sc.ColumnIndexByName(schemas.DeletedAt)
+	if idIdx < 0 || tsIdx < 0 {
+		return false, fmt.Errorf("%s has no id or created_at column", rel)
+	}
+	cols := []int{idIdx}
+	if len(m.scope) > 0 {
+		cols = append(cols, tsIdx)
+		if delIdx >= 0 {
+			cols = append(cols, delIdx)
+		}
 	}
 	fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: 64 << 10}, l.opts.Alloc)
 	if err != nil {
 		return false, err
 	}
 	// nil row groups: all of them.
-	rr, err := fr.GetRecordReader(ctx, []int{idx}, nil)
+	rr, err := fr.GetRecordReader(ctx, cols, nil)
 	if err != nil {
 		return false, err
 	}
 	defer rr.Release()
 	for rr.Next() {
-		col := rr.RecordBatch().Column(0)
-		s, ok := col.(interface {
-			Value(int) string
-			Len() int
-		})
+		b := rr.RecordBatch()
+		ids, ok := b.Column(0).(*array.String)
 		if !ok {
-			return false, fmt.Errorf("%s: id column is %s", rel, col.DataType())
+			return false, fmt.Errorf("%s: id column is %s", rel, b.Column(0).DataType())
 		}
-		for i := 0; i < s.Len(); i++ {
-			if _, ok := ids[s.Value(i)]; ok {
+		var ts *array.Timestamp
+		live := func(int) bool { return true }
+		if len(cols) > 1 {
+			if ts, ok = b.Column(1).(*array.Timestamp); !ok {
+				return false, fmt.Errorf("%s: created_at column is %s", rel, b.Column(1).DataType())
+			}
+			if len(cols) > 2 {
+				live = b.Column(2).IsNull
+			}
+		}
+		for i := 0; i < ids.Len(); i++ {
+			if _, ok := in[ids.Value(i)]; ok {
+				return true, nil
+			}
+			if ts != nil && live(i) && m.inScope(int64(ts.Value(i))) {
 				return true, nil
 			}
 		}
@@ -153,16 +174,17 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Commit merges the window into the partitions its rows fall in and saves
-// the stream state, atomically as described on Lake.
-func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, _ WindowStats, st StreamState) error {
+// Commit merges the window into the partitions its rows fall in, marks the
+// contacts it shows deleted, and saves the stream state, atomically as
+// described on Lake.
+func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, _ WindowStats, st StreamState) (ch Changes, err error) {
 	defer l.releaseBatches()
 	if l.broken != nil {
-		return l.broken
+		return ch, l.broken
 	}
 	next, err := cloneState(l.state)
 	if err != nil {
-		return err
+		return ch, err
 	}
 	setStream(&next, st)
 	next.Windows++
@@ -173,7 +195,7 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 	// The window's batches, with lineage columns, and their keys.
 	src, err := withLineage(l.batches, info, l.opts.Alloc)
 	if err != nil {
-		return err
+		return ch, err
 	}
 	defer releaseAll(src)
 	var keys []batchKeys
@@ -181,7 +203,7 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 	for bi, b := range src {
 		ids, ts, err := rowKeys(b)
 		if err != nil {
-			return err
+			return ch, err
 		}
 		keys = append(keys, batchKeys{ids, ts})
 		for r := range ids {
@@ -192,42 +214,129 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 			incoming[p][ids[r]] = RowRef{Batch: int32(bi), Row: int32(r)}
 		}
 	}
-	// Partitions to rewrite: those the window touches, or all of them when
-	// a new column appears (every file carries every column).
+	m := merge{info: info, cols: cols, window: src, windowKeys: keys, scope: toSpans(info.Deletes), rewriteAll: schemaChanged, next: &next}
+	// Partitions to rewrite: those the window touches, those its deletions
+	// may reach, or all of them when a new column appears (every file
+	// carries every column).
 	parts := map[string]bool{}
 	for p := range incoming {
 		parts[p] = true
 	}
-	if schemaChanged {
+	if schemaChanged || len(m.scope) > 0 {
 		all, err := l.listFiles(dataDir)
 		if err != nil {
-			return err
+			return ch, err
 		}
 		for _, f := range all {
-			parts[strings.TrimPrefix(path.Dir(f.rel), dataDir+"/")] = true
+			p := strings.TrimPrefix(path.Dir(f.rel), dataDir+"/")
+			if schemaChanged || m.reaches(p) {
+				parts[p] = true
+			}
 		}
 	}
 	var j journal
 	for _, p := range slices.Sorted(maps.Keys(parts)) {
 		if err := ctx.Err(); err != nil {
-			return err
+			return ch, err
 		}
-		renames, deletes, err := l.mergePartition(ctx, p, cols, src, keys, incoming[p], schemaChanged, &next)
+		renames, deletes, pch, err := l.mergePartition(ctx, p, &m, incoming[p])
 		if err != nil {
-			return fmt.Errorf("partition %s: %w", p, err)
+			return ch, fmt.Errorf("partition %s: %w", p, err)
 		}
+		ch.Add(pch)
 		j.Renames = append(j.Renames, renames...)
 		j.Deletes = append(j.Deletes, deletes...)
 	}
 	if len(rejects) > 0 {
 		rel, err := l.writeRejects(info, rejects)
 		if err != nil {
-			return err
+			return ch, err
 		}
 		j.Renames = append(j.Renames, [2]string{tempOf(rel), rel})
 	}
 	j.State = next
-	return l.commitJournal(j)
+	return ch, l.commitJournal(j)
+}
+
+// merge is what every partition of one Commit shares.
+type merge struct {
+	info       WindowInfo
+	cols       []schemas.Column
+	window     []arrow.RecordBatch // with lineage
+	windowKeys []batchKeys
+	scope      []span // info.Deletes in µs
+	rewriteAll bool
+	next       *lakeState
+}
+
+// span is a created_at range in Unix µs, [lo, hi).
+type span struct{ lo, hi int64 }
+
+func toSpans(ws []extract.Window) []span {
+	out := make([]span, len(ws))
+	for i, w := range ws {
+		out[i] = span{lo(w.From), hi(w.To)}
+	}
+	return out
+}
+
+// inScope reports whether the instant us is in a deletion range.
+func (m *merge) inScope(us int64) bool {
+	for _, s := range m.scope {
+		if s.lo <= us && us < s.hi {
+			return true
+		}
+	}
+	return false
+}
+
+// reaches reports whether partition folder p may hold instants of the
+// deletion ranges.
+func (m *merge) reaches(p string) bool {
+	from, to, ok := partitionRange(p)
+	if !ok {
+		return true
+	}
+	for _, s := range m.scope {
+		if s.lo < to && from < s.hi {
+			return true
+		}
+	}
+	return false
+}
+
+// partitionRange is the created_at range, in µs, of a partition folder of
+// the current layout (year=2024/month=4[/day=7]).
+func partitionRange(p string) (from, to int64, ok bool) {
+	y, mo, d := 0, 0, 0
+	for _, kv := range strings.Split(p, "/") {
+		k, v, _ := strings.Cut(kv, "=")
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return 0, 0, false
+		}
+		switch k {
+		case "year":
+			y = n
+		case "month":
+			mo = n
+		case "day":
+			d = n
+		default:
+			return 0, 0, false
+		}
+	}
+	start := time.Date(y, time.January, 1, 0, 0, 0, 0, time.UTC)
+	end := start.AddDate(1, 0, 0)
+	if mo > 0 {
+		start = time.Date(y, time.Month(mo), 1, 0, 0, 0, 0, time.UTC)
+		end = start.AddDate(0, 1, 0)
+	}
+	if d > 0 {
+		start = time.Date(y, time.Month(mo), d, 0, 0, 0, 0, time.UTC)
+		end = start.AddDate(0, 0, 1)
+	}
+	return start.UnixMicro(), end.UnixMicro(), true
 }
 
 // batchKeys are the ids and created_at of a batch's rows.
@@ -243,26 +352,27 @@ func releaseAll(bs []arrow.RecordBatch) {
 }
 
 // mergePartition merges the incoming rows of partition p with the files
-// that must be rewritten: those holding an incoming id, those under half the
-// target size, or all when the columns changed. It writes the winning rows,
-// sorted by created_at then id, to new files under temporary names, and
-// returns the renames that publish them and the files they replace.
-func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Column, window []arrow.RecordBatch, windowKeys []batchKeys,
-	in map[string]RowRef, rewriteAll bool, next *lakeState) (renames [][2]string, deletes []string, err error) {
+// that must be rewritten: those holding an incoming id or a contact the
+// window shows deleted, those under half the target size, or all when the
+// columns changed. It writes the winning rows, sorted by created_at then
+// id, to new files under temporary names, and returns the renames that
+// publish them, the files they replace, and what changed.
+func (l *Lake) mergePartition(ctx context.Context, p string, m *merge, in map[string]RowRef) (renames [][2]string, deletes []string, ch Changes, err error) {
 	files, err := l.listFiles(partitionDir(p))
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, ch, err
 	}
-	src, keys := slices.Clone(window), slices.Clone(windowKeys)
+	src, keys := slices.Clone(m.window), slices.Clone(m.windowKeys)
 	var loaded []arrow.RecordBatch
 	defer func() { releaseAll(loaded) }()
 	winners := map[string]RowRef{}
 	stored := map[string]RowRef{} // incoming ids found in the files: their stored row
+	deletedAt := arrow.Timestamp(m.info.LoadedAt.UnixMicro())
 	for _, f := range files {
-		dirty := rewriteAll || f.size < int64(l.opts.TargetFileBytes)/2
-		if !dirty && len(in) > 0 {
-			if dirty, err = l.holdsAnyOf(ctx, f.rel, in); err != nil {
-				return nil, nil, fmt.Errorf("read ids of %s: %w", f.rel, err)
+		dirty := m.rewriteAll || f.size < int64(l.opts.TargetFileBytes)/2
+		if !dirty && (len(in) > 0 || len(m.scope) > 0) {
+			if dirty, err = l.needsRewrite(ctx, f.rel, in, m); err != nil {
+				return nil, nil, ch, fmt.Errorf("read ids of %s: %w", f.rel, err)
 			}
 		}
 		if !dirty {
@@ -270,39 +380,67 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 		}
 		batches, err := l.readDataFile(f.rel)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read %s: %w", f.rel, err)
+			return nil, nil, ch, fmt.Errorf("read %s: %w", f.rel, err)
 		}
 		loaded = append(loaded, batches...)
 		for _, b := range batches {
 			ids, ts, err := rowKeys(b)
 			if err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", f.rel, err)
+				return nil, nil, ch, fmt.Errorf("%s: %w", f.rel, err)
 			}
+			live := liveRows(b)
+			var marks []int // rows to mark deleted now
 			bi := int32(len(src))
-			src, keys = append(src, b), append(keys, batchKeys{ids, ts})
 			for r, id := range ids {
-				if _, newer := in[id]; !newer {
-					winners[id] = RowRef{Batch: bi, Row: int32(r)}
-				} else {
+				if _, newer := in[id]; newer {
 					stored[id] = RowRef{Batch: bi, Row: int32(r)}
+					continue
 				}
+				if live(r) && m.inScope(ts[r]) {
+					// The window exported this range completely and lacks it.
+					ch.Deleted++
+					if m.info.HardDelete {
+						continue
+					}
+					marks = append(marks, r)
+				}
+				winners[id] = RowRef{Batch: bi, Row: int32(r)}
 			}
+			if len(marks) > 0 {
+				mb, err := markDeleted(b, marks, deletedAt, l.opts.Alloc)
+				if err != nil {
+					return nil, nil, ch, err
+				}
+				loaded, b = append(loaded, mb), mb
+			}
+			src, keys = append(src, b), append(keys, batchKeys{ids, ts})
 		}
 		deletes = append(deletes, f.rel)
 	}
 	for id, ref := range in {
 		winners[id] = ref
 	}
+	ch.Replaced = int64(len(stored))
+	ch.Inserted = int64(len(in)) - ch.Replaced
+	if m.info.Refresh {
+		for id, ref := range in {
+			if old, ok := stored[id]; ok && rowChanged(src[ref.Batch], int(ref.Row), src[old.Batch], int(old.Row)) {
+				ch.Changed++
+			}
+		}
+	}
 	// Columns the window did not export keep the values stored for its ids.
 	if len(stored) > 0 {
-		patched, err := keepStoredValues(src, len(window), cols, in, stored, l.opts.Alloc)
+		patched, err := keepStoredValues(src, len(m.window), m.cols, in, stored, l.opts.Alloc)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, ch, err
 		}
 		loaded = append(loaded, patched...)
 	}
+	cols := m.cols
+	next := m.next
 	if len(winners) == 0 {
-		return nil, deletes, nil
+		return nil, deletes, ch, nil
 	}
 	refs := slices.Collect(maps.Values(winners))
 	slices.SortFunc(refs, func(a, b RowRef) int {
@@ -314,7 +452,7 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 	})
 	dir := partitionDir(p)
 	if err := l.root.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, err
+		return nil, nil, ch, err
 	}
 	chunk := l.opts.Parquet.RowGroupRows
 	if chunk <= 0 {
@@ -325,11 +463,122 @@ func (l *Lake) mergePartition(ctx context.Context, p string, cols []schemas.Colu
 		name := fmt.Sprintf("part-%08d-%s.parquet", next.Seq, randomSuffix())
 		final := path.Join(dir, name)
 		if err := l.writeDataFile(tempOf(final), cols, src, refs, &start, chunk); err != nil {
-			return nil, nil, err
+			return nil, nil, ch, err
 		}
 		renames = append(renames, [2]string{tempOf(final), final})
 	}
-	return renames, deletes, nil
+	return renames, deletes, ch, nil
+}
+
+// liveRows returns whether row r of b is live: its _deleted_at is NULL
+// (or b has none).
+func liveRows(b arrow.RecordBatch) func(r int) bool {
+	idx := b.Schema().FieldIndices(schemas.DeletedAt)
+	if len(idx) == 0 {
+		return func(int) bool { return true }
+	}
+	col := b.Column(idx[0])
+	return col.IsNull
+}
+
+// markDeleted returns b with _deleted_at set to at in the given rows (and
+// added, if b has none). The caller releases it.
+func markDeleted(b arrow.RecordBatch, rows []int, at arrow.Timestamp, alloc memory.Allocator) (arrow.RecordBatch, error) {
+	tsType := &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}
+	n := int(b.NumRows())
+	var old *array.Timestamp
+	idx := b.Schema().FieldIndices(schemas.DeletedAt)
+	if len(idx) > 0 {
+		var ok bool
+		if old, ok = b.Column(idx[0]).(*array.Timestamp); !ok {
+			return nil, fmt.Errorf("%s is %s", schemas.DeletedAt, b.Column(idx[0]).DataType())
+		}
+	}
+	bld := array.NewTimestampBuilder(alloc, tsType)
+	defer bld.Release()
+	bld.Reserve(n)
+	mark := make(map[int]bool, len(rows))
+	for _, r := range rows {
+		mark[r] = true
+	}
+	for r := 0; r < n; r++ {
+		switch {
+		case mark[r]:
+			bld.Append(at)
+		case old != nil && !old.IsNull(r):
+			bld.Append(old.Value(r))
+		default:
+			bld.AppendNull()
+		}
+	}
+	arr := bld.NewArray()
+	defer arr.Release()
+	fields, cols := slices.Clone(b.Schema().Fields()), slices.Clone(b.Columns())
+	if len(idx) > 0 {
+		cols[idx[0]] = arr
+		fields[idx[0]] = arrow.Field{Name: schemas.DeletedAt, Type: tsType, Nullable: true}
+	} else {
+		fields = append(fields, arrow.Field{Name: schemas.DeletedAt, Type: tsType, Nullable: true})
+		cols = append(cols, arr)
+	}
+	return array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, int64(n)), nil
+}
+
+// rowChanged reports whether the window's row wr of w differs from the
+// stored row sr of s in a column the window has (lineage aside), or the
+// stored row is marked deleted.
+func rowChanged(w arrow.RecordBatch, wr int, s arrow.RecordBatch, sr int) bool {
+	if idx := s.Schema().FieldIndices(schemas.DeletedAt); len(idx) > 0 && !s.Column(idx[0]).IsNull(sr) {
+		return true
+	}
+	for i, f := range w.Schema().Fields() {
+		if strings.HasPrefix(f.Name, "_") || f.Name == "id" {
+			continue
+		}
+		idx := s.Schema().FieldIndices(f.Name)
+		if len(idx) == 0 {
+			return true
+		}
+		if !sameValue(w.Column(i), wr, s.Column(idx[0]), sr) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameValue compares a[i] and b[j] of the kinds the lake stores.
+func sameValue(a arrow.Array, i int, b arrow.Array, j int) bool {
+	if a.IsNull(i) || b.IsNull(j) {
+		return a.IsNull(i) == b.IsNull(j)
+	}
+	switch x := a.(type) {
+	case *array.String:
+		y, ok := b.(*array.String)
+		return ok && x.Value(i) == y.Value(j)
+	case *array.Timestamp:
+		y, ok := b.(*array.Timestamp)
+		return ok && x.Value(i) == y.Value(j)
+	case *array.Int64:
+		y, ok := b.(*array.Int64)
+		return ok && x.Value(i) == y.Value(j)
+	case *array.List:
+		y, ok := b.(*array.List)
+		if !ok {
+			return false
+		}
+		xs, xe := x.ValueOffsets(i)
+		ys, ye := y.ValueOffsets(j)
+		if xe-xs != ye-ys {
+			return false
+		}
+		for k := int64(0); k < xe-xs; k++ {
+			if !sameValue(x.ListValues(), int(xs+k), y.ListValues(), int(ys+k)) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 // keepStoredValues gives the window's batches (src[:nWindow]) the columns of
@@ -510,16 +759,21 @@ func withLineage(window []arrow.RecordBatch, info WindowInfo, alloc memory.Alloc
 			rb.Append(info.RequestID)
 			lb.Append(loaded)
 		}
-		reqArr, loadArr := rb.NewArray(), lb.NewArray()
+		db := array.NewTimestampBuilder(alloc, tsType)
+		db.AppendNulls(rows) // the window's contacts are live
+		reqArr, loadArr, delArr := rb.NewArray(), lb.NewArray(), db.NewArray()
 		rb.Release()
 		lb.Release()
+		db.Release()
 		fields := append(slices.Clone(b.Schema().Fields()),
 			arrow.Field{Name: "_request_id", Type: arrow.BinaryTypes.String, Nullable: true},
-			arrow.Field{Name: "_loaded_at", Type: tsType, Nullable: true})
-		cols := append(slices.Clone(b.Columns()), reqArr, loadArr)
+			arrow.Field{Name: "_loaded_at", Type: tsType, Nullable: true},
+			arrow.Field{Name: schemas.DeletedAt, Type: tsType, Nullable: true})
+		cols := append(slices.Clone(b.Columns()), reqArr, loadArr, delArr)
 		out[i] = array.NewRecordBatch(arrow.NewSchema(fields, nil), cols, int64(rows))
 		reqArr.Release()
 		loadArr.Release()
+		delArr.Release()
 	}
 	return out, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -211,6 +212,19 @@ func (l *Lake) LoadState(_ context.Context, streamID, identity string) (StreamSt
 		return bad(err)
 	}
 	return st, nil
+}
+
+// Streams returns the state of every stream of the lake.
+func (l *Lake) Streams(ctx context.Context) ([]StreamState, error) {
+	var out []StreamState
+	for _, id := range slices.Sorted(maps.Keys(l.state.Streams)) {
+		st, err := l.LoadState(ctx, id, l.state.Streams[id].Identity)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, st)
+	}
+	return out, nil
 }
 
 func (l *Lake) putRun(r Run) error {

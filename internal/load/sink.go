@@ -29,6 +29,32 @@ type WindowInfo struct {
 	Window    extract.Window
 	RequestID string    // X-Request-ID of the response
 	LoadedAt  time.Time // stamped on every row of the window
+	// Deletes are the ranges of created_at this response exported
+	// completely, for a stream that can tell deletions: a stored contact
+	// created in one of them that the response did not return is gone at
+	// the source. Empty for a stream that cannot tell (see the pipeline).
+	Deletes []extract.Window
+	// HardDelete removes such contacts; otherwise their _deleted_at is set.
+	HardDelete bool
+	// Refresh marks a window that re-exports a covered range: Commit counts
+	// the stored contacts it changes.
+	Refresh bool
+}
+
+// Changes is what a committed window did to the stored contacts.
+type Changes struct {
+	Inserted int64 // ids not stored before
+	Replaced int64 // ids stored before, written again
+	Changed  int64 // of Replaced, those whose values differ or that were marked deleted (counted for Refresh windows only)
+	Deleted  int64 // contacts marked deleted (or removed) because the window's complete export lacked them
+}
+
+// Add adds c to ch.
+func (ch *Changes) Add(c Changes) {
+	ch.Inserted += c.Inserted
+	ch.Replaced += c.Replaced
+	ch.Changed += c.Changed
+	ch.Deleted += c.Deleted
 }
 
 // StreamState is the sync progress of one stream (one base URL, filter set
@@ -67,11 +93,14 @@ type Sink interface {
 	// schemas.ArrowSchema(cols) plus a last int64 column "_line". The caller
 	// owns batch and releases it after Write returns.
 	Write(ctx context.Context, batch arrow.RecordBatch) error
-	// Commit makes the window's rows, its rejects and the stream's new state
-	// durable together: after a crash either all of them are there or none.
-	// Ids repeated within the window keep their last row (highest _line);
-	// ids already stored are replaced.
-	Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, state StreamState) error
+	// Commit makes the window's rows, its rejects, its deletions and the
+	// stream's new state durable together: after a crash either all of them
+	// are there or none. Ids repeated within the window keep their last row
+	// (highest _line); ids already stored are replaced, live again if they
+	// were marked deleted; columns the window lacks keep their stored
+	// values. Stored contacts in info.Deletes the window lacks are marked
+	// deleted (or removed with HardDelete).
+	Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, state StreamState) (Changes, error)
 	// Abort discards the current window attempt.
 	Abort(ctx context.Context) error
 }
@@ -81,6 +110,9 @@ type StateStore interface {
 	// LoadState returns the state of a stream; a stream never synced has
 	// only StreamID and Identity set.
 	LoadState(ctx context.Context, streamID, identity string) (StreamState, error)
+	// Streams returns the state of every stream the destination holds,
+	// sorted by StreamID.
+	Streams(ctx context.Context) ([]StreamState, error)
 	// StartRun records a run's start.
 	StartRun(ctx context.Context, run Run) error
 	// FinishRun records a run's outcome.

@@ -53,10 +53,33 @@ type Options struct {
 	// Transform's RequestID is set per response, and its MaxRows to the
 	// query's limit.
 	Transform transform.Options
+	// HardDelete removes contacts found deleted at the source instead of
+	// setting their _deleted_at.
+	HardDelete bool
+	// Refresh says how the run spends the calls its incremental part left.
+	Refresh RefreshPolicy
 	Logger    *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
+
+// RefreshPolicy is how a run re-verifies covered ranges with the calls of
+// the rate-limit hour the incremental part left (rolling refresh).
+type RefreshPolicy struct {
+	// Calls is the most calls the refresh may spend; RefreshAuto (the
+	// default) spends what the API says is left less ReserveCalls, 0 turns
+	// refresh off.
+	Calls int
+	// ReserveCalls are left to other users of the workspace's key when
+	// Calls is RefreshAuto.
+	ReserveCalls int
+	// MinAge: a range verified less than this ago is not exported again.
+	MinAge time.Duration
+}
+
+// RefreshAuto is RefreshPolicy.Calls's default: the calls left in the hour,
+// less the reserve.
+const RefreshAuto = -1
 
 // Result says what a sync did.
 type Result struct {
@@ -76,6 +99,22 @@ type Result struct {
 	// PendingSaved says the destinations hold Pending, so that the next run
 	// resumes them: a window of this run committed them, or an earlier run did.
 	PendingSaved bool
+	// Changes counts what the run did to the stored contacts (the first
+	// destination's count, if several).
+	Changes load.Changes
+	// CanDelete says the stream can tell deletions (see Sync).
+	CanDelete bool
+	// Refresh is what the rolling refresh did.
+	Refresh RefreshResult
+}
+
+// RefreshResult is what a run's rolling refresh did.
+type RefreshResult struct {
+	Calls    int            // calls spent on it
+	Range    extract.Window // the covered range it re-exported (zero Window: none)
+	Verified bool           // the whole range was re-exported
+	Changes  load.Changes   // what it changed: contacts edited, new, deleted
+	Skipped  string         // why there was none, when there was none
 }
 
 // Identity describes a stream: the same base URL, filters and fields make
@@ -255,10 +294,25 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		limit = extract.MaxLimit
 		o.Query.Limit = limit
 	}
-	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls()}
+	canDelete, err := canTellDeletions(ctx, o.Targets, streamID, identity)
+	if err != nil {
+		return res, err
+	}
+	res.CanDelete = canDelete
+	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(), canDelete: canDelete}
 	planner := extract.NewPlanner(limit, windows...)
 	ex := &extract.Extractor{Client: o.Client, Query: o.Query}
 	sum, runErr := ex.Run(ctx, planner, h, o.MaxCalls)
+	if runErr == nil && len(planner.Pending()) == 0 {
+		var rsum extract.Summary
+		rsum, runErr = h.refresh(ctx, ex, &res, o.MaxCalls-sum.Calls)
+		sum.Windows += rsum.Windows
+		sum.Rows += rsum.Rows
+		sum.Calls += rsum.Calls
+		sum.RateLimited += rsum.RateLimited
+		sum.Elapsed += rsum.Elapsed
+	}
+	res.Changes = h.changes
 	res.Summary = sum
 	res.Rejects = h.rejects
 	res.Pending = planner.Pending()
@@ -328,6 +382,11 @@ type handler struct {
 	warnedIgnored bool // the run has said that columns were left out
 
 	times []int64 // created_at of the last response's rows, for coverage
+
+	canDelete  bool         // the stream can tell deletions
+	refreshing bool         // windows are the rolling refresh's
+	changes    load.Changes // what the run's commits did
+	refreshed  load.Changes // of which the refresh's
 }
 
 var idSeed = maphash.MakeSeed()
@@ -465,33 +524,181 @@ func (h *handler) abort(ctx context.Context) error {
 
 // Commit implements extract.Handler. The part of w that is complete (w
 // less the windows still pending, which hold what a truncated response left
-// of it) joins the stream's coverage, verified now.
+// of it) joins the stream's coverage, verified now. A refresh's pending
+// windows are not saved: the next run starts a refresh of its own.
 func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extract.Window) error {
-	h.st.Pending = pending
-	if len(pending) == 0 {
+	switch {
+	case h.refreshing:
+		// The stream's own pending windows (none: the incremental part
+		// completed) stay as they are.
+	case len(pending) == 0:
+		h.st.Pending = nil
 		h.st.PendingSince, h.st.PendingUntil = time.Time{}, time.Time{}
-	} else {
+	default:
+		h.st.Pending = pending
 		h.st.PendingSince, h.st.PendingUntil = h.runSince, h.runUntil
 	}
-	verified := h.now().UTC()
-	for _, c := range subtract(w, pending) {
-		h.st.Coverage = h.st.Coverage.Add(load.Segment{From: c.From, To: c.To, VerifiedAt: verified, Rows: countIn(h.times, c)})
+	info := h.info(w)
+	complete := subtract(w, pending)
+	for _, c := range complete {
+		h.st.Coverage = h.st.Coverage.Add(load.Segment{From: c.From, To: c.To, VerifiedAt: info.LoadedAt, Rows: countIn(h.times, c)})
 	}
 	h.st.Coverage = h.st.Coverage.Compact(int64(h.o.Query.Limit))
+	// What the window exported completely tells which stored contacts are
+	// gone at the source, unless a row did not parse: its contact is
+	// there, but not known.
+	switch {
+	case !h.canDelete || len(complete) == 0:
+	case len(h.rejected) > 0:
+		h.log.Warn("rows of this window did not parse, so it tells no deletion", "window", w.String(), "rejects", len(h.rejected))
+	default:
+		info.Deletes, info.HardDelete = complete, h.o.HardDelete
+	}
+	info.Refresh = h.refreshing
 	calls := h.o.Client.Calls()
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
 	h.callsSeen = calls
 	// Each target commits atomically on its own. If the process dies
 	// between two commits, the next run plans from the least advanced
 	// target, and the one ahead absorbs the repeated window by upserting.
-	info := h.info(w)
-	for _, t := range h.o.Targets {
-		if err := t.Commit(ctx, info, h.rejected, stats, h.st); err != nil {
+	for i, t := range h.o.Targets {
+		ch, err := t.Commit(ctx, info, h.rejected, stats, h.st)
+		if err != nil {
 			return errors.Join(err, h.abort(ctx))
+		}
+		if i == 0 {
+			h.changes.Add(ch)
+			if h.refreshing {
+				h.refreshed.Add(ch)
+			}
 		}
 	}
 	h.rejects += int64(len(h.rejected))
 	h.runIDs = append(h.runIDs, h.attemptIDs...)
-	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending))
+	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending),
+		"refresh", h.refreshing, "deleted", h.lastDeleted())
 	return nil
+}
+
+// lastDeleted is a log helper: deletions so far in the run.
+func (h *handler) lastDeleted() int64 { return h.changes.Deleted }
+
+// refresh spends the calls the run may still make, within what the API
+// says is left in the hour less the reserve, on re-exporting the covered
+// range verified longest ago: edits reach the copy as upserts, and
+// contacts missing from a complete re-export are found deleted. It never
+// waits for the rate limit: a spent budget ends it quietly.
+func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Result, callsLeft int) (extract.Summary, error) {
+	pol := h.o.Refresh
+	rr := &res.Refresh
+	if pol.Calls == 0 {
+		rr.Skipped = "turned off (--refresh-calls 0)"
+		return extract.Summary{}, nil
+	}
+	calls := pol.Calls
+	b := h.o.Client.Budget()
+	switch {
+	case pol.Calls == RefreshAuto && !b.Known:
+		rr.Skipped = "the API said nothing of the calls left this hour"
+		return extract.Summary{}, nil
+	case pol.Calls == RefreshAuto:
+		calls = b.Remaining - pol.ReserveCalls
+	case b.Known:
+		calls = min(calls, b.Remaining)
+	}
+	if h.o.MaxCalls > 0 {
+		calls = min(calls, callsLeft)
+	}
+	if calls <= 0 {
+		rr.Skipped = fmt.Sprintf("no spare call this hour (%d left, %d reserved)", b.Remaining, pol.ReserveCalls)
+		return extract.Summary{}, nil
+	}
+	limit := h.o.Query.Limit
+	w, ok := pickRefresh(h.st.Coverage, h.now().UTC().Add(-pol.MinAge), calls, limit)
+	if !ok {
+		rr.Skipped = fmt.Sprintf("every covered range was verified less than %s ago", pol.MinAge)
+		return extract.Summary{}, nil
+	}
+	h.log.Info("refresh starting", "range", w.String(), "calls", calls)
+	rr.Range = w
+	h.refreshing = true
+	defer func() { h.refreshing = false }()
+	noWait := h.o.Client.NoWait
+	h.o.Client.NoWait = true
+	defer func() { h.o.Client.NoWait = noWait }()
+	p := extract.NewPlanner(limit, w)
+	sum, err := ex.Run(ctx, p, h, calls)
+	rr.Calls, rr.Changes = sum.Calls, h.refreshed
+	rr.Verified = err == nil && len(p.Pending()) == 0
+	var rl *extract.RateLimitError
+	if errors.As(err, &rl) {
+		h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
+		return sum, nil
+	}
+	return sum, err
+}
+
+// pickRefresh chooses what a refresh of calls calls re-exports: the
+// covered segment verified longest ago (and before notAfter), with the
+// touching segments after it while their rows fit the calls (at 90% of the
+// limit a call, as the planner sizes pieces). Policy: least recently
+// verified first, so every range comes round in turn.
+func pickRefresh(c load.Coverage, notAfter time.Time, calls, limit int) (extract.Window, bool) {
+	first := -1
+	for i, s := range c {
+		if s.VerifiedAt.After(notAfter) {
+			continue
+		}
+		if first < 0 || s.VerifiedAt.Before(c[first].VerifiedAt) {
+			first = i
+		}
+	}
+	if first < 0 {
+		return extract.Window{}, false
+	}
+	budget := int64(float64(calls*limit) * 0.9)
+	rows := c[first].Rows
+	last := first
+	for last+1 < len(c) {
+		n := c[last+1]
+		if n.VerifiedAt.After(notAfter) || c[last].To.IsZero() || !n.From.Equal(c[last].To) || rows+n.Rows > budget {
+			break
+		}
+		rows += n.Rows
+		last++
+	}
+	return extract.Window{From: c[first].From, To: c[last].To}, true
+}
+
+// canTellDeletions says whether a complete export of the stream proves
+// that a stored contact it lacks is gone at the source. It does when the
+// stream is the only one of every destination, or when it has no filter
+// (no tag, no list) and every other stream of the destinations reads the
+// same API: a filtered stream's export lacks contacts that only left its
+// filter, and another API's contacts are not this one's to judge.
+func canTellDeletions(ctx context.Context, targets []load.Target, streamID, identity string) (bool, error) {
+	var me Identity
+	if err := json.Unmarshal([]byte(identity), &me); err != nil {
+		return false, err
+	}
+	unfiltered := me.ListID == "" && len(me.Tags) == 0
+	for _, t := range targets {
+		streams, err := t.Streams(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, st := range streams {
+			if st.StreamID == streamID {
+				continue
+			}
+			var other Identity
+			if err := json.Unmarshal([]byte(st.Identity), &other); err != nil {
+				return false, fmt.Errorf("stream %s: identity %q: %w", st.StreamID, st.Identity, err)
+			}
+			if !unfiltered || other.BaseURL != me.BaseURL {
+				return false, nil
+			}
+		}
+	}
+	return true, nil
 }
