@@ -111,8 +111,8 @@ var Contacts = []Column{
 
 // Lineage columns the loaders add to every row.
 var Lineage = []Column{
-	{Name: "_request_id", Kind: Text},     // X-Request-ID of the response the row came in
-	{Name: "_loaded_at", Kind: Timestamp}, // when the window was committed
+	{Name: "_request_id", Kind: Text},      // X-Request-ID of the response the row came in
+	{Name: "_loaded_at", Kind: Timestamp},  // when the window was committed
 	{Name: "_deleted_at", Kind: Timestamp}, // when a complete export first lacked the contact (soft delete); NULL while it is live
 }
 

@@ -58,7 +58,7 @@ type Options struct {
 	HardDelete bool
 	// Refresh says how the run spends the calls its incremental part left.
 	Refresh RefreshPolicy
-	Logger    *slog.Logger
+	Logger  *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
