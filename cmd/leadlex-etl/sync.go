@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +58,10 @@ type syncOptions struct {
 	Timeouts          extract.Timeouts
 	MaxRateLimited    int
 	IgnoreSavedBudget bool
+	RefreshCalls      refreshCalls
+	ReserveCalls      int
+	RefreshMinAge     time.Duration
+	Deletes           deleteMode
 	LogFormat         string
 	Quiet             bool
 
@@ -97,6 +102,12 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	o.Timeouts = extract.DefaultTimeouts
 	fs.Var(&o.Timeouts, "timeouts", "how long to wait to connect, for the response headers, and for each next byte of a body; a call that runs out is retried like a 5xx (see --attempts)")
 	fs.IntVar(&o.MaxRateLimited, "max-429", extract.DefaultMaxRateLimited, "stop (exit 75) after this many 429 answers in a row; between them the wait is what the API says, at least 1s doubling each time up to a minute, at most an hour and 5 minutes")
+	o.RefreshCalls = refreshCalls(pipeline.RefreshAuto)
+	fs.Var(&o.RefreshCalls, "refresh-calls", "after the new data, re-export the ranges verified longest ago with this many calls at most, to catch edits and deletions: auto spends what the API says is left this hour less --reserve-calls (never waiting for a reset); 0 turns refresh off")
+	fs.IntVar(&o.ReserveCalls, "reserve-calls", 2, "with --refresh-calls auto, leave this many of the hour's calls to other users of the workspace key")
+	fs.DurationVar(&o.RefreshMinAge, "refresh-min-age", time.Hour, "do not re-export a range verified less than this ago (0s allows it, for tests with a short rate-limit hour)")
+	o.Deletes = deleteSoft
+	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
 	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
@@ -169,6 +180,12 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	if o.Backoff <= 0 {
 		return key, since, until, usagef("--retry-backoff %s must be positive", o.Backoff)
 	}
+	if o.ReserveCalls < 0 {
+		return key, since, until, usagef("--reserve-calls %d must not be negative", o.ReserveCalls)
+	}
+	if o.RefreshMinAge < 0 {
+		return key, since, until, usagef("--refresh-min-age %s must not be negative", o.RefreshMinAge)
+	}
 	if o.MaxRateLimited < 1 {
 		return key, since, until, usagef("--max-429 %d must be at least 1", o.MaxRateLimited)
 	}
@@ -224,6 +241,52 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	return extract.NewAPIKey(raw), since, until, nil
 }
+
+// refreshCalls is --refresh-calls: a number of calls, or auto.
+type refreshCalls int
+
+func (r refreshCalls) String() string {
+	if r == pipeline.RefreshAuto {
+		return "auto"
+	}
+	return strconv.Itoa(int(r))
+}
+
+func (r *refreshCalls) Set(s string) error {
+	if s == "auto" {
+		*r = pipeline.RefreshAuto
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not auto or a number of calls", s)
+	}
+	*r = refreshCalls(n)
+	return nil
+}
+
+func (*refreshCalls) Type() string { return "N|auto" }
+
+// deleteMode is --deletes.
+type deleteMode string
+
+const (
+	deleteSoft deleteMode = "soft"
+	deleteHard deleteMode = "hard"
+)
+
+func (d deleteMode) String() string { return string(d) }
+
+func (d *deleteMode) Set(s string) error {
+	switch deleteMode(s) {
+	case deleteSoft, deleteHard:
+		*d = deleteMode(s)
+		return nil
+	}
+	return fmt.Errorf("%q is not soft or hard", s)
+}
+
+func (*deleteMode) Type() string { return "soft|hard" }
 
 // fields returns the requested fields with id and created_at added.
 func (o *syncOptions) fields() []string {
@@ -328,7 +391,9 @@ Example:
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	res, err := pipeline.Sync(ctx, pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
+		HardDelete: o.Deletes == deleteHard,
+		Refresh:    pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
+		Targets:    targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 	})
 	// A destination this run created and committed nothing to is removed
 	// on failure, so a mistake (a refused key, a bad --fields) leaves no
@@ -351,7 +416,7 @@ Example:
 	for i, d := range dests {
 		names[i] = d.path
 	}
-	printSummary(stdout, res, err, strings.Join(names, " and "), removed)
+	printSummary(stdout, res, err, strings.Join(names, " and "), removed, o.Deletes == deleteHard)
 	if errors.Is(err, context.Canceled) {
 		return err
 	}
@@ -426,7 +491,7 @@ func (d destination) remove() {
 	}
 }
 
-func printSummary(w io.Writer, r pipeline.Result, err error, dest string, removed []string) {
+func printSummary(w io.Writer, r pipeline.Result, err error, dest string, removed []string, hard bool) {
 	var state string
 	switch {
 	case err == nil && len(r.Pending) == 0:
@@ -460,6 +525,50 @@ func printSummary(w io.Writer, r pipeline.Result, err error, dest string, remove
 	default:
 		fmt.Fprintf(w, "kept: %s committed\n", plural(r.Windows, "window"))
 	}
+	if r.Windows == 0 {
+		return
+	}
+	c := r.Changes
+	deleted := "marked deleted"
+	if hard {
+		deleted = "removed as deleted"
+	}
+	fmt.Fprintf(w, "contacts: %d new, %d written again (%d of them by the refresh, %d changed), %d %s\n",
+		c.Inserted, c.Replaced, r.Refresh.Changes.Replaced, r.Refresh.Changes.Changed, c.Deleted, deleted)
+	switch rf := r.Refresh; {
+	case len(rf.Ranges) > 0:
+		done := "re-exported"
+		if !rf.Verified {
+			done = "partly re-exported (the rest comes next time)"
+		}
+		texts := make([]string, len(rf.Ranges))
+		for i, rg := range rf.Ranges {
+			texts[i] = rangeText(rg)
+		}
+		fmt.Fprintf(w, "refresh: %s %s with %s: %d changed, %d new, %d %s\n",
+			done, strings.Join(texts, "; "), plural(rf.Calls, "spare call"), rf.Changes.Changed, rf.Changes.Inserted, rf.Changes.Deleted, deleted)
+	case rf.Skipped != "":
+		fmt.Fprintf(w, "refresh: none, %s\n", rf.Skipped)
+	}
+	if !r.CanDelete {
+		fmt.Fprintln(w, "deletions: not tracked for this stream (it is filtered, or its destination holds streams of another API)")
+	}
+	if oldest := r.Coverage.Oldest(); !oldest.IsZero() {
+		fmt.Fprintf(w, "staleness: every synced contact was exported completely since %s (%s ago)\n",
+			oldest.UTC().Format(time.RFC3339), time.Since(oldest).Round(time.Second))
+	}
+}
+
+// rangeText renders a created_at range for people.
+func rangeText(w extract.Window) string {
+	from, to := "the beginning", "now"
+	if !w.From.IsZero() {
+		from = w.From.UTC().Format(time.RFC3339)
+	}
+	if !w.To.IsZero() {
+		to = w.To.UTC().Format(time.RFC3339)
+	}
+	return "contacts created from " + from + " to " + to
 }
 
 // plural writes n and a noun, adding an s unless n is 1.

@@ -115,15 +115,17 @@ func cmpMicro(a, b int64) int {
 	return 0
 }
 
-// Compact merges touching segments while the merged one holds at most
-// maxRows rows, so that hourly incremental runs do not grow the state
-// without end. A merged segment is as old as the older of the two.
-func (c Coverage) Compact(maxRows int64) Coverage {
+// Compact merges touching segments verified within tolerance of each
+// other while the merged one holds at most maxRows rows, so that hourly
+// incremental runs do not grow the state without end. A merged segment is
+// as old as the older of the two.
+func (c Coverage) Compact(maxRows int64, tolerance time.Duration) Coverage {
 	out := make(Coverage, 0, len(c))
 	for _, s := range c {
 		if n := len(out); n > 0 {
 			last := &out[n-1]
-			if !last.To.IsZero() && last.To.Equal(s.From) && last.Rows+s.Rows <= maxRows {
+			gap := last.VerifiedAt.Sub(s.VerifiedAt)
+			if !last.To.IsZero() && last.To.Equal(s.From) && last.Rows+s.Rows <= maxRows && gap <= tolerance && -gap <= tolerance {
 				last.To, last.Rows = s.To, last.Rows+s.Rows
 				if s.VerifiedAt.Before(last.VerifiedAt) {
 					last.VerifiedAt = s.VerifiedAt

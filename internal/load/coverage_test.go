@@ -36,8 +36,12 @@ func TestCoverage(t *testing.T) {
 	if o := c.Oldest(); !o.Equal(v1) {
 		t.Errorf("oldest %s", o)
 	}
-	// Compact merges touching segments up to a row count, keeping the older time.
-	got := c.Compact(40)
+	// Compact merges touching segments up to a row count, keeping the older
+	// time, and only those verified about together.
+	if got := c.Compact(1000, time.Hour); len(got) != 3 {
+		t.Errorf("Compact with a tolerance of an hour merged segments verified 100 hours apart: %v", got)
+	}
+	got := c.Compact(40, 1000*time.Hour)
 	want = Coverage{
 		{To: at(5), VerifiedAt: v1, Rows: 50},
 		{From: at(5), To: at(20), VerifiedAt: v2, Rows: 35},
@@ -46,7 +50,7 @@ func TestCoverage(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Compact(40):\n got  %v\n want %v", got, want)
 	}
-	if got := c.Compact(1000); len(got) != 1 || !got[0].VerifiedAt.Equal(v1) || got[0].Rows != 95 || !got[0].To.Equal(at(30)) {
+	if got := c.Compact(1000, 1000*time.Hour); len(got) != 1 || !got[0].VerifiedAt.Equal(v1) || got[0].Rows != 95 || !got[0].To.Equal(at(30)) {
 		t.Errorf("Compact(1000): %v", got)
 	}
 	// An open-ended segment replaces everything after its start.

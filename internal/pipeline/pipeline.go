@@ -110,11 +110,11 @@ type Result struct {
 
 // RefreshResult is what a run's rolling refresh did.
 type RefreshResult struct {
-	Calls    int            // calls spent on it
-	Range    extract.Window // the covered range it re-exported (zero Window: none)
-	Verified bool           // the whole range was re-exported
-	Changes  load.Changes   // what it changed: contacts edited, new, deleted
-	Skipped  string         // why there was none, when there was none
+	Calls    int              // calls spent on it
+	Ranges   []extract.Window // the covered ranges it re-exported
+	Verified bool             // every range was re-exported completely
+	Changes  load.Changes     // what it changed: contacts edited, new, deleted
+	Skipped  string           // why there was none, when there was none
 }
 
 // Identity describes a stream: the same base URL, filters and fields make
@@ -543,7 +543,9 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	for _, c := range complete {
 		h.st.Coverage = h.st.Coverage.Add(load.Segment{From: c.From, To: c.To, VerifiedAt: info.LoadedAt, Rows: countIn(h.times, c)})
 	}
-	h.st.Coverage = h.st.Coverage.Compact(int64(h.o.Query.Limit))
+	// Segments verified within the refresh's minimum age of each other are
+	// one to the refresh: merge them, so the state stays small.
+	h.st.Coverage = h.st.Coverage.Compact(int64(h.o.Query.Limit), h.o.Refresh.MinAge)
 	// What the window exported completely tells which stored contacts are
 	// gone at the source, unless a row did not parse: its contact is
 	// there, but not known.
@@ -614,36 +616,65 @@ func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Resul
 		return extract.Summary{}, nil
 	}
 	limit := h.o.Query.Limit
-	w, ok := pickRefresh(h.st.Coverage, h.now().UTC().Add(-pol.MinAge), calls, limit)
-	if !ok {
-		rr.Skipped = fmt.Sprintf("every covered range was verified less than %s ago", pol.MinAge)
-		return extract.Summary{}, nil
-	}
-	h.log.Info("refresh starting", "range", w.String(), "calls", calls)
-	rr.Range = w
+	now := h.now().UTC()
+	notAfter := now.Add(-pol.MinAge)
 	h.refreshing = true
 	defer func() { h.refreshing = false }()
 	noWait := h.o.Client.NoWait
 	h.o.Client.NoWait = true
 	defer func() { h.o.Client.NoWait = noWait }()
-	p := extract.NewPlanner(limit, w)
-	sum, err := ex.Run(ctx, p, h, calls)
-	rr.Calls, rr.Changes = sum.Calls, h.refreshed
-	rr.Verified = err == nil && len(p.Pending()) == 0
-	var rl *extract.RateLimitError
-	if errors.As(err, &rl) {
-		h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
-		return sum, nil
+	var total extract.Summary
+	rr.Verified = true
+	// Range after range, the least recently verified first, until the calls
+	// are spent or nothing older than the refresh remains.
+	for total.Calls < calls {
+		ws, ok := pickRefresh(h.st.Coverage, notAfter, now, calls-total.Calls, limit)
+		if !ok {
+			break
+		}
+		w := extract.Window{From: ws[0].From, To: ws[len(ws)-1].To}
+		h.log.Info("refresh starting", "range", w.String(), "windows", len(ws), "calls", calls-total.Calls)
+		rr.Ranges = append(rr.Ranges, w)
+		p := extract.NewPlanner(limit, ws...)
+		sum, err := ex.Run(ctx, p, h, calls-total.Calls)
+		total.Windows += sum.Windows
+		total.Rows += sum.Rows
+		total.Calls += sum.Calls
+		total.RateLimited += sum.RateLimited
+		total.Elapsed += sum.Elapsed
+		rr.Calls, rr.Changes = total.Calls, h.refreshed
+		var rl *extract.RateLimitError
+		switch {
+		case errors.As(err, &rl):
+			rr.Verified = false
+			h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
+			return total, nil
+		case err != nil:
+			rr.Verified = false
+			return total, err
+		case len(p.Pending()) > 0 || sum.Calls == 0:
+			rr.Verified = rr.Verified && len(p.Pending()) == 0
+			return total, nil
+		}
 	}
-	return sum, err
+	if len(rr.Ranges) == 0 {
+		rr.Verified = false
+		rr.Skipped = fmt.Sprintf("every covered range was verified less than %s ago", pol.MinAge)
+	}
+	return total, nil
 }
 
 // pickRefresh chooses what a refresh of calls calls re-exports: the
-// covered segment verified longest ago (and before notAfter), with the
-// touching segments after it while their rows fit the calls (at 90% of the
-// limit a call, as the planner sizes pieces). Policy: least recently
-// verified first, so every range comes round in turn.
-func pickRefresh(c load.Coverage, notAfter time.Time, calls, limit int) (extract.Window, bool) {
+// covered segment verified longest ago (and before notAfter), grown with
+// touching segments on either side, the older first, that are about as old
+// (verified before the midpoint between it and now), while they fit the
+// calls. It returns the range as windows of touching segments expected to
+// hold at most 90% of the limit each (the segments' row counts are known),
+// so that each window is complete in one call, whatever order the API
+// returns rows in; at most calls windows. Policy: least recently verified
+// first, so every range comes round in turn, and a refresh never spends
+// calls again on a range a recent one verified.
+func pickRefresh(c load.Coverage, notAfter, now time.Time, calls, limit int) ([]extract.Window, bool) {
 	first := -1
 	for i, s := range c {
 		if s.VerifiedAt.After(notAfter) {
@@ -654,20 +685,41 @@ func pickRefresh(c load.Coverage, notAfter time.Time, calls, limit int) (extract
 		}
 	}
 	if first < 0 {
-		return extract.Window{}, false
+		return nil, false
 	}
-	budget := int64(float64(calls*limit) * 0.9)
+	oldest := c[first].VerifiedAt
+	aboutAsOld := oldest.Add(now.Sub(oldest) / 2)
+	per := int64(float64(limit) * 0.9)
+	budget := int64(calls) * per
 	rows := c[first].Rows
-	last := first
-	for last+1 < len(c) {
-		n := c[last+1]
-		if n.VerifiedAt.After(notAfter) || c[last].To.IsZero() || !n.From.Equal(c[last].To) || rows+n.Rows > budget {
-			break
-		}
-		rows += n.Rows
-		last++
+	lo, hi := first, first
+	fits := func(i int) bool {
+		s := c[i]
+		return !s.VerifiedAt.After(notAfter) && !s.VerifiedAt.After(aboutAsOld) && rows+s.Rows <= budget
 	}
-	return extract.Window{From: c[first].From, To: c[last].To}, true
+	for {
+		before := lo > 0 && !c[lo].From.IsZero() && c[lo-1].To.Equal(c[lo].From) && fits(lo-1)
+		after := hi+1 < len(c) && !c[hi].To.IsZero() && c[hi+1].From.Equal(c[hi].To) && fits(hi+1)
+		switch {
+		case before && (!after || !c[hi+1].VerifiedAt.Before(c[lo-1].VerifiedAt)):
+			lo--
+			rows += c[lo].Rows
+		case after:
+			hi++
+			rows += c[hi].Rows
+		default:
+			var ws []extract.Window
+			var n int64
+			for i := lo; i <= hi; i++ {
+				if k := len(ws); k > 0 && n+c[i].Rows <= per {
+					ws[k-1].To, n = c[i].To, n+c[i].Rows
+					continue
+				}
+				ws, n = append(ws, extract.Window{From: c[i].From, To: c[i].To}), c[i].Rows
+			}
+			return ws[:min(len(ws), calls)], true
+		}
+	}
 }
 
 // canTellDeletions says whether a complete export of the stream proves

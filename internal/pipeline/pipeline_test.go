@@ -107,6 +107,15 @@ func checkEqualsDataset(t testing.TB, db *sql.DB, ds *fakeapi.Dataset, keep func
 
 func checkEqualsDatasetFrom(t testing.TB, db *sql.DB, from string, ds *fakeapi.Dataset, keep func(fakeapi.Contact) bool) {
 	t.Helper()
+	if diff := datasetDiff(t, db, from, ds, keep); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+// datasetDiff describes the first difference between from and the
+// dataset's contacts for which keep is true, "" when there is none.
+func datasetDiff(t testing.TB, db *sql.DB, from string, ds *fakeapi.Dataset, keep func(fakeapi.Contact) bool) string {
+	t.Helper()
 	got := readContactsFrom(t, db, from)
 	want := 0
 	for i := 0; i < ds.Len(); i++ {
@@ -117,7 +126,7 @@ func checkEqualsDatasetFrom(t testing.TB, db *sql.DB, from string, ds *fakeapi.D
 		want++
 		r, ok := got[c.ID]
 		if !ok {
-			t.Fatalf("contact %s (created %s) is missing", c.ID, c.CreatedAt)
+			return fmt.Sprintf("contact %s (created %s) is missing", c.ID, c.CreatedAt)
 		}
 		exp := row{ID: c.ID, FullName: c.FullName, Email: c.Email, Phone: c.Phone, JobTitle: c.JobTitle, Company: c.CompanyName,
 			LinkedIn: c.LinkedInURL, Tags: c.Tags, CreatedAt: c.CreatedAt.UTC(), RequestID: r.RequestID}
@@ -125,15 +134,16 @@ func checkEqualsDatasetFrom(t testing.TB, db *sql.DB, from string, ds *fakeapi.D
 			exp.Tags = nil
 		}
 		if fmt.Sprintf("%q", r) != fmt.Sprintf("%q", exp) {
-			t.Fatalf("contact %s differs:\n got  %q\n want %q", c.ID, r, exp)
+			return fmt.Sprintf("contact %s differs:\n got  %q\n want %q", c.ID, r, exp)
 		}
 		if r.RequestID == "" {
-			t.Fatalf("contact %s has no request id", c.ID)
+			return fmt.Sprintf("contact %s has no request id", c.ID)
 		}
 	}
 	if len(got) != want {
-		t.Fatalf("contacts has %d rows, want %d", len(got), want)
+		return fmt.Sprintf("%s has %d rows, want %d", from, len(got), want)
 	}
+	return ""
 }
 
 func TestRoundTripEveryOrderAndBound(t *testing.T) {
