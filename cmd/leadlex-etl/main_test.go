@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,6 +33,32 @@ func TestMain(m *testing.M) {
 
 const cliKey = "wbk_cli_S3CR3T_key_0123456789"
 
+var (
+	statesMu sync.Mutex
+	states   = map[testing.TB]string{}
+)
+
+// cliEnv is the environment of a CLI process of test t: the test binary
+// runs main, and the shared rate-limit budget lives in a folder of t's own,
+// so that no test sees what another (with a fake API on the same port, say)
+// left there.
+func cliEnv(t testing.TB, extra ...string) []string {
+	t.Helper()
+	statesMu.Lock()
+	dir, ok := states[t]
+	if !ok {
+		dir = t.TempDir()
+		states[t] = dir
+		t.Cleanup(func() {
+			statesMu.Lock()
+			delete(states, t)
+			statesMu.Unlock()
+		})
+	}
+	statesMu.Unlock()
+	return append(append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "XDG_STATE_HOME="+dir), extra...)
+}
+
 type result struct {
 	code           int
 	stdout, stderr string
@@ -40,7 +67,7 @@ type result struct {
 func cli(t *testing.T, env []string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=")
+	cmd.Env = cliEnv(t, "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=")
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -395,7 +422,7 @@ func TestKeyInNoFileTheRunWrote(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json", "--attempts", "10", "--retry-backoff", "5ms")
-	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	cmd.Env = cliEnv(t, "LEADLEX_API_KEY="+cliKey)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	runErr := cmd.Run()
 	logFile.Close()
@@ -457,7 +484,7 @@ func TestInterruptKeepsCommittedWindows(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "w.duckdb")
 			cmd := exec.Command(os.Args[0], "sync", "--base-url", url, "--duckdb", path, "--limit", "1000", "--log-format", "json")
-			cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+			cmd.Env = cliEnv(t, "LEADLEX_API_KEY="+cliKey)
 			var out strings.Builder
 			cmd.Stdout = &out
 			stderr, err := cmd.StderrPipe()
@@ -601,7 +628,7 @@ func TestKeyFileReadableByOthersIsWarnedOf(t *testing.T) {
 func killAfter(t *testing.T, msg string, n int, args ...string) bool {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	cmd.Env = cliEnv(t, "LEADLEX_API_KEY="+cliKey)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -638,7 +665,7 @@ func killAfter(t *testing.T, msg string, n int, args ...string) bool {
 func syncProcess(t *testing.T, onLine func(line string), args ...string) int {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY="+cliKey)
+	cmd.Env = cliEnv(t, "LEADLEX_API_KEY="+cliKey)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -729,5 +756,35 @@ func TestASyncWaitsForAReader(t *testing.T) {
 	}
 	if n := count(t, path, "SELECT count(DISTINCT id) FROM contacts"); n != 2000 {
 		t.Errorf("%d contacts, want 2000", n)
+	}
+}
+
+// TestDestinationsShareTheBudget syncs one workspace into two destinations,
+// one after the other with the same key: the first spends the hour's calls,
+// and the second knows it (from the budget file under XDG_STATE_HOME) and
+// stops with exit 75 without a request, where it would otherwise spend one
+// on a 429.
+func TestDestinationsShareTheBudget(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 3000, Seed: 2, RateLimit: 3, Hour: time.Hour})
+	dir := t.TempDir()
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+	r := cli(t, env, "sync", "--base-url", url, "--duckdb", filepath.Join(dir, "one.duckdb"), "--limit", "1000", "--no-wait", "-q")
+	if r.code != 75 || srv.Calls() != 3 {
+		t.Fatalf("first destination: exit %d after %d calls, want 75 after the hour's 3: %s", r.code, srv.Calls(), r.stderr)
+	}
+	before := srv.Requests()
+	r = cli(t, env, "sync", "--base-url", url, "--parquet", filepath.Join(dir, "lake"), "--limit", "1000", "--no-wait", "-q")
+	if r.code != 75 || !strings.Contains(r.stderr, "run again after") {
+		t.Fatalf("second destination: exit %d, want 75 saying when to resume: %s", r.code, r.stderr)
+	}
+	if n := srv.Requests() - before; n != 0 {
+		t.Errorf("the second destination's run made %d requests: it did not know the first spent the hour's calls", n)
+	}
+	b, err := os.ReadFile(filepath.Join(states[t], "leadlex-etl", "budgets.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"remaining": 0`) || strings.Contains(string(b), cliKey) || strings.Contains(string(b), "S3CR3T") {
+		t.Errorf("budget file:\n%s", b)
 	}
 }

@@ -18,7 +18,7 @@ func cliIn(t *testing.T, dir string, env []string, args ...string) result {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LEADLEX_ETL_RUN_MAIN=1", "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=")
+	cmd.Env = cliEnv(t, "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=")
 	cmd.Env = append(cmd.Env, env...)
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -56,7 +56,7 @@ func TestReadmeQuickStart(t *testing.T) {
 	}
 	cmd := exec.Command("bash", "-e", "-c", script)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=")
+	cmd.Env = append(os.Environ(), "LEADLEX_API_KEY=", "LEADLEX_BASE_URL=", "XDG_STATE_HOME="+t.TempDir())
 	// Its own process group, killed at the end, so a failing script does
 	// not leave the fake API running; and no wait for the pipes it holds.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/leadlex/leadlex-etl/internal/budget"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
 	"github.com/leadlex/leadlex-etl/internal/parquetio"
@@ -388,12 +389,20 @@ Example:
 		}
 		targets, dests = append(targets, lake), append(dests, d)
 	}
+	var budgets pipeline.SharedBudget
+	if path, err := budget.DefaultPath(); err != nil {
+		log.Warn("no shared rate-limit budget: each destination keeps its own", "err", err.Error())
+	} else if store, err := budget.Open(path); err != nil {
+		log.Warn("no shared rate-limit budget: each destination keeps its own", "err", err.Error())
+	} else {
+		budgets = store
+	}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	res, err := pipeline.Sync(ctx, pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		HardDelete: o.Deletes == deleteHard,
-		Refresh:    pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
-		Targets:    targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
+		HardDelete: o.Deletes == deleteHard, Budgets: budgets,
+		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
+		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 	})
 	// A destination this run created and committed nothing to is removed
 	// on failure, so a mistake (a refused key, a bad --fields) leaves no

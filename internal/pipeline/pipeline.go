@@ -58,9 +58,19 @@ type Options struct {
 	HardDelete bool
 	// Refresh says how the run spends the calls its incremental part left.
 	Refresh RefreshPolicy
+	// Budgets is the rate-limit budget every run on the machine shares
+	// (nil: only the destinations' copies).
+	Budgets SharedBudget
 	Logger  *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+}
+
+// SharedBudget is what budget.Store does: the rate-limit budget of a
+// workspace key and base URL, shared by every run on the machine.
+type SharedBudget interface {
+	Load(key string) (b extract.RateLimit, seen time.Time, err error)
+	Save(key string, b extract.RateLimit, seen time.Time) error
 }
 
 // RefreshPolicy is how a run re-verifies covered ranges with the calls of
@@ -265,11 +275,23 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	if o.IgnoreSavedBudget {
 		log.Info("ignoring the rate-limit budget earlier runs saved")
 	} else {
+		// The machine's shared budget is what the last run of any
+		// destination saw; the destinations' copies stand in without one.
 		// A saved budget whose reset has passed says nothing any more.
+		var shared bool
+		if o.Budgets != nil {
+			b, _, err := o.Budgets.Load(budgetKey)
+			if err != nil {
+				log.Warn("the shared rate-limit budget could not be read", "err", err.Error())
+			} else if b.Known && b.Reset.After(start) {
+				o.Client.SetBudget(b)
+				shared = true
+			}
+		}
 		for _, t := range o.Targets {
 			if b, err := t.LoadBudget(ctx, budgetKey); err != nil {
 				return res, err
-			} else if b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
+			} else if !shared && b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
 				o.Client.SetBudget(b)
 			}
 		}
@@ -299,7 +321,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		return res, err
 	}
 	res.CanDelete = canDelete
-	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(), canDelete: canDelete}
+	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(),
+		canDelete: canDelete, budgetKey: budgetKey}
 	planner := extract.NewPlanner(limit, windows...)
 	ex := &extract.Extractor{Client: o.Client, Query: o.Query}
 	sum, runErr := ex.Run(ctx, planner, h, o.MaxCalls)
@@ -338,6 +361,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	for _, t := range o.Targets {
 		finishErr = errors.Join(finishErr, t.FinishRun(bg, run), t.SaveBudget(bg, budgetKey, o.Client.Budget()))
 	}
+	h.shareBudget()
 	if runErr != nil {
 		return res, runErr
 	}
@@ -383,6 +407,7 @@ type handler struct {
 
 	times []int64 // created_at of the last response's rows, for coverage
 
+	budgetKey  string       // where the shared budget is kept
 	canDelete  bool         // the stream can tell deletions
 	refreshing bool         // windows are the rolling refresh's
 	changes    load.Changes // what the run's commits did
@@ -577,9 +602,21 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	}
 	h.rejects += int64(len(h.rejected))
 	h.runIDs = append(h.runIDs, h.attemptIDs...)
+	h.shareBudget()
 	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending),
 		"refresh", h.refreshing, "deleted", h.lastDeleted())
 	return nil
+}
+
+// shareBudget saves what the API last said of the budget where every run
+// on the machine reads it. A failure is logged: the budget is a hint.
+func (h *handler) shareBudget() {
+	if h.o.Budgets == nil {
+		return
+	}
+	if err := h.o.Budgets.Save(h.budgetKey, h.o.Client.Budget(), h.now()); err != nil {
+		h.log.Warn("the shared rate-limit budget could not be saved", "err", err.Error())
+	}
 }
 
 // lastDeleted is a log helper: deletions so far in the run.
