@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -786,5 +787,108 @@ func TestDestinationsShareTheBudget(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"remaining": 0`) || strings.Contains(string(b), cliKey) || strings.Contains(string(b), "S3CR3T") {
 		t.Errorf("budget file:\n%s", b)
+	}
+}
+
+// TestKilledRefreshResumesExactly edits and deletes contacts at the fake
+// API after a full sync, kills refreshing syncs with SIGKILL in the middle
+// of a refresh window, and checks that later runs leave both sinks exactly
+// the workspace: live contacts equal, deleted ones marked.
+func TestKilledRefreshResumesExactly(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 20000, Seed: 11, Order: fakeapi.OrderRandom})
+	dir := t.TempDir()
+	db, lake := filepath.Join(dir, "w.duckdb"), filepath.Join(dir, "lake")
+	args := []string{"sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--limit", "2000", "--log-format", "json",
+		"--refresh-calls", "30", "--refresh-min-age", "0s"}
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+	if r := cli(t, env, args...); r.code != 0 {
+		t.Fatalf("full sync: %d %s", r.code, r.stderr)
+	}
+	var edits, deletes []int
+	for i := 0; i < 20000; i += 97 {
+		edits = append(edits, i)
+	}
+	for i := 50; i < 20000; i += 331 {
+		deletes = append(deletes, i)
+	}
+	srv.Edit(edits...)
+	srv.Delete(deletes...)
+	// Kill during the refresh: after a refresh window's call is answered,
+	// or right after one committed.
+	for i, ev := range []string{"export call", "window committed", "export call"} {
+		n := 0
+		seenRefresh := false
+		cmd := exec.Command(os.Args[0], args...)
+		cmd.Env = cliEnv(t, env...)
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		killed := false
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, `"msg":"refresh starting"`) {
+				seenRefresh = true
+			}
+			if seenRefresh && !killed && strings.Contains(line, `"msg":"`+ev+`"`) {
+				if n++; n == 2+i {
+					_ = cmd.Process.Signal(syscall.SIGKILL)
+					killed = true
+				}
+			}
+		}
+		_ = cmd.Wait()
+		if !killed {
+			t.Fatalf("run %d finished before its refresh could be killed", i)
+		}
+	}
+	ds := srv.Dataset()
+	lakeData := fmt.Sprintf("read_parquet('%s/contacts/**/*.parquet')", lake)
+	for round := 0; ; round++ {
+		if r := cli(t, env, args...); r.code != 0 {
+			t.Fatalf("run after the kills: %d %s", r.code, r.stderr)
+		}
+		done := true
+		for _, from := range []string{"contacts", lakeData} {
+			marked := count(t, db, "SELECT count(*) FROM "+from+" WHERE _deleted_at IS NOT NULL")
+			live := count(t, db, "SELECT count(*) FROM "+from+" WHERE _deleted_at IS NULL")
+			done = done && marked == int64(len(deletes)) && live == int64(ds.Live())
+		}
+		if done {
+			break
+		}
+		if round == 3 {
+			t.Fatal("four runs after the kills did not verify everything")
+		}
+	}
+	// Value by value: every live contact as the API has it now, the deleted
+	// ones marked (with the values last seen), no id twice.
+	var want bytes.Buffer
+	w := csv.NewWriter(&want)
+	_ = w.Write([]string{"id", "full_name", "email", "deleted"})
+	for i := 0; i < ds.Len(); i++ {
+		c := ds.Contact(i)
+		_ = w.Write([]string{c.ID, c.FullName, c.Email, fmt.Sprint(c.Deleted)})
+	}
+	w.Flush()
+	wantFile := filepath.Join(dir, "want.csv")
+	if err := os.WriteFile(wantFile, want.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, from := range []string{"contacts", lakeData} {
+		q := fmt.Sprintf(`SELECT count(*) FROM read_csv('%s', header = true, all_varchar = true) AS w FULL JOIN %s AS c ON c.id::VARCHAR = w.id
+			WHERE c.id IS NULL OR w.id IS NULL OR (c._deleted_at IS NOT NULL) <> (w.deleted = 'true')
+			OR w.deleted = 'false' AND (c.full_name IS DISTINCT FROM nullif(w.full_name, '') OR c.email IS DISTINCT FROM nullif(w.email, ''))`, wantFile, from)
+		if n := count(t, db, q); n != 0 {
+			t.Errorf("%s: %d contacts differ from the workspace", from, n)
+		}
+		if n := count(t, db, "SELECT count(*) - count(DISTINCT id) FROM "+from); n != 0 {
+			t.Errorf("%s: %d ids twice", from, n)
+		}
 	}
 }
