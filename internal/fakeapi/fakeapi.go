@@ -154,6 +154,9 @@ type Config struct {
 	// ShuffleColumns writes the columns of every response in its own
 	// pseudo-random order instead of the order fields asked for.
 	ShuffleColumns bool
+	// Control serves MutatePath, a control endpoint that edits, deletes and
+	// adds contacts, for demos of a workspace that changes.
+	Control bool
 	// ExtraColumns adds this many columns nobody asked for to every
 	// response, at pseudo-random places: the first holds a UUID (the kind
 	// of value a reader that maps columns by position mistakes for the id),
@@ -209,10 +212,11 @@ type Server struct {
 	calls    atomic.Int64
 	layouts  atomic.Uint64 // responses laid out with shuffled or extra columns
 
-	mu       sync.Mutex
-	windows  map[string]*window // rate-limit windows by workspace
-	queue    []Fault            // injected faults, next first
-	faultRNG *rand.Rand
+	mu        sync.Mutex
+	mutations uint64             // MutatePath calls so far, for their random picks
+	windows   map[string]*window // rate-limit windows by workspace
+	queue     []Fault            // injected faults, next first
+	faultRNG  *rand.Rand
 }
 
 // window is one workspace's current fixed rate-limit window.

@@ -289,3 +289,34 @@ func TestShuffleAndExtraColumns(t *testing.T) {
 		t.Errorf("header %v", recs[0])
 	}
 }
+
+func TestMutateEndpoint(t *testing.T) {
+	srv, ts := newTestServer(t, Config{Contacts: 200, Seed: 4, Control: true})
+	resp, body, err := doRequest(t, ts, http.MethodPost, MutatePath, "edit=10&delete=5&append=3", "Bearer "+DemoKey)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST: %d %s %v", resp.StatusCode, body, err)
+	}
+	if d := srv.Dataset(); d.Len() != 203 || d.Live() < 198 || d.Live() > 202 {
+		t.Errorf("after the mutation: %d contacts, %d live; body %s", d.Len(), d.Live(), body)
+	}
+	if !strings.Contains(string(body), `"appended":3`) {
+		t.Errorf("body %s", body)
+	}
+	for _, tc := range []struct {
+		method, query, auth string
+		status              int
+	}{
+		{http.MethodGet, "edit=1", "Bearer " + DemoKey, 405},
+		{http.MethodPost, "edit=1", "Bearer wbk_nope", 401},
+		{http.MethodPost, "edit=lots", "Bearer " + DemoKey, 400},
+	} {
+		if resp, body, _ := doRequest(t, ts, tc.method, MutatePath, tc.query, tc.auth); resp.StatusCode != tc.status {
+			t.Errorf("%s ?%s: %d %s, want %d", tc.method, tc.query, resp.StatusCode, body, tc.status)
+		}
+	}
+	// Off by default.
+	_, ts = newTestServer(t, Config{Contacts: 5})
+	if resp, _, _ := doRequest(t, ts, http.MethodPost, MutatePath, "edit=1", "Bearer "+DemoKey); resp.StatusCode != 404 {
+		t.Errorf("without Control: %d, want 404", resp.StatusCode)
+	}
+}

@@ -48,6 +48,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, id, status, code, msg)
 	}
+	if r.URL.Path == MutatePath && s.cfg.Control {
+		s.serveMutate(w, r, id)
+		return
+	}
 	if r.URL.Path != ExportPath {
 		fail(http.StatusNotFound, "not_found", fmt.Sprintf("no such endpoint: %s (the export is GET %s)", clip(r.URL.Path), ExportPath))
 		return
@@ -668,4 +672,57 @@ func (s *Server) abort(bw *bufio.Writer, rc *http.ResponseController, record []s
 	_ = bw.Flush()
 	_ = rc.Flush()
 	panic(http.ErrAbortHandler)
+}
+
+// MutatePath is the control endpoint that changes the workspace, served
+// when Config.Control is set: POST with edit=N, delete=N and append=N to
+// edit and delete N pseudo-random contacts and add N created now.
+const MutatePath = "/_fake/mutate"
+
+// serveMutate answers MutatePath with what it did, as JSON.
+func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request, id string) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, id, http.StatusMethodNotAllowed, "method_not_allowed", "use POST "+MutatePath+"?edit=N&delete=N&append=N")
+		return
+	}
+	if _, msg := s.authenticate(r.Header.Get("Authorization")); msg != "" {
+		writeError(w, id, http.StatusUnauthorized, "invalid_key", msg)
+		return
+	}
+	n := map[string]int{}
+	for _, name := range []string{"edit", "delete", "append"} {
+		v := r.URL.Query().Get(name)
+		if v == "" {
+			continue
+		}
+		k, err := strconv.Atoi(v)
+		if err != nil || k < 0 || k > 1_000_000 {
+			writeError(w, id, http.StatusBadRequest, "validation_error", fmt.Sprintf("%s must be a count between 0 and 1000000, got %q", name, clip(v)))
+			return
+		}
+		n[name] = k
+	}
+	s.mu.Lock()
+	r64 := rand.New(rand.NewPCG(uint64(s.cfg.Seed), s.mutations))
+	s.mutations++
+	s.mu.Unlock()
+	total := s.Dataset().Len()
+	pick := func(k int) []int {
+		out := make([]int, 0, k)
+		for range min(k, total) {
+			out = append(out, r64.IntN(total))
+		}
+		return out
+	}
+	edited, deleted := pick(n["edit"]), pick(n["delete"])
+	s.Edit(edited...)
+	s.Delete(deleted...)
+	if err := s.Append(n["append"], s.now().Add(-time.Second)); err != nil {
+		writeError(w, id, http.StatusBadRequest, "validation_error", err.Error())
+		return
+	}
+	d := s.Dataset()
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]int{"edited": len(edited), "deleted": len(deleted), "appended": n["append"], "contacts": d.Len(), "live": d.Live()})
 }
