@@ -489,6 +489,10 @@ var conformanceCases = []struct {
 				c.t.Fatal(err)
 			}
 			r.Status, r.FinishedAt, r.Windows, r.Rows, r.Rejects, r.Calls = status, r.StartedAt.Add(time.Minute), i+1, int64(100*i), int64(i), i+2
+			r.Changes, r.RefreshCalls = load.Changes{Inserted: int64(10 * i), Replaced: 3, Changed: int64(i), Deleted: int64(2 * i)}, i
+			if i > 0 {
+				r.RequestIDs = []string{"req_a", fmt.Sprintf("req_%d", i)}
+			}
 			if status == "failed" {
 				r.Error = "export window [...]: LeadLex API 500"
 			}

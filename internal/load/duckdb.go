@@ -330,6 +330,13 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 			run_id VARCHAR PRIMARY KEY, stream_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
 			status VARCHAR NOT NULL, since TIMESTAMPTZ, "until" TIMESTAMPTZ, windows INTEGER, "rows" BIGINT, rejects BIGINT,
 			calls INTEGER, error VARCHAR)`,
+		// What runs did to the contacts came later.
+		`ALTER TABLE _leadlex_runs ADD COLUMN IF NOT EXISTS inserted BIGINT`,
+		`ALTER TABLE _leadlex_runs ADD COLUMN IF NOT EXISTS replaced BIGINT`,
+		`ALTER TABLE _leadlex_runs ADD COLUMN IF NOT EXISTS changed BIGINT`,
+		`ALTER TABLE _leadlex_runs ADD COLUMN IF NOT EXISTS deleted BIGINT`,
+		`ALTER TABLE _leadlex_runs ADD COLUMN IF NOT EXISTS refresh_calls INTEGER`,
+		`ALTER TABLE _leadlex_runs ADD COLUMN IF NOT EXISTS request_ids VARCHAR[]`,
 		`CREATE TABLE IF NOT EXISTS _leadlex_windows (
 			stream_id VARCHAR NOT NULL, run_id VARCHAR NOT NULL, window_from TIMESTAMPTZ, window_to TIMESTAMPTZ,
 			request_id VARCHAR, "rows" BIGINT, rejects BIGINT, calls INTEGER, committed_at TIMESTAMPTZ NOT NULL)`,

@@ -5,8 +5,10 @@ package load
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
@@ -130,8 +132,14 @@ func (d *DuckDB) finishRun(ctx context.Context, r Run) error {
 	if r.Error != "" {
 		errText = r.Error
 	}
-	return d.exec(ctx, `UPDATE _leadlex_runs SET finished_at = ?, status = ?, windows = ?, "rows" = ?, rejects = ?, calls = ?, error = ? WHERE run_id = ?`,
-		r.FinishedAt.UTC(), r.Status, r.Windows, r.Rows, r.Rejects, r.Calls, errText, r.RunID)
+	ids, err := json.Marshal(append([]string{}, r.RequestIDs...))
+	if err != nil {
+		return err
+	}
+	return d.exec(ctx, `UPDATE _leadlex_runs SET finished_at = ?, status = ?, windows = ?, "rows" = ?, rejects = ?, calls = ?, error = ?,
+		inserted = ?, replaced = ?, changed = ?, deleted = ?, refresh_calls = ?, request_ids = from_json(?::JSON, '["VARCHAR"]') WHERE run_id = ?`,
+		r.FinishedAt.UTC(), r.Status, r.Windows, r.Rows, r.Rejects, r.Calls, errText,
+		r.Changes.Inserted, r.Changes.Replaced, r.Changes.Changed, r.Changes.Deleted, r.RefreshCalls, string(ids), r.RunID)
 }
 
 // LoadBudget reads the remembered rate-limit budget of a key.
@@ -180,7 +188,9 @@ func (d *DuckDB) Runs(ctx context.Context, limit int) (runs []Run, err error) {
 
 func (d *DuckDB) runs(ctx context.Context, limit int) ([]Run, error) {
 	q := `SELECT run_id, stream_id, started_at, finished_at, status, since, "until", coalesce(windows, 0), coalesce("rows", 0),
-		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, '') FROM _leadlex_runs ORDER BY started_at DESC, run_id DESC`
+		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, ''), coalesce(inserted, 0), coalesce(replaced, 0), coalesce(changed, 0),
+		coalesce(deleted, 0), coalesce(refresh_calls, 0), coalesce(array_to_string(request_ids, chr(10)), '')
+		FROM _leadlex_runs ORDER BY started_at DESC, run_id DESC`
 	if limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", limit)
 	}
@@ -193,9 +203,14 @@ func (d *DuckDB) runs(ctx context.Context, limit int) ([]Run, error) {
 	for rows.Next() {
 		var r Run
 		var finished, since, until sql.NullTime
+		var ids string
 		if err := rows.Scan(&r.RunID, &r.StreamID, &r.StartedAt, &finished, &r.Status, &since, &until, &r.Windows, &r.Rows,
-			&r.Rejects, &r.Calls, &r.Error); err != nil {
+			&r.Rejects, &r.Calls, &r.Error, &r.Changes.Inserted, &r.Changes.Replaced, &r.Changes.Changed, &r.Changes.Deleted,
+			&r.RefreshCalls, &ids); err != nil {
 			return nil, fmt.Errorf("read runs: %w", err)
+		}
+		if ids != "" {
+			r.RequestIDs = strings.Split(ids, "\n")
 		}
 		r.StartedAt = r.StartedAt.UTC()
 		r.FinishedAt, r.Since, r.Until = validTime(finished), validTime(since), validTime(until)

@@ -64,18 +64,24 @@ type budgetJSON struct {
 }
 
 type runJSON struct {
-	RunID      string `json:"run_id"`
-	StreamID   string `json:"stream_id"`
-	StartedAt  string `json:"started_at"`
-	FinishedAt string `json:"finished_at,omitempty"`
-	Status     string `json:"status"`
-	Since      string `json:"since,omitempty"`
-	Until      string `json:"until,omitempty"`
-	Windows    int    `json:"windows"`
-	Rows       int64  `json:"rows"`
-	Rejects    int64  `json:"rejects"`
-	Calls      int    `json:"calls"`
-	Error      string `json:"error,omitempty"`
+	RunID      string   `json:"run_id"`
+	StreamID   string   `json:"stream_id"`
+	StartedAt  string   `json:"started_at"`
+	FinishedAt string   `json:"finished_at,omitempty"`
+	Status     string   `json:"status"`
+	Since      string   `json:"since,omitempty"`
+	Until      string   `json:"until,omitempty"`
+	Windows    int      `json:"windows"`
+	Rows       int64    `json:"rows"`
+	Rejects    int64    `json:"rejects"`
+	Calls      int      `json:"calls"`
+	Error      string   `json:"error,omitempty"`
+	Inserted   int64    `json:"inserted,omitempty"`
+	Replaced   int64    `json:"replaced,omitempty"`
+	Changed    int64    `json:"changed,omitempty"`
+	Deleted    int64    `json:"deleted,omitempty"`
+	Refresh    int      `json:"refresh_calls,omitempty"`
+	RequestIDs []string `json:"request_ids,omitempty"`
 }
 
 // rejectJSON is one line of a _leadlex/rejects/*.jsonl file.
@@ -233,7 +239,9 @@ func (l *Lake) putRun(r Run) error {
 		return err
 	}
 	rj := runJSON{RunID: r.RunID, StreamID: r.StreamID, StartedAt: fmtTime(r.StartedAt), FinishedAt: fmtTime(r.FinishedAt), Status: r.Status,
-		Since: fmtTime(r.Since), Until: fmtTime(r.Until), Windows: r.Windows, Rows: r.Rows, Rejects: r.Rejects, Calls: r.Calls, Error: r.Error}
+		Since: fmtTime(r.Since), Until: fmtTime(r.Until), Windows: r.Windows, Rows: r.Rows, Rejects: r.Rejects, Calls: r.Calls, Error: r.Error,
+		Inserted: r.Changes.Inserted, Replaced: r.Changes.Replaced, Changed: r.Changes.Changed, Deleted: r.Changes.Deleted,
+		Refresh: r.RefreshCalls, RequestIDs: r.RequestIDs}
 	if i := slices.IndexFunc(next.Runs, func(x runJSON) bool { return x.RunID == r.RunID }); i >= 0 {
 		next.Runs[i] = rj
 	} else {
@@ -257,7 +265,8 @@ func (l *Lake) Runs(_ context.Context, limit int) ([]Run, error) {
 	for i := len(l.state.Runs) - 1; i >= 0 && (limit <= 0 || len(out) < limit); i-- {
 		rj := l.state.Runs[i]
 		r := Run{RunID: rj.RunID, StreamID: rj.StreamID, Status: rj.Status, Windows: rj.Windows, Rows: rj.Rows,
-			Rejects: rj.Rejects, Calls: rj.Calls, Error: rj.Error}
+			Rejects: rj.Rejects, Calls: rj.Calls, Error: rj.Error, RefreshCalls: rj.Refresh, RequestIDs: rj.RequestIDs,
+			Changes: Changes{Inserted: rj.Inserted, Replaced: rj.Replaced, Changed: rj.Changed, Deleted: rj.Deleted}}
 		for _, f := range []struct {
 			dst *time.Time
 			src string

@@ -163,4 +163,13 @@ type Run struct {
 	Rejects    int64
 	Calls      int
 	Error      string
+	// What the run did to the stored contacts, and what its refresh spent.
+	Changes      Changes
+	RefreshCalls int
+	// RequestIDs are the X-Request-IDs of the responses the run committed,
+	// the last 20 at most, for quoting to LeadLex support.
+	RequestIDs []string
 }
+
+// MaxRunRequestIDs is how many request ids a Run keeps.
+const MaxRunRequestIDs = 20

@@ -347,6 +347,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	res.MinCalls = extract.MinCalls(res.Distinct, limit)
 
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects, run.Calls = now().UTC(), sum.Windows, int64(sum.Rows), h.rejects, sum.Calls
+	run.Changes, run.RefreshCalls, run.RequestIDs = h.changes, res.Refresh.Calls, h.requestIDs
 	switch {
 	case runErr != nil:
 		run.Status, run.Error = "failed", runErr.Error()
@@ -407,6 +408,7 @@ type handler struct {
 
 	times []int64 // created_at of the last response's rows, for coverage
 
+	requestIDs []string     // of the committed windows, the last MaxRunRequestIDs
 	budgetKey  string       // where the shared budget is kept
 	canDelete  bool         // the stream can tell deletions
 	refreshing bool         // windows are the rolling refresh's
@@ -602,6 +604,9 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	}
 	h.rejects += int64(len(h.rejected))
 	h.runIDs = append(h.runIDs, h.attemptIDs...)
+	if h.requestIDs = append(h.requestIDs, h.reqID); len(h.requestIDs) > load.MaxRunRequestIDs {
+		h.requestIDs = h.requestIDs[len(h.requestIDs)-load.MaxRunRequestIDs:]
+	}
 	h.shareBudget()
 	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending),
 		"refresh", h.refreshing, "deleted", h.lastDeleted())
