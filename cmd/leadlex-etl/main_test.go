@@ -892,3 +892,31 @@ func TestKilledRefreshResumesExactly(t *testing.T) {
 		}
 	}
 }
+
+// TestNewStreamNeedsConsent syncs the default stream, then a command line
+// that differs by a --tag: without a terminal it is refused before any call,
+// naming the existing stream and --new-stream; with --new-stream it runs.
+// The same stream spelled otherwise (localhost, a trailing slash, the
+// default fields spelled out) continues the stream at the cost of one call.
+func TestNewStreamNeedsConsent(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 1000, Seed: 3})
+	db := filepath.Join(t.TempDir(), "w.duckdb")
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+	if r := cli(t, env, "sync", "--base-url", url, "--duckdb", db, "-q"); r.code != 0 {
+		t.Fatalf("first sync: %d %s", r.code, r.stderr)
+	}
+	calls := srv.Calls()
+	r := cli(t, env, "sync", "--base-url", strings.Replace(url, "127.0.0.1", "localhost", 1)+"/", "--duckdb", db, "-q",
+		"--fields", "tags,created_at,id,full_name,email,phone,job_title,company_name,linkedin_url")
+	if r.code != 0 || srv.Calls()-calls != 1 {
+		t.Fatalf("the same stream spelled otherwise: exit %d after %d calls, want 0 after 1: %s", r.code, srv.Calls()-calls, r.stderr)
+	}
+	calls = srv.Calls()
+	r = cli(t, env, "sync", "--base-url", url, "--duckdb", db, "-q", "--tag", "vip")
+	if r.code != 2 || !strings.Contains(r.stderr, "--new-stream") || !strings.Contains(r.stderr, "new stream") || srv.Calls() != calls {
+		t.Fatalf("a new stream: exit %d after %d calls, stderr %q; want 2 naming --new-stream, no call", r.code, srv.Calls()-calls, r.stderr)
+	}
+	if r := cli(t, env, "sync", "--base-url", url, "--duckdb", db, "-q", "--tag", "vip", "--new-stream"); r.code != 0 {
+		t.Fatalf("with --new-stream: %d %s", r.code, r.stderr)
+	}
+}

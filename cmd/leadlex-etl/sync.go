@@ -63,6 +63,7 @@ type syncOptions struct {
 	ReserveCalls      int
 	RefreshMinAge     time.Duration
 	Deletes           deleteMode
+	NewStream         bool
 	LogFormat         string
 	Quiet             bool
 
@@ -109,6 +110,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RefreshMinAge, "refresh-min-age", time.Hour, "do not re-export a range verified less than this ago (0s allows it, for tests with a short rate-limit hour)")
 	o.Deletes = deleteSoft
 	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
+	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
 	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
@@ -398,12 +400,21 @@ Example:
 		budgets = store
 	}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
-	res, err := pipeline.Sync(ctx, pipeline.Options{
+	popts := pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		HardDelete: o.Deletes == deleteHard, Budgets: budgets,
+		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
-	})
+	}
+	res, err := pipeline.Sync(ctx, popts)
+	var ns *pipeline.NewStreamError
+	if errors.As(err, &ns) {
+		if !confirmNewStream(stderr, ns) {
+			return usageError{err}
+		}
+		popts.NewStream = true
+		res, err = pipeline.Sync(ctx, popts)
+	}
 	// A destination this run created and committed nothing to is removed
 	// on failure, so a mistake (a refused key, a bad --fields) leaves no
 	// debris. One stopped by the rate limit stays: it remembers the budget.
@@ -440,6 +451,23 @@ Example:
 		return fmt.Errorf("%w%s", err, badRequestHint(apiErr.Message))
 	}
 	return err
+}
+
+// confirmNewStream asks on the terminal whether to start the new stream ns
+// describes; without a terminal on stdin it says no.
+func confirmNewStream(stderr io.Writer, ns *pipeline.NewStreamError) bool {
+	fi, err := os.Stdin.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	fmt.Fprintf(stderr, "This sync starts a new stream %s %s and exports all history (10 calls an hour);\nthe destination already has:\n", ns.StreamID, ns.Identity)
+	for _, st := range ns.Existing {
+		fmt.Fprintf(stderr, "  %s %s\n", st.StreamID, st.Identity)
+	}
+	fmt.Fprint(stderr, "Start it? [y/N] ")
+	var answer string
+	_, _ = fmt.Fscanln(os.Stdin, &answer)
+	return strings.EqualFold(strings.TrimSpace(answer), "y") || strings.EqualFold(strings.TrimSpace(answer), "yes")
 }
 
 // badRequestHint names the flags behind the query parameters a 400's

@@ -84,7 +84,7 @@ func (e *hostileEnv) client(url string) *extract.Client {
 // sync runs one sync with c at limit into both sinks; opts may change the
 // options.
 func (e *hostileEnv) sync(c *extract.Client, limit int, opts ...func(*pipeline.Options)) (pipeline.Result, error) {
-	o := pipeline.Options{Client: c, Query: extract.Query{Limit: limit}, Targets: []load.Target{e.db, e.lake}, Logger: e.log}
+	o := pipeline.Options{Client: c, Query: extract.Query{Limit: limit}, Targets: []load.Target{e.db, e.lake}, Logger: e.log, NewStream: true}
 	for _, f := range opts {
 		f(&o)
 	}

@@ -51,7 +51,7 @@ func syncTargets(t testing.TB, url string, a syncArgs, targets ...load.Target) (
 	}
 	return pipeline.Sync(context.Background(), pipeline.Options{
 		Client: c, Query: extract.Query{Limit: a.limit, Tags: a.tags, ListID: a.listID, Fields: a.fields},
-		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Lookback: a.lookback, Targets: targets, Now: now,
+		Since: a.since, Until: a.until, MaxCalls: a.maxCalls, Lookback: a.lookback, Targets: targets, Now: now, NewStream: true,
 	})
 }
 

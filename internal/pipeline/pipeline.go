@@ -17,6 +17,8 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math"
+	"net"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -61,7 +63,11 @@ type Options struct {
 	// Budgets is the rate-limit budget every run on the machine shares
 	// (nil: only the destinations' copies).
 	Budgets SharedBudget
-	Logger  *slog.Logger
+	// NewStream allows a run that starts a new stream from the beginning
+	// of time next to the destinations' other streams (a *NewStreamError
+	// otherwise).
+	NewStream bool
+	Logger    *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -137,26 +143,134 @@ type Identity struct {
 }
 
 // StreamIdentity returns the identity of q's stream against baseURL, as
-// canonical JSON, and a short id derived from it.
+// canonical JSON, and a short id derived from it. Trivial differences of
+// the command line make no new stream: see Identity.Canonical.
 func StreamIdentity(baseURL string, q extract.Query) (id, identity string) {
-	ident := Identity{
-		BaseURL: strings.TrimRight(baseURL, "/"),
-		ListID:  q.ListID,
-		Tags:    slices.Sorted(slices.Values(q.Tags)),
-		Fields:  slices.Sorted(slices.Values(q.Fields)),
-	}
-	ident.Tags = slices.Compact(ident.Tags)
-	ident.Fields = slices.Compact(ident.Fields)
+	ident := Identity{BaseURL: baseURL, ListID: q.ListID, Tags: q.Tags, Fields: q.Fields}.Canonical()
 	b, _ := json.Marshal(ident)
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8]), string(b)
+}
+
+// Canonical returns id without the differences that change nothing the API
+// returns: the base URL's case, default port, trailing slashes and loopback
+// alias (CanonicalBaseURL); the order and repeats of tags and fields; and
+// a field list that is the API's default set spelled out (with or without
+// id and created_at, which are always asked for).
+func (id Identity) Canonical() Identity {
+	id.BaseURL = CanonicalBaseURL(id.BaseURL)
+	id.Tags = slices.Compact(slices.Sorted(slices.Values(id.Tags)))
+	fields := make([]string, 0, len(id.Fields)+2)
+	for _, f := range id.Fields {
+		if f = strings.TrimSpace(f); f != "" {
+			fields = append(fields, f)
+		}
+	}
+	if len(fields) > 0 {
+		fields = append(fields, "id", "created_at")
+	}
+	fields = slices.Compact(slices.Sorted(slices.Values(fields)))
+	if slices.Equal(fields, slices.Sorted(slices.Values(schemas.Names(schemas.Contacts)))) {
+		fields = nil
+	}
+	id.Fields = fields
+	if len(id.Tags) == 0 {
+		id.Tags = nil
+	}
+	return id
+}
+
+// CanonicalBaseURL returns the base URL with the scheme and host in lower
+// case, no default port (80 for http, 443 for https), no trailing slash,
+// and "localhost" for any loopback address (127.0.0.1, ::1, localhost), so
+// that two spellings of one API make one stream.
+func CanonicalBaseURL(raw string) string {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.Host == "" {
+		return strings.TrimRight(raw, "/")
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		host = "localhost"
+	} else if ip != nil && ip.To4() == nil {
+		host = "[" + host + "]"
+	}
+	if (u.Scheme == "http" && port == "80") || (u.Scheme == "https" && port == "443") {
+		port = ""
+	}
+	u.Host = host
+	if port != "" {
+		u.Host += ":" + port
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
+}
+
+// NewStreamError says a sync would start a new stream, exporting all
+// history, next to the streams a destination already holds: often a
+// command line that differs by accident (another --fields, another base
+// URL). It is refused unless Options.NewStream allows it.
+type NewStreamError struct {
+	StreamID string
+	Identity string
+	Existing []load.StreamState // the destinations' other streams
+}
+
+func (e *NewStreamError) Error() string {
+	ids := make([]string, len(e.Existing))
+	for i, st := range e.Existing {
+		ids[i] = st.StreamID + " " + st.Identity
+	}
+	return fmt.Sprintf("this sync starts a new stream %s %s and exports all history, next to the destination's streams: %s; "+
+		"pass --new-stream to go ahead, or the flags of an existing stream", e.StreamID, e.Identity, strings.Join(ids, "; "))
+}
+
+// resolveStream finds the stream the run continues: the one of the
+// destinations whose identity is equivalent to identity (a stream an
+// earlier version named by a less canonical identity keeps its id), and
+// the destinations' other streams.
+func resolveStream(ctx context.Context, targets []load.Target, streamID, identity string) (id, ident string, found bool, others []load.StreamState, err error) {
+	var mine Identity
+	if err := json.Unmarshal([]byte(identity), &mine); err != nil {
+		return "", "", false, nil, err
+	}
+	mineJSON, _ := json.Marshal(mine.Canonical())
+	id, ident = streamID, identity
+	seen := map[string]bool{}
+	for _, t := range targets {
+		streams, err := t.Streams(ctx)
+		if err != nil {
+			return "", "", false, nil, err
+		}
+		for _, st := range streams {
+			var other Identity
+			same := st.StreamID == streamID
+			if !same && json.Unmarshal([]byte(st.Identity), &other) == nil {
+				otherJSON, _ := json.Marshal(other.Canonical())
+				same = string(otherJSON) == string(mineJSON)
+			}
+			switch {
+			case same && (len(st.Coverage) > 0 || len(st.Pending) > 0):
+				if !found {
+					id, ident, found = st.StreamID, st.Identity, true
+				}
+			case !same && !seen[st.StreamID]:
+				seen[st.StreamID] = true
+				others = append(others, st)
+			}
+		}
+	}
+	return id, ident, found, others, nil
 }
 
 // BudgetKey is what a remembered rate-limit budget is stored under: a hash
 // of the API key's fingerprint and the base URL, so that what one API said
 // never holds back calls to another.
 func BudgetKey(keyFingerprint, baseURL string) string {
-	sum := sha256.Sum256([]byte("leadlex-etl budget\x00" + keyFingerprint + "\x00" + strings.TrimRight(baseURL, "/")))
+	sum := sha256.Sum256([]byte("leadlex-etl budget\x00" + keyFingerprint + "\x00" + CanonicalBaseURL(baseURL)))
 	return hex.EncodeToString(sum[:8])
 }
 
@@ -246,6 +360,13 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	streamID, identity := StreamIdentity(o.Client.BaseURL, o.Query)
 	if len(o.Targets) == 0 {
 		return res, errors.New("no destination")
+	}
+	streamID, identity, found, others, err := resolveStream(ctx, o.Targets, streamID, identity)
+	if err != nil {
+		return res, err
+	}
+	if !found && len(others) > 0 && o.Since.IsZero() && !o.NewStream {
+		return res, &NewStreamError{StreamID: streamID, Identity: identity, Existing: others}
 	}
 	budgetKey := BudgetKey(o.Client.Key.Fingerprint(), o.Client.BaseURL)
 	var windows []extract.Window

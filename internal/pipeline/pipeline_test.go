@@ -3,11 +3,13 @@ package pipeline_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/http/httptest"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -499,5 +501,69 @@ func TestCursorAndRunStatus(t *testing.T) {
 		if runs[0].Error == "" || runs[1].Windows != 1 || runs[1].Calls != 1 {
 			t.Errorf("%T: failed run %+v, partial run %+v", tgt, runs[0], runs[1])
 		}
+	}
+}
+
+// TestEquivalentCommandLinesAreOneStream checks that trivial differences
+// (host case and loopback alias, trailing slash, default port, the default
+// field list spelled out, field and tag order) make the same stream, and
+// that a command line that would start a new stream from the beginning next
+// to others is refused unless asked for.
+func TestEquivalentCommandLinesAreOneStream(t *testing.T) {
+	base, _ := pipeline.StreamIdentity("http://127.0.0.1:8787", extract.Query{})
+	for _, tc := range []struct {
+		url string
+		q   extract.Query
+	}{
+		{"http://localhost:8787/", extract.Query{}},
+		{"HTTP://LocalHost:8787//", extract.Query{}},
+		{"http://[::1]:8787", extract.Query{}},
+		{"http://127.0.0.1:8787", extract.Query{Fields: []string{"tags", "created_at", "id", "full_name", "email", "phone", "job_title", "company_name", "linkedin_url"}}},
+		{"http://127.0.0.1:8787", extract.Query{Fields: []string{"full_name", "email", "phone", "job_title", "company_name", "linkedin_url", "tags"}}},
+	} {
+		if id, ident := pipeline.StreamIdentity(tc.url, tc.q); id != base {
+			t.Errorf("%s %v: stream %s %s, want the default stream %s", tc.url, tc.q.Fields, id, ident, base)
+		}
+	}
+	a, _ := pipeline.StreamIdentity("https://api.example.com:443/gw/", extract.Query{Tags: []string{"vip", "lead", "vip"}, Fields: []string{"city", "id"}})
+	b, _ := pipeline.StreamIdentity("https://API.example.com/gw", extract.Query{Tags: []string{"lead", "vip"}, Fields: []string{"created_at", "city"}})
+	if a != b {
+		t.Errorf("equivalent filtered streams differ: %s %s", a, b)
+	}
+	for _, other := range []extract.Query{{Tags: []string{"vip"}}, {ListID: "lst_01"}, {Fields: []string{"city"}}} {
+		if id, _ := pipeline.StreamIdentity("http://127.0.0.1:8787", other); id == base {
+			t.Errorf("%+v is the default stream", other)
+		}
+	}
+
+	// A sync spelled differently continues the stream; a new stream from the
+	// beginning next to it is refused, unless asked for or with --since.
+	srv, url := startFake(t, fakeapi.Config{Contacts: 2000, Seed: 3})
+	db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	sync := func(base string, q extract.Query, since time.Time, newStream bool) (pipeline.Result, error) {
+		q.Limit = 1000
+		c := &extract.Client{BaseURL: base, Key: extract.NewAPIKey(testKey)}
+		return pipeline.Sync(context.Background(), pipeline.Options{Client: c, Query: q, Since: since, Targets: []load.Target{db}, NewStream: newStream})
+	}
+	first, err := sync(url, extract.Query{}, time.Time{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := srv.Calls()
+	again, err := sync(strings.Replace(url, "127.0.0.1", "localhost", 1)+"/", extract.Query{Fields: []string{"created_at", "id", "full_name", "email", "phone", "job_title", "company_name", "linkedin_url", "tags"}}, time.Time{}, false)
+	if err != nil || again.StreamID != first.StreamID || srv.Calls()-calls != 1 {
+		t.Fatalf("the same stream spelled otherwise: %v, stream %s (want %s), %d calls (want 1)", err, again.StreamID, first.StreamID, srv.Calls()-calls)
+	}
+	calls = srv.Calls()
+	_, err = sync(url, extract.Query{Tags: []string{"vip"}}, time.Time{}, false)
+	var ns *pipeline.NewStreamError
+	if !errors.As(err, &ns) || srv.Calls() != calls || len(ns.Existing) != 1 || ns.Existing[0].StreamID != first.StreamID {
+		t.Fatalf("a new stream next to another: %v after %d calls; want a *NewStreamError naming the existing stream, no call", err, srv.Calls()-calls)
+	}
+	if _, err := sync(url, extract.Query{Tags: []string{"vip"}}, time.Time{}, true); err != nil {
+		t.Errorf("with NewStream: %v", err)
+	}
+	if _, err := sync(url, extract.Query{ListID: "lst_01"}, time.Now().Add(-time.Hour), false); err != nil {
+		t.Errorf("a new stream with --since: %v", err)
 	}
 }

@@ -163,7 +163,7 @@ func TestAFilteredStreamNeverDeletes(t *testing.T) {
 		c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey)}
 		res, err := pipeline.Sync(context.Background(), pipeline.Options{
 			Client: c, Query: extract.Query{Limit: 5000, Tags: tags}, Targets: []load.Target{db, lake},
-			Refresh: pipeline.RefreshPolicy{Calls: 10, MinAge: 0},
+			Refresh: pipeline.RefreshPolicy{Calls: 10, MinAge: 0}, NewStream: true,
 		})
 		if err != nil {
 			t.Fatal(err)
