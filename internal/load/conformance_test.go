@@ -691,3 +691,34 @@ func stripID(m map[string]map[string]string) map[string]map[string]string {
 	}
 	return m
 }
+
+func init() {
+	conformanceCases = append(conformanceCases, struct {
+		name string
+		run  func(c *conformance)
+	}{"ForgetAStreamKeepsTheContacts", func(c *conformance) {
+		ctx := context.Background()
+		st := st1
+		st.Coverage = load.Coverage{{To: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2025, 1, 2, 0, 0, 0, 0, time.UTC), Rows: 1}}
+		c.commit(header+uA+",A,,,,,,,2024-01-01T00:00:00Z\n", st)
+		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`, Coverage: st.Coverage}
+		c.commit(header+uB+",B,,,,,,,2024-01-01T00:00:00Z\n", other)
+		if err := c.tgt.ForgetStream(ctx, "s1"); err != nil {
+			c.t.Fatal(err)
+		}
+		if err := c.tgt.ForgetStream(ctx, "never"); err != nil {
+			c.t.Errorf("forgetting an unknown stream: %v", err)
+		}
+		c.reopen()
+		streams, err := c.tgt.Streams(ctx)
+		if err != nil || len(streams) != 1 || streams[0].StreamID != "s2" {
+			c.t.Errorf("streams after forgetting s1: %+v (%v)", streams, err)
+		}
+		if got, err := c.tgt.LoadState(ctx, "s1", st.Identity); err != nil || len(got.Coverage) != 0 {
+			c.t.Errorf("s1 after forgetting: %+v (%v)", got, err)
+		}
+		if n := len(c.rows()); n != 2 {
+			c.t.Errorf("%d contacts after forgetting a stream, want 2", n)
+		}
+	}})
+}

@@ -43,6 +43,10 @@ type DuckDBOptions struct {
 	IdleClose time.Duration
 	// Logger receives the waits for readers; nil discards them.
 	Logger *slog.Logger
+	// ReadOnly opens an existing file to read its state (status, plan):
+	// no lock file is taken, nothing is created, and a running sync is not
+	// disturbed. Writing methods fail.
+	ReadOnly bool
 }
 
 // DuckDB is the DuckDB sink and state store. The file is open only while
@@ -104,6 +108,17 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.ReadOnly {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("DuckDB file %s: %w", path, err)
+		}
+		d := &DuckDB{path: path, opts: opts}
+		if err := d.with(ctx, func() error { return d.loadTableColumns(ctx) }); err != nil {
+			_ = d.Close()
+			return nil, err
+		}
+		return d, nil
+	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("create folder for %s: %w", path, err)
@@ -160,7 +175,14 @@ func (d *DuckDB) connect(ctx context.Context) error {
 }
 
 func (d *DuckDB) open(ctx context.Context) error {
-	connector, err := duckdb.NewConnector(d.path, func(ex driver.ExecerContext) error {
+	dsn := d.path
+	if d.opts.ReadOnly {
+		dsn += "?access_mode=read_only"
+	}
+	connector, err := duckdb.NewConnector(dsn, func(ex driver.ExecerContext) error {
+		if d.opts.ReadOnly {
+			return nil
+		}
 		for _, q := range []string{
 			fmt.Sprintf("SET memory_limit = '%s'", strings.ReplaceAll(d.opts.MemoryLimit, "'", "")),
 			fmt.Sprintf("SET threads = %d", d.opts.Threads),

@@ -112,6 +112,13 @@ func (d *DuckDB) Streams(ctx context.Context) (out []StreamState, err error) {
 	return out, err
 }
 
+// ForgetStream removes a stream's state; its contacts stay.
+func (d *DuckDB) ForgetStream(ctx context.Context, streamID string) error {
+	return d.with(ctx, func() error {
+		return d.exec(ctx, `DELETE FROM _leadlex_streams WHERE stream_id = ?`, streamID)
+	})
+}
+
 // StartRun records a run as running.
 func (d *DuckDB) StartRun(ctx context.Context, r Run) error {
 	return d.with(ctx, func() error { return d.startRun(ctx, r) })

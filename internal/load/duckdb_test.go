@@ -289,3 +289,54 @@ func TestOldCursorReadsAsCoverage(t *testing.T) {
 		t.Errorf("coverage %v, want %v", st.Coverage, want)
 	}
 }
+
+// TestReadOnlyOpensBesideASync opens a DuckDB file and a lake read-only
+// while a sync holds them (their locks taken): their state reads, and a
+// write fails.
+func TestReadOnlyOpensBesideASync(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	db := open(t, filepath.Join(dir, "w.duckdb"))
+	st := load.StreamState{StreamID: "s", Identity: "{}", Coverage: load.Coverage{{To: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2025, 1, 2, 0, 0, 0, 0, time.UTC)}}}
+	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	// A sync between two commits: its lock held, the file closed.
+	db.Close()
+	db = open(t, filepath.Join(dir, "w.duckdb"))
+	lake, err := load.OpenLake(ctx, filepath.Join(dir, "lake"), load.LakeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lake.Close()
+	ro, err := load.OpenDuckDB(ctx, filepath.Join(dir, "w.duckdb"), load.DuckDBOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatalf("read-only beside the writer: %v", err)
+	}
+	defer ro.Close()
+	if streams, err := ro.Streams(ctx); err != nil || len(streams) != 1 || len(streams[0].Coverage) != 1 {
+		t.Errorf("streams read-only: %+v (%v)", streams, err)
+	}
+	if err := ro.ForgetStream(ctx, "s"); err == nil {
+		t.Error("a read-only DuckDB wrote")
+	}
+	rl, err := load.OpenLakeReadOnly(filepath.Join(dir, "lake"))
+	if err == nil {
+		t.Errorf("a folder without state opened read-only: %v", rl)
+	}
+	if err := lake.SaveBudget(ctx, "k", extract.RateLimit{Limit: 10, Remaining: 1, Reset: time.Now().Add(time.Hour), Known: true}); err != nil {
+		t.Fatal(err)
+	}
+	rl, err = load.OpenLakeReadOnly(filepath.Join(dir, "lake"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rl.Close()
+	if b, err := rl.LoadBudget(ctx, "k"); err != nil || !b.Known || b.Remaining != 1 {
+		t.Errorf("budget read-only: %+v (%v)", b, err)
+	}
+	if err := rl.ForgetStream(ctx, "s"); err != nil {
+		t.Errorf("forgetting an unknown stream of a read-only lake: %v", err)
+	}
+	if err := rl.SaveBudget(ctx, "k", extract.RateLimit{Known: true}); err == nil {
+		t.Error("a read-only lake wrote")
+	}
+}

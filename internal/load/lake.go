@@ -81,7 +81,41 @@ type Lake struct {
 	cols    []schemas.Column
 	batches []arrow.RecordBatch // the current window's, retained
 	broken  error               // a journaled commit failed half-way
+
+	readOnly   bool // OpenLakeReadOnly: no lock, no write
+	hasJournal bool // read-only: a commit is being applied, or was interrupted
 }
+
+// errReadOnlyLake is what writing a lake opened read-only returns.
+var errReadOnlyLake = errors.New("the lake was opened read-only")
+
+// OpenLakeReadOnly opens an existing lake to read its state (status,
+// plan): no lock is taken and nothing is written, so a running sync is not
+// disturbed. A commit in progress or interrupted is not finished:
+// InterruptedCommit says so.
+func OpenLakeReadOnly(dir string) (*Lake, error) {
+	if _, err := os.Stat(filepath.Join(dir, filepath.FromSlash(stateFile))); err != nil {
+		return nil, fmt.Errorf("%s is not a leadlex-etl lake (no %s): %w", dir, stateFile, err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open lake %s: %w", dir, err)
+	}
+	l := &Lake{dir: dir, root: root, readOnly: true, opts: LakeOptions{Alloc: memory.DefaultAllocator}}
+	if err := l.readState(); err != nil {
+		root.Close()
+		return nil, err
+	}
+	if _, err := root.Stat(journalFile); err == nil {
+		l.hasJournal = true
+	}
+	return l, nil
+}
+
+// InterruptedCommit reports whether a lake opened read-only has a journal:
+// a commit being applied now, or one a crash interrupted, which the next
+// sync finishes.
+func (l *Lake) InterruptedCommit() bool { return l.hasJournal }
 
 var _ Target = (*Lake)(nil)
 

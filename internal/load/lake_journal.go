@@ -260,6 +260,9 @@ func (l *Lake) apply(j journal) error {
 // journal is on disk the commit is decided: a failure after that leaves the
 // lake broken for this process, and the next open finishes the commit.
 func (l *Lake) commitJournal(j journal) error {
+	if l.readOnly {
+		return errReadOnlyLake
+	}
 	if err := j.check(); err != nil {
 		return fmt.Errorf("internal error: a commit would leave the lake's files: %w", err)
 	}

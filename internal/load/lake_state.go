@@ -154,6 +154,9 @@ func (st *lakeState) check() error {
 func (l *Lake) rootPath(rel string) string { return path.Join(l.dir, rel) }
 
 func (l *Lake) saveState(st lakeState) error {
+	if l.readOnly {
+		return errReadOnlyLake
+	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err
@@ -231,6 +234,19 @@ func (l *Lake) Streams(ctx context.Context) ([]StreamState, error) {
 		out = append(out, st)
 	}
 	return out, nil
+}
+
+// ForgetStream removes a stream's state; its contacts stay.
+func (l *Lake) ForgetStream(_ context.Context, streamID string) error {
+	if _, ok := l.state.Streams[streamID]; !ok {
+		return nil
+	}
+	next, err := cloneState(l.state)
+	if err != nil {
+		return err
+	}
+	delete(next.Streams, streamID)
+	return l.saveState(next)
 }
 
 func (l *Lake) putRun(r Run) error {

@@ -113,6 +113,10 @@ type StateStore interface {
 	// Streams returns the state of every stream the destination holds,
 	// sorted by StreamID.
 	Streams(ctx context.Context) ([]StreamState, error)
+	// ForgetStream removes a stream's state (its coverage, pending windows);
+	// the contacts stay. The next sync of the stream starts from the
+	// beginning. Forgetting an unknown stream is not an error.
+	ForgetStream(ctx context.Context, streamID string) error
 	// StartRun records a run's start.
 	StartRun(ctx context.Context, run Run) error
 	// FinishRun records a run's outcome.
