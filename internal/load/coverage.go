@@ -100,7 +100,7 @@ func part(o Segment, l, h int64) Segment {
 	if ol == negInf || oh == posInf || oh <= ol {
 		p.Rows = o.Rows / 2
 	} else {
-		p.Rows = int64(float64(o.Rows) * float64(h-l) / float64(oh-ol))
+		p.Rows = int64(math.Round(float64(o.Rows) * float64(h-l) / float64(oh-ol)))
 	}
 	return p
 }

@@ -76,7 +76,10 @@ type DuckDB struct {
 	ids     map[string]struct{} // of the current window
 	dups    bool                // an id repeats within the window
 	table   map[string]bool     // columns the contacts table has
-	inTx    bool
+	// stateCols are the columns of the _leadlex_* tables, for a file
+	// opened read-only that an older version wrote (no upgrade ran).
+	stateCols map[string]bool
+	inTx      bool
 }
 
 var _ Target = (*DuckDB)(nil)
@@ -113,7 +116,12 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 			return nil, fmt.Errorf("DuckDB file %s: %w", path, err)
 		}
 		d := &DuckDB{path: path, opts: opts}
-		if err := d.with(ctx, func() error { return d.loadTableColumns(ctx) }); err != nil {
+		if err := d.with(ctx, func() error {
+			if err := d.loadTableColumns(ctx); err != nil {
+				return err
+			}
+			return d.loadStateColumns(ctx)
+		}); err != nil {
 			_ = d.Close()
 			return nil, err
 		}
@@ -407,6 +415,42 @@ func (d *DuckDB) loadTableColumns(ctx context.Context) error {
 		d.table[name] = true
 	}
 	return rows.Err()
+}
+
+// loadStateColumns reads which columns the tool's tables have, refusing a
+// file without them.
+func (d *DuckDB) loadStateColumns(ctx context.Context) error {
+	rows, err := d.conn.QueryContext(ctx, `SELECT table_name || '.' || column_name FROM duckdb_columns()
+		WHERE starts_with(table_name, '_leadlex_') AND schema_name = 'main' AND database_name = current_database()`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	d.stateCols = map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return err
+		}
+		d.stateCols[name] = true
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if !d.stateCols["_leadlex_streams.stream_id"] || !d.stateCols["_leadlex_runs.run_id"] {
+		return fmt.Errorf("%s is not a DuckDB file a leadlex-etl sync wrote (no _leadlex_streams and _leadlex_runs tables)", d.path)
+	}
+	return nil
+}
+
+// col returns expr, an expression of column of table, when the file has
+// that column, else fallback: a file opened read-only may come from an
+// older version, which no upgrade ran on.
+func (d *DuckDB) col(table, column, expr, fallback string) string {
+	if d.stateCols == nil || d.stateCols[table+"."+column] {
+		return expr
+	}
+	return fallback
 }
 
 // Begin starts a window; its batches are kept until Commit (a window holds

@@ -54,7 +54,8 @@ func (d *DuckDB) loadState(ctx context.Context, streamID, identity string) (Stre
 	st := StreamState{StreamID: streamID, Identity: identity}
 	var cursor, since, until, updated sql.NullTime
 	var pending, coverage sql.NullString
-	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until, updated_at, coverage FROM _leadlex_streams WHERE stream_id = ?`, streamID).
+	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until, updated_at, `+d.col("_leadlex_streams", "coverage", "coverage", "NULL::VARCHAR")+
+		` FROM _leadlex_streams WHERE stream_id = ?`, streamID).
 		Scan(&cursor, &pending, &since, &until, &updated, &coverage)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, nil
@@ -195,8 +196,11 @@ func (d *DuckDB) Runs(ctx context.Context, limit int) (runs []Run, err error) {
 
 func (d *DuckDB) runs(ctx context.Context, limit int) ([]Run, error) {
 	q := `SELECT run_id, stream_id, started_at, finished_at, status, since, "until", coalesce(windows, 0), coalesce("rows", 0),
-		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, ''), coalesce(inserted, 0), coalesce(replaced, 0), coalesce(changed, 0),
-		coalesce(deleted, 0), coalesce(refresh_calls, 0), coalesce(array_to_string(request_ids, chr(10)), '')
+		coalesce(rejects, 0), coalesce(calls, 0), coalesce(error, ''), ` + strings.Join([]string{
+		d.col("_leadlex_runs", "inserted", "coalesce(inserted, 0)", "0"), d.col("_leadlex_runs", "replaced", "coalesce(replaced, 0)", "0"),
+		d.col("_leadlex_runs", "changed", "coalesce(changed, 0)", "0"), d.col("_leadlex_runs", "deleted", "coalesce(deleted, 0)", "0"),
+		d.col("_leadlex_runs", "refresh_calls", "coalesce(refresh_calls, 0)", "0"),
+		d.col("_leadlex_runs", "request_ids", "coalesce(array_to_string(request_ids, chr(10)), '')", "''")}, ", ") + `
 		FROM _leadlex_runs ORDER BY started_at DESC, run_id DESC`
 	if limit > 0 {
 		q += fmt.Sprintf(" LIMIT %d", limit)

@@ -886,34 +886,45 @@ func pickRefresh(c load.Coverage, notAfter, now time.Time, calls, limit int) ([]
 }
 
 // canTellDeletions says whether a complete export of the stream proves
-// that a stored contact it lacks is gone at the source. It does when the
-// stream is the only one of every destination, or when it has no filter
-// (no tag, no list) and every other stream of the destinations reads the
-// same API: a filtered stream's export lacks contacts that only left its
-// filter, and another API's contacts are not this one's to judge.
+// that a stored contact it lacks is gone at the source, for every target
+// (see TellsDeletions).
 func canTellDeletions(ctx context.Context, targets []load.Target, streamID, identity string) (bool, error) {
-	var me Identity
-	if err := json.Unmarshal([]byte(identity), &me); err != nil {
-		return false, err
-	}
-	unfiltered := me.ListID == "" && len(me.Tags) == 0
 	for _, t := range targets {
 		streams, err := t.Streams(ctx)
 		if err != nil {
 			return false, err
 		}
-		for _, st := range streams {
-			if st.StreamID == streamID {
-				continue
-			}
-			var other Identity
-			if err := json.Unmarshal([]byte(st.Identity), &other); err != nil {
-				return false, fmt.Errorf("stream %s: identity %q: %w", st.StreamID, st.Identity, err)
-			}
-			if !unfiltered || other.BaseURL != me.BaseURL {
-				return false, nil
-			}
+		streams = slices.DeleteFunc(streams, func(st load.StreamState) bool { return st.StreamID == streamID })
+		if !TellsDeletions(identity, streams) {
+			return false, nil
 		}
 	}
 	return true, nil
+}
+
+// TellsDeletions says whether the stream of identity can tell deletions in
+// a destination holding streams (it among them or not): when it is the only
+// one, or when it has no filter (no tag, no list) and every other stream
+// reads the same API. A filtered stream's export lacks contacts that only
+// left its filter, and another API's contacts are not this one's to judge.
+func TellsDeletions(identity string, streams []load.StreamState) bool {
+	var me Identity
+	if err := json.Unmarshal([]byte(identity), &me); err != nil {
+		return false
+	}
+	me = me.Canonical()
+	unfiltered := me.ListID == "" && len(me.Tags) == 0
+	for _, st := range streams {
+		if st.Identity == identity {
+			continue
+		}
+		var other Identity
+		if err := json.Unmarshal([]byte(st.Identity), &other); err != nil {
+			return false
+		}
+		if !unfiltered || other.Canonical().BaseURL != me.BaseURL {
+			return false
+		}
+	}
+	return true
 }
