@@ -301,7 +301,7 @@ func TestReadOnlyOpensBesideASync(t *testing.T) {
 	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
 	// A sync between two commits: its lock held, the file closed.
 	db.Close()
-	db = open(t, filepath.Join(dir, "w.duckdb"))
+	open(t, filepath.Join(dir, "w.duckdb")) // held until the test ends
 	lake, err := load.OpenLake(ctx, filepath.Join(dir, "lake"), load.LakeOptions{})
 	if err != nil {
 		t.Fatal(err)
