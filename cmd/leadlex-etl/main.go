@@ -40,6 +40,7 @@ type command struct {
 var commands = map[string]command{
 	"sync":     {"export contacts and upsert them into DuckDB and/or Parquet, resuming where the last run stopped", runSync},
 	"query":    {"run SQL on a DuckDB file the sync wrote and print the result", runQuery},
+	"plan":     {"say what a sync with the same flags would do and cost, without an API call", runPlan},
 	"status":   {"show a destination's streams, coverage, freshness, runs, rejects and budget (no API call)", runStatus},
 	"streams":  {"list a destination's streams, or forget one (reset ID)", runStreams},
 	"fake-api": {"run a local fake LeadLex export API (for tests, demos and trying things out)", runFakeAPI},

@@ -223,9 +223,10 @@ func cutEvery(pd pending, n int) []pending {
 	return cutAt(pd, cuts)
 }
 
-// cutAt splits pd so that pieces start near sample[i] for each i in idx: at
-// that instant, so the piece before it ends with the instant's whole run of
-// equal values; or, if that would leave the piece before empty, at the next
+// cutAt splits pd so that pieces start near sample[i] for each i in idx:
+// just before that instant (midway from the sampled instant before it), so
+// the piece before ends with the previous instant's whole run of equal
+// values; or, if that would leave the piece before empty, before the next
 // instant after the run. Cuts outside the window are dropped.
 func cutAt(pd pending, idx []int) []pending {
 	var out []pending
@@ -246,8 +247,19 @@ func cutAt(pd pending, idx []int) []pending {
 		if v >= pd.s.hi {
 			break
 		}
-		out = append(out, pending{s: span{lo, v}, sample: pd.sample[start:j], dens: pd.dens})
-		lo, start = v, j
+		if v <= lo || j <= start {
+			continue // the cut falls inside the piece before: no empty piece
+		}
+		// Cut midway between the instant before and v rather than at v:
+		// the pieces' edges then fall where no sampled row is, so an
+		// inclusive bound adds no rows at them (a burst at a piece's end
+		// would be fetched twice and could truncate the piece).
+		c := v
+		if prev := pd.sample[j-1]; v-prev >= 2 {
+			c = prev + (v-prev)/2
+		}
+		out = append(out, pending{s: span{lo, c}, sample: pd.sample[start:j], dens: pd.dens})
+		lo, start = c, j
 	}
 	return append(out, pending{s: span{lo, pd.s.hi}, sample: pd.sample[start:], dens: pd.dens})
 }

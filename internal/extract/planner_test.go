@@ -391,3 +391,26 @@ func TestPlannerAdjacentBursts(t *testing.T) {
 		}
 	}
 }
+
+// TestCutsLeaveNoEmptyPiece cuts samples with repeated instants at every
+// spacing: no piece may be empty (a saved empty window made the next run
+// refuse its destination).
+func TestCutsLeaveNoEmptyPiece(t *testing.T) {
+	for _, sample := range [][]int64{{10, 10, 10, 20, 20, 30}, {5, 5, 5, 5}, {1, 2, 2, 2, 2, 3, 3, 9}} {
+		pd := pending{s: span{0, 100}, sample: sample, dens: &density{}}
+		for n := 1; n <= len(sample); n++ {
+			pieces := cutEvery(pd, n)
+			lo := pd.s.lo
+			for _, piece := range pieces {
+				if piece.s.lo >= piece.s.hi || piece.s.lo != lo {
+					t.Errorf("sample %v, every %d: pieces %v are not a tiling of non-empty pieces", sample, n, pieces)
+					break
+				}
+				lo = piece.s.hi
+			}
+			if lo != pd.s.hi {
+				t.Errorf("sample %v, every %d: pieces %v do not end at %d", sample, n, pieces, pd.s.hi)
+			}
+		}
+	}
+}

@@ -52,18 +52,25 @@ func fromWindowsJSON(in []windowJSON) ([]extract.Window, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}
-	out := make([]extract.Window, len(in))
+	out := make([]extract.Window, 0, len(in))
 	for i, w := range in {
+		var x extract.Window
 		var err error
-		if out[i].From, err = parseTime(w.From); err != nil {
+		if x.From, err = parseTime(w.From); err != nil {
 			return nil, fmt.Errorf("pending window %d: %w", i, err)
 		}
-		if out[i].To, err = parseTime(w.To); err != nil {
+		if x.To, err = parseTime(w.To); err != nil {
 			return nil, fmt.Errorf("pending window %d: %w", i, err)
 		}
-		if !out[i].From.IsZero() && !out[i].To.IsZero() && !out[i].To.After(out[i].From) {
-			return nil, fmt.Errorf("pending window %d ends before it starts", i)
+		if !x.From.IsZero() && !x.To.IsZero() {
+			if x.To.Before(x.From) {
+				return nil, fmt.Errorf("pending window %d ends before it starts", i)
+			}
+			if x.To.Equal(x.From) {
+				continue // empty: versions before 0.3 could save one
+			}
 		}
+		out = append(out, x)
 	}
 	return out, nil
 }

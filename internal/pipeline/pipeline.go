@@ -337,6 +337,88 @@ func mergeWindows(ws []extract.Window) []extract.Window {
 	return out
 }
 
+// prepared is what a run knows before its first call: its stream, the
+// windows it plans, the state it starts from, and the budget believed left.
+type prepared struct {
+	streamID, identity string
+	found              bool               // the destinations hold the stream
+	others             []load.StreamState // their other streams
+	windows            []extract.Window
+	st                 load.StreamState
+	runSince, runUntil time.Time
+	budgetKey          string
+	budgetFrom         string // where the budget the client was given came from ("" none)
+}
+
+// prepare works out, without an API call, what a run of o starting at
+// start would do, and gives the client the budget saved for its key.
+func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger) (*prepared, error) {
+	until := o.Until
+	if until.IsZero() {
+		until = start
+	}
+	// Instants are kept to the microsecond, as the API's are.
+	until = until.Truncate(time.Microsecond)
+	o.Since = o.Since.Truncate(time.Microsecond)
+	if len(o.Targets) == 0 {
+		return nil, errors.New("no destination")
+	}
+	pr := &prepared{}
+	pr.streamID, pr.identity = StreamIdentity(o.Client.BaseURL, o.Query)
+	var err error
+	pr.streamID, pr.identity, pr.found, pr.others, err = resolveStream(ctx, o.Targets, pr.streamID, pr.identity)
+	if err != nil {
+		return nil, err
+	}
+	pr.budgetKey = BudgetKey(o.Client.Key.Fingerprint(), o.Client.BaseURL)
+	for i, t := range o.Targets {
+		tst, err := t.LoadState(ctx, pr.streamID, pr.identity)
+		if err != nil {
+			return nil, err
+		}
+		w, tSince, tUntil := PlanRun(tst, o.Since, until, o.Lookback)
+		pr.windows = append(pr.windows, w...)
+		if i == 0 {
+			pr.st, pr.runSince, pr.runUntil = tst, tSince, tUntil
+			continue
+		}
+		// The least advanced target decides: the earliest start, what
+		// every target covers, the latest end.
+		if tSince.IsZero() || (!pr.runSince.IsZero() && tSince.Before(pr.runSince)) {
+			pr.runSince = tSince
+		}
+		pr.st.Coverage = pr.st.Coverage.Intersect(tst.Coverage)
+		pr.st.Pending = append(pr.st.Pending, tst.Pending...)
+		pr.runUntil = later(pr.runUntil, tUntil)
+	}
+	pr.windows = mergeWindows(pr.windows)
+	if o.IgnoreSavedBudget {
+		log.Info("ignoring the rate-limit budget earlier runs saved")
+		return pr, nil
+	}
+	// The machine's shared budget is what the last run of any destination
+	// saw; the destinations' copies stand in without one. A saved budget
+	// whose reset has passed says nothing any more.
+	if o.Budgets != nil {
+		b, _, err := o.Budgets.Load(pr.budgetKey)
+		if err != nil {
+			log.Warn("the shared rate-limit budget could not be read", "err", err.Error())
+		} else if b.Known && b.Reset.After(start) {
+			o.Client.SetBudget(b)
+			pr.budgetFrom = "the shared budget file"
+		}
+	}
+	for _, t := range o.Targets {
+		if b, err := t.LoadBudget(ctx, pr.budgetKey); err != nil {
+			return nil, err
+		} else if pr.budgetFrom != "the shared budget file" && b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
+			o.Client.SetBudget(b)
+			pr.budgetFrom = "the destination"
+		}
+	}
+	return pr, nil
+}
+
 // Sync runs one sync and returns what it did. Windows committed before an
 // error stay committed, and the state saved with them lets the next run
 // resume where this one stopped.
@@ -350,77 +432,18 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	start := now().UTC()
-	until := o.Until
-	if until.IsZero() {
-		until = start
-	}
-	// Instants are kept to the microsecond, as the API's are.
-	until = until.Truncate(time.Microsecond)
-	o.Since = o.Since.Truncate(time.Microsecond)
-	streamID, identity := StreamIdentity(o.Client.BaseURL, o.Query)
-	if len(o.Targets) == 0 {
-		return res, errors.New("no destination")
-	}
-	streamID, identity, found, others, err := resolveStream(ctx, o.Targets, streamID, identity)
+	pr, err := prepare(ctx, &o, start, log)
 	if err != nil {
 		return res, err
 	}
-	if !found && len(others) > 0 && o.Since.IsZero() && !o.NewStream {
-		return res, &NewStreamError{StreamID: streamID, Identity: identity, Existing: others}
+	if !pr.found && len(pr.others) > 0 && o.Since.IsZero() && !o.NewStream {
+		return res, &NewStreamError{StreamID: pr.streamID, Identity: pr.identity, Existing: pr.others}
 	}
-	budgetKey := BudgetKey(o.Client.Key.Fingerprint(), o.Client.BaseURL)
-	var windows []extract.Window
-	var st load.StreamState
-	var runSince, runUntil time.Time
-	for i, t := range o.Targets {
-		tst, err := t.LoadState(ctx, streamID, identity)
-		if err != nil {
-			return res, err
-		}
-		w, tSince, tUntil := PlanRun(tst, o.Since, until, o.Lookback)
-		windows = append(windows, w...)
-		if i == 0 {
-			st, runSince, runUntil = tst, tSince, tUntil
-			continue
-		}
-		// The least advanced target decides: the earliest start, what
-		// every target covers, the latest end.
-		if tSince.IsZero() || (!runSince.IsZero() && tSince.Before(runSince)) {
-			runSince = tSince
-		}
-		st.Coverage = st.Coverage.Intersect(tst.Coverage)
-		st.Pending = append(st.Pending, tst.Pending...)
-		runUntil = later(runUntil, tUntil)
+	if b := o.Client.Budget(); pr.budgetFrom != "" && b.Known && b.Remaining <= 0 && b.Reset.After(start) {
+		log.Warn("an earlier run saved that the export budget is spent: no call before it expires (--ignore-saved-budget asks the API anyway)",
+			"expires", b.Reset.UTC().Format(time.RFC3339))
 	}
-	windows = mergeWindows(windows)
-	if o.IgnoreSavedBudget {
-		log.Info("ignoring the rate-limit budget earlier runs saved")
-	} else {
-		// The machine's shared budget is what the last run of any
-		// destination saw; the destinations' copies stand in without one.
-		// A saved budget whose reset has passed says nothing any more.
-		var shared bool
-		if o.Budgets != nil {
-			b, _, err := o.Budgets.Load(budgetKey)
-			if err != nil {
-				log.Warn("the shared rate-limit budget could not be read", "err", err.Error())
-			} else if b.Known && b.Reset.After(start) {
-				o.Client.SetBudget(b)
-				shared = true
-			}
-		}
-		for _, t := range o.Targets {
-			if b, err := t.LoadBudget(ctx, budgetKey); err != nil {
-				return res, err
-			} else if !shared && b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
-				o.Client.SetBudget(b)
-			}
-		}
-		if b := o.Client.Budget(); b.Known && b.Remaining <= 0 && b.Reset.After(start) {
-			log.Warn("an earlier run saved that the export budget is spent: no call before it expires (--ignore-saved-budget asks the API anyway)",
-				"expires", b.Reset.UTC().Format(time.RFC3339))
-		}
-	}
+	streamID, identity, windows, st, runSince, runUntil, budgetKey := pr.streamID, pr.identity, pr.windows, pr.st, pr.runSince, pr.runUntil, pr.budgetKey
 	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor(), WasResume: len(st.Pending) > 0}
 	log = log.With("stream", streamID, "run", res.RunID)
 	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: "running", Since: runSince, Until: runUntil}
@@ -878,7 +901,28 @@ func pickRefresh(c load.Coverage, notAfter, now time.Time, calls, limit int) ([]
 					ws[k-1].To, n = c[i].To, n+c[i].Rows
 					continue
 				}
-				ws, n = append(ws, extract.Window{From: c[i].From, To: c[i].To}), c[i].Rows
+				// A segment of at least a call's rows (counted when it was
+				// exported in pieces, or grown since) goes in pieces of equal
+				// time, so that each likely completes in one call.
+				pieces := 1
+				if c[i].Rows >= int64(limit) {
+					pieces = int((c[i].Rows + per - 1) / per)
+				}
+				if pieces <= 1 || c[i].From.IsZero() || c[i].To.IsZero() {
+					ws, n = append(ws, extract.Window{From: c[i].From, To: c[i].To}), c[i].Rows
+					continue
+				}
+				step := c[i].To.Sub(c[i].From) / time.Duration(pieces)
+				for k := range pieces {
+					from, to := c[i].From.Add(time.Duration(k)*step).Truncate(time.Microsecond), c[i].To
+					if k < pieces-1 {
+						to = c[i].From.Add(time.Duration(k+1) * step).Truncate(time.Microsecond)
+					}
+					if to.After(from) {
+						ws = append(ws, extract.Window{From: from, To: to})
+					}
+				}
+				n = per // the next segment starts a window of its own
 			}
 			return ws[:min(len(ws), calls)], true
 		}

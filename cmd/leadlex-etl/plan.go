@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/leadlex/leadlex-etl/internal/budget"
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
+	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
+)
+
+func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o syncOptions
+	var asJSON bool
+	fs := newFlagSet("plan", `Say what 'leadlex-etl sync' with the same flags would do, without an API
+call and without writing anything: the windows of new data and the calls
+they are expected to take (estimated from the contacts the stream's synced
+ranges held; a first export cannot be estimated before its first call), the
+refresh the spare calls would do, the rate-limit budget believed left and
+when it resets (from the budget earlier runs saved for the key and base
+URL), when the last call could be made at that budget, and whether the run
+starts a new stream next to the destination's others.
+
+Example:
+  leadlex-etl plan --duckdb warehouse.duckdb --parquet lake`, stdout)
+	o.AddFlags(fs)
+	fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	key, since, until, err := o.validate(fs)
+	if err != nil {
+		return err
+	}
+	var targets []load.Target
+	var dests []string
+	defer func() {
+		for _, t := range targets {
+			_ = t.Close()
+		}
+	}()
+	for _, d := range []destOptions{{DuckDB: o.DuckDB}, {Parquet: o.Parquet}} {
+		if d.path() == "" {
+			continue
+		}
+		dests = append(dests, d.path())
+		t, err := d.openReadOnly(ctx)
+		if err != nil {
+			if _, serr := os.Stat(d.path()); errors.Is(serr, os.ErrNotExist) {
+				targets = append(targets, emptyDestination{})
+				continue
+			}
+			return err
+		}
+		targets = append(targets, t)
+	}
+	var budgets pipeline.SharedBudget
+	if path, err := budget.DefaultPath(); err == nil {
+		if store, err := budget.Open(path); err == nil {
+			budgets = store
+		}
+	}
+	client := &extract.Client{BaseURL: o.BaseURL, Key: key}
+	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
+	p, err := pipeline.Plan(ctx, pipeline.Options{
+		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
+		IgnoreSavedBudget: o.IgnoreSavedBudget, Budgets: budgets, Targets: targets,
+		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	printPlan(stdout, p, strings.Join(dests, " and "), o.NewStream, time.Now())
+	return nil
+}
+
+func printPlan(w io.Writer, p pipeline.PlanResult, dest string, newStreamOK bool, now time.Time) {
+	state := "existing"
+	if p.NewStream {
+		state = "new"
+	}
+	fmt.Fprintf(w, "plan for %s: stream %s %s (%s)\n", dest, p.StreamID, p.Identity, state)
+	rows := fmt.Sprintf("about %d contacts", p.Rows)
+	if !p.RowsKnown {
+		rows = "an unknown number of contacts (nothing synced to estimate from: the first call tells)"
+	}
+	fmt.Fprintf(w, "  new data: %s in %s: %s, %s at least\n", rangeText(extract.Window{From: p.Since, To: p.Until}), plural(len(p.Windows), "window"),
+		rows, plural(p.Calls, "call"))
+	if p.Resume {
+		fmt.Fprintln(w, "  it resumes the windows an interrupted run left")
+	}
+	if len(p.Refresh) > 0 {
+		fmt.Fprintf(w, "  refresh: %s re-exporting the ranges verified longest ago, %s\n", plural(len(p.Refresh), "spare call"),
+			rangeText(extract.Window{From: p.Refresh[0].From, To: p.Refresh[len(p.Refresh)-1].To}))
+	} else {
+		fmt.Fprintf(w, "  refresh: none, %s\n", p.RefreshSkipped)
+	}
+	if p.Budget.Known {
+		fmt.Fprintf(w, "  budget: %d of %d calls left until %s (in %s), as %s last saw it\n", p.Budget.Remaining, p.Budget.Limit,
+			p.Budget.Reset.UTC().Format(time.RFC3339), p.Budget.Reset.Sub(now).Round(time.Second), p.BudgetFrom)
+	} else {
+		fmt.Fprintln(w, "  budget: unknown (no run saved it for this key and base URL); 10 calls an hour assumed")
+	}
+	when := "all within the budget left now"
+	if !p.LastCallAt.IsZero() {
+		when = fmt.Sprintf("the last at %s (in %s) at the budget", p.LastCallAt.UTC().Format(time.RFC3339), p.LastCallAt.Sub(now).Round(time.Minute))
+	}
+	fmt.Fprintf(w, "  calls: %d expected, %s\n", p.TotalCalls, when)
+	if len(p.Others) > 0 {
+		fmt.Fprintln(w, "  the destination's other streams:")
+		for _, st := range p.Others {
+			fmt.Fprintf(w, "    %s %s\n", st.StreamID, st.Identity)
+		}
+		if p.NewStream && p.Since.IsZero() && !newStreamOK {
+			fmt.Fprintln(w, "  sync would refuse to start this new stream without --new-stream")
+		}
+	}
+}
+
+// emptyDestination stands for a destination that does not exist yet: no
+// stream, no run, no budget. Plan only reads it.
+type emptyDestination struct{}
+
+var errNotWritable = errors.New("a destination that does not exist yet is not written by plan")
+
+func (emptyDestination) Begin(context.Context, load.WindowInfo, []schemas.Column) error {
+	return errNotWritable
+}
+func (emptyDestination) Write(context.Context, arrow.RecordBatch) error { return errNotWritable }
+func (emptyDestination) Commit(context.Context, load.WindowInfo, []transform.Reject, load.WindowStats, load.StreamState) (load.Changes, error) {
+	return load.Changes{}, errNotWritable
+}
+func (emptyDestination) Abort(context.Context) error { return nil }
+func (emptyDestination) LoadState(_ context.Context, id, identity string) (load.StreamState, error) {
+	return load.StreamState{StreamID: id, Identity: identity}, nil
+}
+func (emptyDestination) Streams(context.Context) ([]load.StreamState, error) { return nil, nil }
+func (emptyDestination) ForgetStream(context.Context, string) error          { return errNotWritable }
+func (emptyDestination) StartRun(context.Context, load.Run) error            { return errNotWritable }
+func (emptyDestination) FinishRun(context.Context, load.Run) error           { return errNotWritable }
+func (emptyDestination) LoadBudget(context.Context, string) (extract.RateLimit, error) {
+	return extract.RateLimit{}, nil
+}
+func (emptyDestination) SaveBudget(context.Context, string, extract.RateLimit) error {
+	return errNotWritable
+}
+func (emptyDestination) Runs(context.Context, int) ([]load.Run, error) { return nil, nil }
+func (emptyDestination) Rejects(context.Context, int) ([]load.StoredReject, error) {
+	return nil, nil
+}
+func (emptyDestination) Close() error { return nil }
+
+var _ load.Target = emptyDestination{}

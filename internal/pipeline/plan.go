@@ -1,0 +1,171 @@
+package pipeline
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+)
+
+// PlanResult is what Plan predicts a sync with the same options would do.
+type PlanResult struct {
+	StreamID, Identity string
+	NewStream          bool               // the destinations do not hold the stream yet
+	Others             []load.StreamState // the destinations' other streams
+	Since, Until       time.Time          // the range the new-data part covers
+	Resume             bool               // it resumes an interrupted run's pending windows
+	Windows            []extract.Window   // the new-data part's windows before any split
+	// Rows estimates the contacts the new-data part exports, from the
+	// rows the stream's covered ranges held (RowsKnown false: nothing to go
+	// by, as for a first export).
+	Rows      int64
+	RowsKnown bool
+	Calls     int // expected calls of the new-data part: at least one a window
+	// Refresh are the windows the rolling refresh would re-export, one
+	// call each; RefreshSkipped says why there are none.
+	Refresh        []extract.Window
+	RefreshSkipped string
+	Budget         extract.RateLimit // believed left before the run
+	BudgetFrom     string            // where that belief comes from ("" unknown)
+	TotalCalls     int
+	// LastCallAt is when the last of TotalCalls can be made at the budget
+	// (10 calls an hour unless the API said otherwise); zero: now.
+	LastCallAt time.Time
+}
+
+// Plan works out, from the destinations' state and the budget saved for
+// the key, what Sync with the same options would do, without an API call.
+func Plan(ctx context.Context, o Options) (PlanResult, error) {
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	start := now().UTC()
+	pr, err := prepare(ctx, &o, start, log)
+	if err != nil {
+		return PlanResult{}, err
+	}
+	limit := o.Query.Limit
+	if limit <= 0 {
+		limit = extract.MaxLimit
+	}
+	p := PlanResult{StreamID: pr.streamID, Identity: pr.identity, NewStream: !pr.found, Others: pr.others,
+		Since: pr.runSince, Until: pr.runUntil, Resume: len(pr.st.Pending) > 0, Windows: pr.windows,
+		Budget: o.Client.Budget(), BudgetFrom: pr.budgetFrom}
+	p.RowsKnown = true
+	for _, w := range pr.windows {
+		rows, known := estimateRows(pr.st.Coverage, w)
+		p.Rows += rows
+		p.RowsKnown = p.RowsKnown && known
+		p.Calls += max(1, int(math.Ceil(float64(rows)/float64(limit))))
+	}
+	// The refresh, after the new data: the calls the budget then leaves.
+	cov := pr.st.Coverage
+	for _, w := range pr.windows {
+		cov = cov.Add(load.Segment{From: w.From, To: w.To, VerifiedAt: start})
+	}
+	pol := o.Refresh
+	calls := pol.Calls
+	b := p.Budget
+	switch {
+	case pol.Calls == 0:
+		p.RefreshSkipped = "turned off (--refresh-calls 0)"
+	case pol.Calls == RefreshAuto && !b.Known:
+		p.RefreshSkipped = "the calls left this hour are not known yet (the first call tells)"
+	case pol.Calls == RefreshAuto:
+		calls = b.Remaining - p.Calls - pol.ReserveCalls
+	case b.Known:
+		calls = min(calls, b.Remaining-p.Calls)
+	}
+	if o.MaxCalls > 0 {
+		calls = min(calls, o.MaxCalls-p.Calls)
+	}
+	if p.RefreshSkipped == "" && calls <= 0 {
+		p.RefreshSkipped = "no spare call left this hour after the new data"
+	}
+	if p.RefreshSkipped == "" {
+		notAfter := start.Add(-pol.MinAge)
+		for len(p.Refresh) < calls {
+			ws, ok := pickRefresh(cov, notAfter, start, calls-len(p.Refresh), limit)
+			if !ok {
+				break
+			}
+			p.Refresh = append(p.Refresh, ws...)
+			for _, w := range ws {
+				cov = cov.Add(load.Segment{From: w.From, To: w.To, VerifiedAt: start.Add(time.Nanosecond)})
+			}
+		}
+		if len(p.Refresh) == 0 {
+			p.RefreshSkipped = "every covered range was verified less than " + pol.MinAge.String() + " ago"
+		}
+	}
+	p.TotalCalls = p.Calls + len(p.Refresh)
+	p.LastCallAt = lastCallAt(p.TotalCalls, b, start)
+	return p, nil
+}
+
+// estimateRows estimates the contacts of w from coverage: the rows of the
+// segments it overlaps, shared out by time, and for the parts no segment
+// covers the rate of the most recent covered segments. known is false when
+// an uncovered part has no bound or there is no rate to go by (a first
+// export).
+func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
+	wl, wh := micros(w.From, math.MinInt64), micros(w.To, math.MaxInt64)
+	var covered float64
+	segs := make([]extract.Window, 0, len(c))
+	for _, s := range c {
+		segs = append(segs, extract.Window{From: s.From, To: s.To})
+		sl, sh := micros(s.From, math.MinInt64), micros(s.To, math.MaxInt64)
+		l, h := max(sl, wl), min(sh, wh)
+		switch {
+		case l >= h:
+		case sl == math.MinInt64 || sh == math.MaxInt64 || (l == sl && h == sh):
+			covered += float64(s.Rows)
+		default:
+			covered += float64(s.Rows) * float64(h-l) / float64(sh-sl)
+		}
+	}
+	// The rate of the most recent bounded segments, over up to 30 days.
+	var rateRows float64
+	var rateSpan int64
+	for i := len(c) - 1; i >= 0 && rateSpan < int64(30*24*time.Hour/time.Microsecond); i-- {
+		if s := c[i]; !s.From.IsZero() && !s.To.IsZero() {
+			rateRows += float64(s.Rows)
+			rateSpan += micros(s.To, 0) - micros(s.From, 0)
+		}
+	}
+	known = true
+	for _, part := range subtract(w, segs) {
+		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 {
+			known = false
+			continue
+		}
+		covered += rateRows * float64(micros(part.To, 0)-micros(part.From, 0)) / float64(rateSpan)
+	}
+	return int64(math.Round(covered)), known
+}
+
+// lastCallAt is when the last of calls calls can be made at the budget b:
+// the calls left now, then a full budget each reset (an hour apart).
+func lastCallAt(calls int, b extract.RateLimit, now time.Time) time.Time {
+	perHour := 10
+	if b.Known && b.Limit > 0 {
+		perHour = b.Limit
+	}
+	left, reset := perHour, now.Add(time.Hour)
+	if b.Known {
+		left, reset = max(b.Remaining, 0), b.Reset
+	}
+	if calls <= left {
+		return time.Time{}
+	}
+	hours := (calls - left + perHour - 1) / perHour
+	return reset.Add(time.Duration(hours-1) * time.Hour)
+}
