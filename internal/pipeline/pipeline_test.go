@@ -510,7 +510,10 @@ type progressLog struct {
 	order     []string
 }
 
-func (p *progressLog) Start(n int) { p.starts = append(p.starts, n); p.order = append(p.order, "start") }
+func (p *progressLog) Start(n int) {
+	p.starts = append(p.starts, n)
+	p.order = append(p.order, "start")
+}
 func (p *progressLog) Window(w pipeline.WindowProgress) {
 	p.windows = append(p.windows, w)
 	p.order = append(p.order, "window")
