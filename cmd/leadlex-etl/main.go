@@ -57,10 +57,12 @@ func main() {
 }
 
 // interrupted is the cause of the context's end when a signal stopped the
-// run; the command's error then matches context.Canceled.
+// run. It matches context.Canceled, as the error of anything the context
+// ended (net/http returns the cause itself from a body read) must.
 type interrupted struct{ sig os.Signal }
 
 func (e *interrupted) Error() string { return "interrupted by " + signalName(e.sig) }
+func (e *interrupted) Unwrap() error { return context.Canceled }
 
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithCancelCause(context.Background())
