@@ -40,8 +40,8 @@ var commands = map[string]command{
 	"sync":     {"export contacts and upsert them into DuckDB and/or Parquet, resuming where the last run stopped", runSync},
 	"check":    {"check the API key and base URL with one export call of one row, and show the hour's rate-limit budget", runCheck},
 	"query":    {"run SQL on a DuckDB file the sync wrote and print the result", runQuery},
-	"version":  {"print the version, the commit it was built from, and the Go and DuckDB versions", runVersion},
 	"fake-api": {"run a local fake LeadLex export API (for tests, demos and trying things out)", runFakeAPI},
+	"version":  {"print the version, the commit it was built from, and the Go and DuckDB versions", runVersion},
 }
 
 // usageError is a mistake on the command line: exit 2.

@@ -58,12 +58,12 @@ type Options struct {
 	HardDelete bool
 	// Refresh says how the run spends the calls its incremental part left.
 	Refresh RefreshPolicy
+	// Progress, if set, is told how the run advances (nil: nothing is).
+	Progress Progress
 	// Budgets is the rate-limit budget every run on the machine shares
 	// (nil: only the destinations' copies).
 	Budgets SharedBudget
 	Logger  *slog.Logger
-	// Progress, if set, is told how the run advances (nil: nothing is).
-	Progress Progress
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
