@@ -19,8 +19,10 @@ RACE_PKGS := ./internal/budget/ ./internal/parquetio/ ./internal/extract/ ./inte
 
 .PHONY: build test lint race bench demo fmt vet clean
 
+# -buildvcs=auto: stamp the commit (leadlex-etl --version) when built in a
+# git checkout, whatever GOFLAGS says.
 build: ## build bin/leadlex-etl
-	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/leadlex-etl
+	$(GO) build -buildvcs=auto -tags $(TAGS) -o $(BIN) ./cmd/leadlex-etl
 
 # The JavaScript Parquet readers the tests check the lake with.
 JS_DEPS := tools/js/node_modules/.package-lock.json

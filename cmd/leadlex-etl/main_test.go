@@ -123,8 +123,11 @@ func TestHelpExplainsItself(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"--help"}, []string{"sync", "fake-api", "query", "Exit codes"}},
-		{[]string{"sync", "--help"}, []string{"--duckdb", "--since", "--lookback", "--no-wait", "LEADLEX_API_KEY", "LEADLEX_BASE_URL", "75"}},
+		{[]string{"--help"}, []string{"sync", "fake-api", "query", "check", "version", "--version", "Exit codes"}},
+		{[]string{"sync", "--help"}, []string{"--duckdb", "--since", "--lookback", "--no-wait", "LEADLEX_API_KEY", "LEADLEX_BASE_URL", "75",
+			"--summary-json", "exit 2", "run finished", "--progress-interval", "countdown"}},
+		{[]string{"check", "--help"}, []string{"limit=1", "one of the", "--base-url", "--api-key-file", "--timeouts", "--attempts", "LEADLEX_API_KEY", "75", "never waited"}},
+		{[]string{"version", "--help"}, []string{"commit", "DuckDB", "--version"}},
 		{[]string{"fake-api", "--help"}, []string{"--addr", "--contacts", "--order", "--bounds", "--rate-limit", "--hour", "--reset-style", "--cut-rate", "curl"}},
 	} {
 		r := cli(t, nil, tc.args...)
