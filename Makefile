@@ -34,8 +34,14 @@ test: $(JS_DEPS) lint ## gofmt, vet, staticcheck, every test, then the race dete
 	$(GO) test -tags $(TAGS) -count=1 -timeout 20m ./...
 	$(MAKE) race
 
+# The CLI's progress display (mpb's goroutines, a ticker, the client's
+# OnWait) runs in the CLI processes these tests start: the race-built test
+# binary.
+RACE_CLI_TESTS := TestProgress|TestSummaryOfAnInterruptedRun
+
 race:
 	$(GO) test -race -short -tags $(TAGS) -count=1 -timeout 20m $(RACE_PKGS)
+	$(GO) test -race -short -tags $(TAGS) -count=1 -timeout 20m -run '$(RACE_CLI_TESTS)' ./cmd/leadlex-etl/
 
 $(STATICCHECK):
 	GOBIN=$(abspath bin/tools) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
