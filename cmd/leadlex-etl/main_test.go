@@ -350,7 +350,7 @@ func TestSecondWriterGetsALockError(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 1 and a message naming the lock and the file", r.code, r.stderr)
 	}
 	// A run that failed before any call still writes its report.
-	var rep runReport
+	var rep syncReport
 	if b, err := os.ReadFile(summary); err != nil || json.Unmarshal(b, &rep) != nil ||
 		rep.State != "failed" || rep.ExitCode != 1 || !strings.Contains(rep.Error, "locked by another process") || rep.Calls != 0 {
 		t.Errorf("report of the locked-out run: %+v (%v)", rep, err)

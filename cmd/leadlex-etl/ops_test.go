@@ -144,13 +144,13 @@ func readRun(t *testing.T, db, runID string) runRow {
 // checkReport compares a --summary-json report with the prose summary on
 // stdout, the "run finished" event of the JSON log on stderr, and the run
 // the DuckDB file db recorded.
-func checkReport(t *testing.T, path string, r result, db string) runReport {
+func checkReport(t *testing.T, path string, r result, db string) syncReport {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep runReport
+	var rep syncReport
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatalf("%v:\n%s", err, raw)
 	}

@@ -16,11 +16,11 @@ import (
 	"github.com/leadlex/leadlex-etl/internal/pipeline"
 )
 
-// runReport is a sync's outcome for machines: what --summary-json writes
+// syncReport is a sync's outcome for machines: what --summary-json writes
 // and the "run finished" log event says, with the prose summary's numbers.
 // Its JSON field names are an interface scripts depend on: add, never
 // rename.
-type runReport struct {
+type syncReport struct {
 	// State is complete, stopped (at --max-calls), rate-limited,
 	// interrupted or failed.
 	State    string `json:"state"`
@@ -101,7 +101,7 @@ func outcome(r pipeline.Result, err error) (word, prose string) {
 	return "failed", "failed"
 }
 
-func timePtr(t time.Time) *time.Time {
+func utcPtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
 	}
@@ -115,13 +115,13 @@ func changesOf(c load.Changes) reportChanges {
 
 // newReport builds the report of a run that ended with runErr (as the
 // pipeline returned it) and is told to the user as err, exiting code.
-func newReport(ctx context.Context, r pipeline.Result, runErr, err error, dests, removed []string, started time.Time) runReport {
+func newReport(ctx context.Context, r pipeline.Result, runErr, err error, dests, removed []string, started time.Time) syncReport {
 	code, meaning := exitStatus(ctx, err)
 	state, _ := outcome(r, runErr)
-	rep := runReport{
+	rep := syncReport{
 		State: state, ExitCode: code, Exit: meaning,
 		RunID: r.RunID, StreamID: r.StreamID, Destinations: dests, Removed: removed,
-		Since: timePtr(r.Since), Until: timePtr(r.Until),
+		Since: utcPtr(r.Since), Until: utcPtr(r.Until),
 		Contacts: r.Distinct, Rows: r.Rows, Windows: r.Windows, Calls: r.Calls, MinCalls: r.MinCalls, RateLimited: r.RateLimited,
 		Rejects: r.Rejects, ElapsedSeconds: r.Elapsed.Round(time.Millisecond).Seconds(),
 		Changes: changesOf(r.Changes),
@@ -140,7 +140,7 @@ func newReport(ctx context.Context, r pipeline.Result, runErr, err error, dests,
 		rep.Removed = []string{}
 	}
 	for _, w := range r.Refresh.Ranges {
-		rep.Refresh.Ranges = append(rep.Refresh.Ranges, reportWindow{From: timePtr(w.From), To: timePtr(w.To)})
+		rep.Refresh.Ranges = append(rep.Refresh.Ranges, reportWindow{From: utcPtr(w.From), To: utcPtr(w.To)})
 	}
 	if oldest := r.Coverage.Oldest(); !oldest.IsZero() {
 		rep.Staleness = &reportStale{OldestVerifiedAt: oldest.UTC(), Seconds: int64(time.Since(oldest).Seconds())}
@@ -154,7 +154,7 @@ func newReport(ctx context.Context, r pipeline.Result, runErr, err error, dests,
 	}
 	var rl *extract.RateLimitError
 	if errors.As(err, &rl) {
-		rep.ResumeAt = timePtr(rl.ResumeAt)
+		rep.ResumeAt = utcPtr(rl.ResumeAt)
 	}
 	return rep
 }
