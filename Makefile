@@ -19,8 +19,10 @@ RACE_PKGS := ./internal/budget/ ./internal/parquetio/ ./internal/extract/ ./inte
 
 .PHONY: build test lint race bench demo fmt vet clean
 
+# -buildvcs=auto: stamp the commit (leadlex-etl --version) when built in a
+# git checkout, whatever GOFLAGS says.
 build: ## build bin/leadlex-etl
-	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/leadlex-etl
+	$(GO) build -buildvcs=auto -tags $(TAGS) -o $(BIN) ./cmd/leadlex-etl
 
 # The JavaScript Parquet readers the tests check the lake with.
 JS_DEPS := tools/js/node_modules/.package-lock.json
@@ -32,8 +34,14 @@ test: $(JS_DEPS) lint ## gofmt, vet, staticcheck, every test, then the race dete
 	$(GO) test -tags $(TAGS) -count=1 -timeout 20m ./...
 	$(MAKE) race
 
+# The CLI's progress display (mpb's goroutines, a ticker, the client's
+# OnWait) runs in the CLI processes these tests start: the race-built test
+# binary.
+RACE_CLI_TESTS := TestProgress|TestSummaryOfAnInterruptedRun
+
 race:
 	$(GO) test -race -short -tags $(TAGS) -count=1 -timeout 20m $(RACE_PKGS)
+	$(GO) test -race -short -tags $(TAGS) -count=1 -timeout 20m -run '$(RACE_CLI_TESTS)' ./cmd/leadlex-etl/
 
 $(STATICCHECK):
 	GOBIN=$(abspath bin/tools) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)

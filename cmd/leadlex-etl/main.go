@@ -13,7 +13,6 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -39,11 +38,13 @@ type command struct {
 
 var commands = map[string]command{
 	"sync":     {"export contacts and upsert them into DuckDB and/or Parquet, resuming where the last run stopped", runSync},
+	"check":    {"check the API key and base URL with one export call of one row, and show the hour's rate-limit budget", runCheck},
 	"query":    {"run SQL on a DuckDB file the sync wrote and print the result", runQuery},
 	"plan":     {"say what a sync with the same flags would do and cost, without an API call", runPlan},
 	"status":   {"show a destination's streams, coverage, freshness, runs, rejects and budget (no API call)", runStatus},
 	"streams":  {"list a destination's streams, or forget one (reset ID)", runStreams},
 	"fake-api": {"run a local fake LeadLex export API (for tests, demos and trying things out)", runFakeAPI},
+	"version":  {"print the version, the commit it was built from, and the Go and DuckDB versions", runVersion},
 }
 
 // usageError is a mistake on the command line: exit 2.
@@ -58,23 +59,29 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
+// interrupted is the cause of the context's end when a signal stopped the
+// run. It matches context.Canceled, as the error of anything the context
+// ended (net/http returns the cause itself from a body read) must.
+type interrupted struct{ sig os.Signal }
+
+func (e *interrupted) Error() string { return "interrupted by " + signalName(e.sig) }
+func (e *interrupted) Unwrap() error { return context.Canceled }
+
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
 	// The first SIGINT or SIGTERM stops the run after the window in hand
 	// (committed windows are kept); a second one exits at once, which is
 	// just as safe: the next run finishes or discards a half-done commit.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	var got atomic.Value
 	go func() {
 		s, ok := <-sigs
 		if !ok {
 			return
 		}
-		got.Store(s)
-		cancel()
+		cancel(&interrupted{s})
 		if s2, ok := <-sigs; ok {
 			fmt.Fprintf(stderr, "leadlex-etl: %s again: exiting at once; the next run completes or discards the window in hand\n", signalName(s2))
 			os.Exit(signalExit(s2))
@@ -88,6 +95,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "-h", "--help", "help":
 		rootUsage(stdout)
 		return exitOK
+	case "--version":
+		args[0] = "version"
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -96,11 +105,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	err := cmd.run(ctx, args[1:], stdout, stderr)
-	if s, ok := got.Load().(os.Signal); ok && errors.Is(err, context.Canceled) {
-		fmt.Fprintf(stderr, "leadlex-etl: interrupted by %s; committed windows are kept, run again to resume\n", signalName(s))
-		return signalExit(s)
+	code, _ := exitStatus(ctx, err)
+	switch {
+	case code == exitOK:
+	case code > 128:
+		fmt.Fprintf(stderr, "leadlex-etl: %v; committed windows are kept, run again to resume\n", context.Cause(ctx))
+	default:
+		fmt.Fprintf(stderr, "leadlex-etl: %v\n", err)
 	}
-	return exitCode(err, stderr)
+	return code
 }
 
 // signalExit is the shell's exit code for a process ended by s: 128 plus
@@ -122,24 +135,28 @@ func signalName(s os.Signal) string {
 	return s.String()
 }
 
-// exitCode prints err as one line and maps it to the exit code.
-func exitCode(err error, stderr io.Writer) int {
+// exitStatus maps a command's error to the exit code, in this one place,
+// and says what the code means. ctx is the command's: when a signal ended
+// it, the run was interrupted.
+func exitStatus(ctx context.Context, err error) (code int, meaning string) {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
-		return exitOK
+		return exitOK, "ok"
 	}
-	fmt.Fprintf(stderr, "leadlex-etl: %v\n", err)
+	var in *interrupted
 	var ue usageError
 	var apiErr *extract.APIError
 	var rl *extract.RateLimitError
 	switch {
+	case errors.Is(err, context.Canceled) && errors.As(context.Cause(ctx), &in):
+		return signalExit(in.sig), "interrupted by " + signalName(in.sig) + ": committed windows are kept, run again to resume"
 	case errors.As(err, &ue):
-		return exitUsage
+		return exitUsage, "bad usage"
 	case errors.As(err, &apiErr) && apiErr.Auth():
-		return exitAuth
+		return exitAuth, "the API refused the key (401/403)"
 	case errors.As(err, &rl):
-		return exitRateLimited
+		return exitRateLimited, "rate-limited: run again after resume_at"
 	}
-	return exitError
+	return exitError, "error"
 }
 
 func rootUsage(w io.Writer) {
@@ -162,7 +179,8 @@ Commands:
 		fmt.Fprintf(&b, "  %-10s %s\n", n, commands[n].summary)
 	}
 	b.WriteString(`
-Run 'leadlex-etl <command> --help' for a command's flags.
+Run 'leadlex-etl <command> --help' for a command's flags, and
+'leadlex-etl --version' for the version.
 
 Exit codes: 0 ok, 1 error, 2 bad usage, 3 API key refused (401/403),
 75 rate-limited with --no-wait (the message says when to resume),

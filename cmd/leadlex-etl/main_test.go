@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -123,8 +124,11 @@ func TestHelpExplainsItself(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"--help"}, []string{"sync", "fake-api", "query", "Exit codes"}},
-		{[]string{"sync", "--help"}, []string{"--duckdb", "--since", "--lookback", "--no-wait", "LEADLEX_API_KEY", "LEADLEX_BASE_URL", "75"}},
+		{[]string{"--help"}, []string{"sync", "fake-api", "query", "check", "version", "--version", "Exit codes"}},
+		{[]string{"sync", "--help"}, []string{"--duckdb", "--since", "--lookback", "--no-wait", "LEADLEX_API_KEY", "LEADLEX_BASE_URL", "75",
+			"--summary-json", "exit 2", "run finished", "--progress-interval", "countdown"}},
+		{[]string{"check", "--help"}, []string{"limit=1", "one of the", "--base-url", "--api-key-file", "--timeouts", "--attempts", "LEADLEX_API_KEY", "75", "never waited"}},
+		{[]string{"version", "--help"}, []string{"commit", "DuckDB", "--version"}},
 		{[]string{"fake-api", "--help"}, []string{"--addr", "--contacts", "--order", "--bounds", "--rate-limit", "--hour", "--reset-style", "--cut-rate", "curl"}},
 	} {
 		r := cli(t, nil, tc.args...)
@@ -340,9 +344,16 @@ func TestSecondWriterGetsALockError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "-q")
+	summary := filepath.Join(t.TempDir(), "last.json")
+	r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", path, "-q", "--summary-json", summary)
 	if r.code != 1 || !strings.Contains(r.stderr, "locked by another process") || !strings.Contains(r.stderr, path) {
 		t.Errorf("exit %d, stderr %q; want 1 and a message naming the lock and the file", r.code, r.stderr)
+	}
+	// A run that failed before any call still writes its report.
+	var rep syncReport
+	if b, err := os.ReadFile(summary); err != nil || json.Unmarshal(b, &rep) != nil ||
+		rep.State != "failed" || rep.ExitCode != 1 || !strings.Contains(rep.Error, "locked by another process") || rep.Calls != 0 {
+		t.Errorf("report of the locked-out run: %+v (%v)", rep, err)
 	}
 }
 

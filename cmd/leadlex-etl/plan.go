@@ -71,7 +71,7 @@ Example:
 			budgets = store
 		}
 	}
-	client := &extract.Client{BaseURL: o.BaseURL, Key: key}
+	client := &extract.Client{BaseURL: o.API.BaseURL, Key: key}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	p, err := pipeline.Plan(ctx, pipeline.Options{
 		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,

@@ -7,8 +7,8 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/url"
+
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -27,14 +27,9 @@ import (
 	"github.com/leadlex/leadlex-etl/schemas"
 )
 
-// DefaultBaseURL is the LeadLex API gateway the documentation names.
-const DefaultBaseURL = "https://data.leadlex.com/functions/v1/api-gateway"
-
 // syncOptions holds the flags of `leadlex-etl sync`.
 type syncOptions struct {
-	BaseURL           string
-	APIKeyFile        string
-	apiKeyFlag        string // refused: keys do not belong on a command line
+	API               apiOptions
 	DuckDB            string
 	Parquet           string
 	PartitionBy       load.Partitioning
@@ -49,14 +44,10 @@ type syncOptions struct {
 	Lookback          time.Duration
 	MaxCalls          int
 	Wait, NoWait      bool
-	AllowInsecureHTTP bool
 	MemoryLimit       string
 	Threads           int
 	RejectRatio       float64
 	RejectsAllowed    int
-	Attempts          int
-	Backoff           time.Duration
-	Timeouts          extract.Timeouts
 	MaxRateLimited    int
 	IgnoreSavedBudget bool
 	RefreshCalls      refreshCalls
@@ -64,22 +55,14 @@ type syncOptions struct {
 	RefreshMinAge     time.Duration
 	Deletes           deleteMode
 	NewStream         bool
-	LogFormat         string
-	Quiet             bool
-
-	warnings []string // found while validating, logged once there is a logger
+	SummaryJSON       string
+	ProgressInterval  time.Duration
+	Log               logOptions
 }
 
 // AddFlags registers the sync flags; environment variables give defaults.
 func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
-	baseDefault := DefaultBaseURL
-	if env := os.Getenv("LEADLEX_BASE_URL"); env != "" {
-		baseDefault = env
-	}
-	fs.StringVar(&o.BaseURL, "base-url", baseDefault, "LeadLex API base URL, before /v1/contacts/export (env LEADLEX_BASE_URL)")
-	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "read the API key from this file (default: env LEADLEX_API_KEY)")
-	fs.StringVar(&o.apiKeyFlag, "api-key", "", "")
-	_ = fs.MarkHidden("api-key")
+	o.API.AddFlags(fs)
 	fs.StringVar(&o.DuckDB, "duckdb", "", "DuckDB file to upsert contacts into (created if missing)")
 	fs.StringVar(&o.Parquet, "parquet", "", "folder of Hive-partitioned Parquet files to upsert contacts into (alone or with --duckdb: one extract feeds both)")
 	fs.Var(&o.PartitionBy, "partition-by", "Parquet partitions of created_at (UTC): month (contacts/year=2024/month=4), day or year (default: the lake's own; month for a new lake)")
@@ -98,11 +81,6 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxCalls, "max-calls", 0, "stop after this many API calls and save progress (0: no cap); the next run resumes")
 	fs.BoolVar(&o.Wait, "wait", true, "when the rate limit is spent, wait for the reset")
 	fs.BoolVar(&o.NoWait, "no-wait", false, "when the rate limit is spent, save progress and exit 75, printing when to resume")
-	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", false, "allow a plain http:// base URL to a host that is not loopback (the key would travel in clear)")
-	fs.IntVar(&o.Attempts, "attempts", 4, "tries per window on 5xx answers, broken-off bodies and network errors (each try spends an API call)")
-	fs.DurationVar(&o.Backoff, "retry-backoff", 2*time.Second, "first pause between tries; it doubles each try (with jitter), up to a minute")
-	o.Timeouts = extract.DefaultTimeouts
-	fs.Var(&o.Timeouts, "timeouts", "how long to wait to connect, for the response headers, and for each next byte of a body; a call that runs out is retried like a 5xx (see --attempts)")
 	fs.IntVar(&o.MaxRateLimited, "max-429", extract.DefaultMaxRateLimited, "stop (exit 75) after this many 429 answers in a row; between them the wait is what the API says, at least 1s doubling each time up to a minute, at most an hour and 5 minutes")
 	o.RefreshCalls = refreshCalls(pipeline.RefreshAuto)
 	fs.Var(&o.RefreshCalls, "refresh-calls", "after the new data, re-export the ranges verified longest ago with this many calls at most, to catch edits and deletions: auto spends what the API says is left this hour less --reserve-calls (never waiting for a reset); 0 turns refresh off")
@@ -116,8 +94,9 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
 	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window (load none of it) when more than this share of its rows do not parse; bad rows of windows that load go to _leadlex_rejects")
 	fs.IntVar(&o.RejectsAllowed, "rejects-allowed", 10, "a window with at most this many bad rows never fails, whatever --reject-ratio says, so a few bad contacts do not block small incremental windows")
-	fs.StringVar(&o.LogFormat, "log-format", "text", "log format on stderr: text or json")
-	fs.BoolVarP(&o.Quiet, "quiet", "q", false, "log warnings and errors only")
+	fs.StringVar(&o.SummaryJSON, "summary-json", "", "write the run's outcome as a JSON object to this file (replaced atomically), whatever the outcome, even a failure; only a usage error (exit 2) writes none")
+	fs.DurationVar(&o.ProgressInterval, "progress-interval", 15*time.Second, "when stderr is not a terminal, log the run's progress this often (0: never); on a terminal a live line shows it")
+	o.Log.AddFlags(fs)
 }
 
 // parseInstant reads an ISO 8601 instant or a date (midnight UTC).
@@ -133,19 +112,8 @@ func parseInstant(flag, s string) (time.Time, error) {
 	return time.Time{}, usagef("--%s %q is not an ISO 8601 instant (2026-04-15T09:00:00Z) or date (2026-04-15)", flag, s)
 }
 
-func isLoopback(host string) bool {
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // validate checks the flags and reads the key, before any network call.
 func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, until time.Time, err error) {
-	if fs.Changed("api-key") {
-		return key, since, until, usagef("--api-key is not accepted: a key on the command line shows in ps and shell history; set LEADLEX_API_KEY or use --api-key-file")
-	}
 	if o.DuckDB == "" && o.Parquet == "" {
 		return key, since, until, usagef("no destination: give --duckdb PATH, --parquet DIR, or both")
 	}
@@ -154,16 +122,6 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if o.ParquetRowGroup < 1000 {
 		return key, since, until, usagef("--parquet-row-group-rows %d must be at least 1000", o.ParquetRowGroup)
-	}
-	u, perr := url.Parse(o.BaseURL)
-	if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return key, since, until, usagef("--base-url %q is not an http(s) URL", o.BaseURL)
-	}
-	if u.User != nil {
-		return key, since, until, usagef("--base-url must not carry credentials")
-	}
-	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !o.AllowInsecureHTTP {
-		return key, since, until, usagef("--base-url %s is plain http to a host that is not loopback: the API key would travel in clear; use https, or pass --allow-insecure-http", o.BaseURL)
 	}
 	if o.Limit < 1 || o.Limit > extract.MaxLimit {
 		return key, since, until, usagef("--limit %d must be between 1 and %d", o.Limit, extract.MaxLimit)
@@ -176,12 +134,6 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if fs.Changed("wait") && o.Wait && o.NoWait {
 		return key, since, until, usagef("--wait and --no-wait contradict each other")
-	}
-	if o.Attempts < 1 {
-		return key, since, until, usagef("--attempts %d must be at least 1", o.Attempts)
-	}
-	if o.Backoff <= 0 {
-		return key, since, until, usagef("--retry-backoff %s must be positive", o.Backoff)
 	}
 	if o.ReserveCalls < 0 {
 		return key, since, until, usagef("--reserve-calls %d must not be negative", o.ReserveCalls)
@@ -198,8 +150,20 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	if o.RejectRatio < 0 || o.RejectRatio > 1 {
 		return key, since, until, usagef("--reject-ratio %g must be between 0 and 1", o.RejectRatio)
 	}
-	if o.LogFormat != "text" && o.LogFormat != "json" {
-		return key, since, until, usagef("--log-format %q must be text or json", o.LogFormat)
+	if o.ProgressInterval < 0 {
+		return key, since, until, usagef("--progress-interval %s must not be negative", o.ProgressInterval)
+	}
+	if o.SummaryJSON != "" {
+		dir := filepath.Dir(o.SummaryJSON)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			return key, since, until, usagef("--summary-json %s: the folder %s does not exist", o.SummaryJSON, dir)
+		}
+		if fi, err := os.Stat(o.SummaryJSON); err == nil && fi.IsDir() {
+			return key, since, until, usagef("--summary-json %s is a folder", o.SummaryJSON)
+		}
+	}
+	if err := o.Log.validate(); err != nil {
+		return key, since, until, err
 	}
 	for _, t := range o.Tags {
 		if strings.TrimSpace(t) == "" {
@@ -223,26 +187,8 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	if !until.IsZero() && until.After(time.Now().Add(time.Minute)) {
 		return key, since, until, usagef("--until %s is in the future: contacts created before it could still appear and would be missed", o.Until)
 	}
-	raw := os.Getenv("LEADLEX_API_KEY")
-	src := "LEADLEX_API_KEY"
-	if o.APIKeyFile != "" {
-		b, rerr := os.ReadFile(o.APIKeyFile)
-		if rerr != nil {
-			return key, since, until, usagef("--api-key-file: %v", rerr)
-		}
-		raw, src = strings.TrimSpace(string(b)), "--api-key-file "+o.APIKeyFile
-		if fi, err := os.Stat(o.APIKeyFile); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			o.warnings = append(o.warnings, fmt.Sprintf("the API key file %s is readable by other users (mode %04o); restrict it with chmod 600 %s",
-				o.APIKeyFile, fi.Mode().Perm(), o.APIKeyFile))
-		}
-	}
-	if raw == "" {
-		return key, since, until, usagef("no API key: set LEADLEX_API_KEY or use --api-key-file")
-	}
-	if strings.ContainsAny(raw, " \t\r\n") {
-		return key, since, until, usagef("the API key from %s contains whitespace", src)
-	}
-	return extract.NewAPIKey(raw), since, until, nil
+	key, err = o.API.validate(fs)
+	return key, since, until, err
 }
 
 // refreshCalls is --refresh-calls: a number of calls, or auto.
@@ -314,18 +260,6 @@ func (o *syncOptions) fields() []string {
 	return out
 }
 
-func newLogger(format string, quiet bool, w io.Writer) *slog.Logger {
-	level := slog.LevelInfo
-	if quiet {
-		level = slog.LevelWarn
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, hopts))
-	}
-	return slog.New(slog.NewTextHandler(w, hopts))
-}
-
 func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o syncOptions
 	fs := newFlagSet("sync", `Export contacts from LeadLex and upsert them into a DuckDB file and/or a
@@ -338,6 +272,13 @@ as the data requires.
 
 The API key comes from LEADLEX_API_KEY or --api-key-file, never a flag value.
 
+A summary is printed to stdout and logs go to stderr. On a terminal a live
+line shows windows done of planned, rows, rows/s, calls and, while the run
+waits for the rate-limit reset, a countdown; elsewhere a progress line is
+logged every --progress-interval. --summary-json PATH writes the summary's
+numbers, the exit code and, after exit 75, resume_at, as a JSON object, for
+schedulers; the log's last event, "run finished", has the same fields.
+
 Exit codes: 0 ok (also when --max-calls stopped the run; run again to go
 on), 1 error, 2 bad usage, 3 key refused (401/403), 75 rate-limited with
 --no-wait (the message says when to resume), 130/143 interrupted by
@@ -346,7 +287,8 @@ SIGINT/SIGTERM (committed windows are kept; run again to resume).
 Example:
   export LEADLEX_API_KEY=wbk_...
   leadlex-etl sync --duckdb warehouse.duckdb --parquet lake
-  `+queryExamples[1], stdout)
+  `+queryExamples[1]+`
+  leadlex-etl sync --duckdb warehouse.duckdb --no-wait --summary-json last.json`, stdout)
 	o.AddFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -355,12 +297,64 @@ Example:
 	if err != nil {
 		return err
 	}
-	log := newLogger(o.LogFormat, o.Quiet, stderr)
-	for _, w := range o.warnings {
+	started := time.Now()
+	logw := &switchWriter{w: stderr}
+	log := o.Log.logger(logw)
+	for _, w := range o.API.warnings {
 		log.Warn(w)
 	}
-	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl",
-		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}, Timeouts: o.Timeouts, MaxRateLimited: o.MaxRateLimited}
+	client := o.API.client(key, log)
+	client.NoWait, client.MaxRateLimited = o.NoWait, o.MaxRateLimited
+	prog := newProgress(stderr, logw, log, client, o.Log.Quiet, o.ProgressInterval)
+	client.OnWait = prog.wait
+
+	s := &syncRun{o: &o, log: log, client: client, progress: prog, stderr: stderr}
+	runErr := s.run(ctx, since, until)
+	prog.finish(runErr == nil && len(s.res.Pending) == 0)
+	if s.ran {
+		printSummary(stdout, s.res, runErr, strings.Join(s.names, " and "), s.removed, o.Deletes == deleteHard)
+	}
+	err = explain(runErr)
+	if code, _ := exitStatus(ctx, err); code == exitUsage {
+		return err
+	}
+	rep := newReport(ctx, s.res, runErr, err, s.names, s.removed, started)
+	b, jerr := json.MarshalIndent(rep, "", "  ")
+	if jerr != nil {
+		return errors.Join(err, jerr)
+	}
+	if attrs, aerr := jsonAttrs(b); aerr == nil {
+		log.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "run finished", attrs...)
+	}
+	if o.SummaryJSON != "" {
+		if werr := writeFileAtomic(o.SummaryJSON, append(b, '\n')); werr != nil {
+			werr = fmt.Errorf("--summary-json: %w", werr)
+			if err == nil {
+				return werr
+			}
+			log.Error(werr.Error())
+		}
+	}
+	return err
+}
+
+// syncRun is one sync's work, once the flags are checked.
+type syncRun struct {
+	o        *syncOptions
+	log      *slog.Logger
+	client   *extract.Client
+	progress pipeline.Progress
+	stderr   io.Writer // where to ask for consent
+
+	ran     bool            // pipeline.Sync ran: there is a summary to print
+	res     pipeline.Result // what it did
+	names   []string        // the destinations
+	removed []string        // of which removed again: created by the run, nothing committed
+}
+
+// run opens the destinations and syncs into them.
+func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
+	o, log := s.o, s.log
 	var targets []load.Target
 	var dests []destination
 	defer func() {
@@ -369,6 +363,7 @@ Example:
 		}
 	}()
 	if o.DuckDB != "" {
+		s.names = append(s.names, o.DuckDB)
 		d := newDestination(o.DuckDB, o.DuckDB+".wal", o.DuckDB+load.LockSuffix)
 		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log})
 		if err != nil {
@@ -377,6 +372,7 @@ Example:
 		targets, dests = append(targets, db), append(dests, d)
 	}
 	if o.Parquet != "" {
+		s.names = append(s.names, o.Parquet)
 		d := newDestination(o.Parquet)
 		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
 			PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
@@ -401,24 +397,25 @@ Example:
 	}
 	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
 	popts := pipeline.Options{
-		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
+		Client: s.client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
 		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
+		Progress: s.progress,
 	}
 	res, err := pipeline.Sync(ctx, popts)
 	var ns *pipeline.NewStreamError
 	if errors.As(err, &ns) {
-		if !confirmNewStream(stderr, ns) {
+		if !confirmNewStream(s.stderr, ns) {
 			return usageError{err}
 		}
 		popts.NewStream = true
 		res, err = pipeline.Sync(ctx, popts)
 	}
+	s.ran, s.res = true, res
 	// A destination this run created and committed nothing to is removed
 	// on failure, so a mistake (a refused key, a bad --fields) leaves no
 	// debris. One stopped by the rate limit stays: it remembers the budget.
-	var removed []string
 	var rl *extract.RateLimitError
 	if err != nil && res.Windows == 0 && !errors.As(err, &rl) {
 		for _, t := range targets {
@@ -428,18 +425,16 @@ Example:
 		for _, d := range dests {
 			if d.created {
 				d.remove()
-				removed = append(removed, d.path)
+				s.removed = append(s.removed, d.path)
 			}
 		}
 	}
-	names := make([]string, len(dests))
-	for i, d := range dests {
-		names[i] = d.path
-	}
-	printSummary(stdout, res, err, strings.Join(names, " and "), removed, o.Deletes == deleteHard)
-	if errors.Is(err, context.Canceled) {
-		return err
-	}
+	return err
+}
+
+// explain adds to a run's error what the user can do about it.
+func explain(err error) error {
+	var rl *extract.RateLimitError
 	if errors.As(err, &rl) {
 		if rl.Saved {
 			return fmt.Errorf("%w; progress is saved, run again after %s to resume, or pass --ignore-saved-budget to ask the API now", err, rl.ResumeAt.UTC().Format(time.RFC3339))
@@ -529,19 +524,7 @@ func (d destination) remove() {
 }
 
 func printSummary(w io.Writer, r pipeline.Result, err error, dest string, removed []string, hard bool) {
-	var state string
-	switch {
-	case err == nil && len(r.Pending) == 0:
-		state = "complete"
-	case err == nil:
-		state = "stopped at --max-calls"
-	case errors.Is(err, context.Canceled):
-		state = "interrupted"
-	case errors.As(err, new(*extract.RateLimitError)):
-		state = "stopped by the rate limit"
-	default:
-		state = "failed"
-	}
+	_, state := outcome(r, err)
 	fmt.Fprintf(w, "sync %s: %s: %d contacts (%d rows received) in %s with %s (minimum %d), %d rejected, %s\n",
 		dest, state, r.Distinct, r.Rows, plural(r.Windows, "window"), plural(r.Calls, "API call"), r.MinCalls, r.Rejects, r.Elapsed.Round(time.Millisecond))
 	switch {

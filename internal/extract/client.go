@@ -254,6 +254,11 @@ type Client struct {
 	Logger         *slog.Logger // nil: discard
 	// UserAgent is sent as User-Agent.
 	UserAgent string
+	// OnWait, if set, is called before every pause for the rate limit (a
+	// spent budget, or after a 429) with when the pause ends, on the
+	// goroutine that calls Export; it must return quickly. Backoffs between
+	// retries of failed calls do not call it.
+	OnWait func(until time.Time)
 
 	setup sync.Once
 	hc    *http.Client
@@ -874,6 +879,9 @@ func (c *Client) awaitBudget(ctx context.Context) error {
 		msg = "export budget spent according to the budget an earlier run saved, waiting until it expires"
 	}
 	c.logger().Info(msg, "until", b.Reset.UTC().Format(time.RFC3339), "wait", roundDuration(wait))
+	if c.OnWait != nil {
+		c.OnWait(time.Now().Add(wait))
+	}
 	if err := sleep(ctx, wait); err != nil {
 		return err
 	}

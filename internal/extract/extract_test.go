@@ -236,11 +236,23 @@ func TestRateLimitWaitsForReset(t *testing.T) {
 		t.Run(string(style), func(t *testing.T) {
 			srv, hs := newFake(t, fakeapi.Config{Contacts: 1000, Seed: 9, RateLimit: 2, Hour: 1500 * time.Millisecond, ResetStyle: style})
 			c := newClient(hs, secretKey, nil)
+			var waits []time.Time
+			c.OnWait = func(until time.Time) { waits = append(waits, until) }
 			h := &idCollector{}
 			// 1000 rows at limit 300: 4 calls, so the budget of 2 resets once.
+			start := time.Now()
 			sum, err := sync(t, c, 300, h)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// OnWait was told of each pause, before it, with its end.
+			if len(waits) == 0 || len(waits) > 2 {
+				t.Errorf("OnWait called %d times, want once per pause (1 or 2)", len(waits))
+			}
+			for _, u := range waits {
+				if !u.After(start) {
+					t.Errorf("OnWait said the pause ends at %s, before the sync started", u)
+				}
 			}
 			h.checkComplete(t, srv.Dataset())
 			if sum.Calls < 4 {
@@ -270,6 +282,7 @@ func TestRateLimitNoWait(t *testing.T) {
 			var logs bytes.Buffer
 			second := newClient(hs, secretKey, &logs)
 			second.NoWait = true
+			second.OnWait = func(time.Time) { t.Error("OnWait called without a wait (NoWait)") }
 			err := second.Export(context.Background(), extract.Query{}, func(*extract.Response) error { return nil })
 			var rl *extract.RateLimitError
 			if !errors.As(err, &rl) || !errors.Is(err, extract.ErrRateLimited) {
@@ -305,9 +318,14 @@ func TestRateLimit429IsWaitedOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	second := newClient(hs, secretKey, nil)
+	var waits []time.Time
+	second.OnWait = func(until time.Time) { waits = append(waits, until) }
 	start := time.Now()
 	if err := second.Export(context.Background(), extract.Query{}, consume); err != nil {
 		t.Fatal(err)
+	}
+	if len(waits) != 1 || !waits[0].After(start) {
+		t.Errorf("OnWait calls %v, want one pause ending after the 429", waits)
 	}
 	if second.RateLimited() != 1 || second.Calls() != 1 {
 		t.Errorf("rate limited %d, calls %d; want 1 and 1", second.RateLimited(), second.Calls())

@@ -505,8 +505,13 @@ func (d *DuckDB) releaseBatches() {
 // Abort drops the window's batches and rolls back an open transaction.
 func (d *DuckDB) Abort(ctx context.Context) error {
 	defer d.releaseBatches()
-	if d.inTx {
-		d.inTx = false
+	// The idle timer's disconnect writes inTx under the mutex, perhaps
+	// while a rate-limit wait ends and the next window begins.
+	d.mu.Lock()
+	inTx := d.inTx
+	d.inTx = false
+	d.mu.Unlock()
+	if inTx {
 		return d.exec(ctx, "ROLLBACK")
 	}
 	return nil

@@ -60,6 +60,8 @@ type Options struct {
 	HardDelete bool
 	// Refresh says how the run spends the calls its incremental part left.
 	Refresh RefreshPolicy
+	// Progress, if set, is told how the run advances (nil: nothing is).
+	Progress Progress
 	// Budgets is the rate-limit budget every run on the machine shares
 	// (nil: only the destinations' copies).
 	Budgets SharedBudget
@@ -70,6 +72,32 @@ type Options struct {
 	Logger    *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+}
+
+// Progress is told how a run advances, for a live progress line or
+// periodic log lines. Its methods are called on the goroutine that runs
+// Sync, between API calls; they must return quickly and must not call into
+// the run. Rate-limit pauses are extract.Client.OnWait's to tell.
+type Progress interface {
+	// Start is called once, before the first call, with the windows the run
+	// starts with (a truncated answer splits a window into more, which
+	// Window's Pending then counts).
+	Start(windows int)
+	// Window is called after each committed window.
+	Window(WindowProgress)
+	// Refresh is called when the rolling refresh starts re-exporting the
+	// covered range r as windows windows.
+	Refresh(r extract.Window, windows int)
+}
+
+// WindowProgress is where a run stands after a committed window.
+type WindowProgress struct {
+	Window  extract.Window // the window just committed
+	Windows int            // windows committed by the run so far
+	Pending int            // windows still to fetch in the current phase (new data, or the refresh's range)
+	Rows    int64          // data rows received by the run so far, duplicates at window edges included
+	Calls   int            // export calls the run has spent so far (answered with anything but 429)
+	Refresh bool           // the window was the rolling refresh's
 }
 
 // SharedBudget is what budget.Store does: the rate-limit budget of a
@@ -466,8 +494,11 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	}
 	res.CanDelete = canDelete
 	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(),
-		canDelete: canDelete, budgetKey: budgetKey}
+		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey}
 	planner := extract.NewPlanner(limit, windows...)
+	if o.Progress != nil {
+		o.Progress.Start(len(planner.Pending()))
+	}
 	ex := &extract.Extractor{Client: o.Client, Query: o.Query}
 	sum, runErr := ex.Run(ctx, planner, h, o.MaxCalls)
 	if runErr == nil && len(planner.Pending()) == 0 {
@@ -537,11 +568,14 @@ type handler struct {
 	now                func() time.Time
 	log                *slog.Logger
 
-	reqID     string
-	rows      int64
-	rejected  []transform.Reject
-	callsSeen int
-	rejects   int64
+	reqID        string
+	rows         int64
+	rejected     []transform.Reject
+	callsSeen    int
+	callsAtStart int // the client's calls when the run started
+	rejects      int64
+	windows      int   // windows committed by the run
+	runRows      int64 // rows of those windows
 
 	// Hashes of the ids loaded: the attempt's, then the committed run's.
 	// Windows overlap at their edges, so only these give the distinct row
@@ -752,8 +786,14 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 		h.requestIDs = h.requestIDs[len(h.requestIDs)-load.MaxRunRequestIDs:]
 	}
 	h.shareBudget()
+	h.windows++
+	h.runRows += h.rows
 	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending),
 		"refresh", h.refreshing, "deleted", h.lastDeleted())
+	if h.o.Progress != nil {
+		h.o.Progress.Window(WindowProgress{Window: w, Windows: h.windows, Pending: len(pending), Rows: h.runRows,
+			Calls: calls - h.callsAtStart, Refresh: h.refreshing})
+	}
 	return nil
 }
 
@@ -820,6 +860,9 @@ func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Resul
 		}
 		w := extract.Window{From: ws[0].From, To: ws[len(ws)-1].To}
 		h.log.Info("refresh starting", "range", w.String(), "windows", len(ws), "calls", calls-total.Calls)
+		if h.o.Progress != nil {
+			h.o.Progress.Refresh(w, len(ws))
+		}
 		rr.Ranges = append(rr.Ranges, w)
 		p := extract.NewPlanner(limit, ws...)
 		sum, err := ex.Run(ctx, p, h, calls-total.Calls)
