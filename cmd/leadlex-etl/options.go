@@ -23,6 +23,7 @@ const DefaultBaseURL = "https://data.leadlex.com/functions/v1/api-gateway"
 type apiOptions struct {
 	BaseURL           string
 	APIKeyFile        string
+	APIKeyEnv         string
 	apiKeyFlag        string // refused: keys do not belong on a command line
 	AllowInsecureHTTP bool
 	Attempts          int
@@ -39,7 +40,8 @@ func (o *apiOptions) AddFlags(fs *pflag.FlagSet) {
 		baseDefault = env
 	}
 	fs.StringVar(&o.BaseURL, "base-url", baseDefault, "LeadLex API base URL, before /v1/contacts/export (env LEADLEX_BASE_URL)")
-	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "read the API key from this file (default: env LEADLEX_API_KEY)")
+	fs.StringVar(&o.APIKeyFile, "api-key-file", "", "read the API key from this file (default: the variable --api-key-env names)")
+	fs.StringVar(&o.APIKeyEnv, "api-key-env", "LEADLEX_API_KEY", "the environment variable that holds the API key")
 	fs.StringVar(&o.apiKeyFlag, "api-key", "", "")
 	_ = fs.MarkHidden("api-key")
 	fs.BoolVar(&o.AllowInsecureHTTP, "allow-insecure-http", false, "allow a plain http:// base URL to a host that is not loopback (the key would travel in clear)")
@@ -53,7 +55,7 @@ func (o *apiOptions) AddFlags(fs *pflag.FlagSet) {
 func (o *apiOptions) validate(fs *pflag.FlagSet) (extract.APIKey, error) {
 	var key extract.APIKey
 	if fs.Changed("api-key") {
-		return key, usagef("--api-key is not accepted: a key on the command line shows in ps and shell history; set LEADLEX_API_KEY or use --api-key-file")
+		return key, usagef("--api-key is not accepted: a key on the command line shows in ps and shell history; set %s or use --api-key-file", o.APIKeyEnv)
 	}
 	u, perr := url.Parse(o.BaseURL)
 	if perr != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -71,8 +73,11 @@ func (o *apiOptions) validate(fs *pflag.FlagSet) (extract.APIKey, error) {
 	if o.Backoff <= 0 {
 		return key, usagef("--retry-backoff %s must be positive", o.Backoff)
 	}
-	raw := os.Getenv("LEADLEX_API_KEY")
-	src := "LEADLEX_API_KEY"
+	if o.APIKeyEnv == "" || strings.ContainsAny(o.APIKeyEnv, "= \t\n") {
+		return key, usagef("--api-key-env %q is not the name of an environment variable", o.APIKeyEnv)
+	}
+	raw := os.Getenv(o.APIKeyEnv)
+	src := o.APIKeyEnv
 	if o.APIKeyFile != "" {
 		b, rerr := os.ReadFile(o.APIKeyFile)
 		if rerr != nil {
@@ -85,7 +90,10 @@ func (o *apiOptions) validate(fs *pflag.FlagSet) (extract.APIKey, error) {
 		}
 	}
 	if raw == "" {
-		return key, usagef("no API key: set LEADLEX_API_KEY or use --api-key-file")
+		if o.APIKeyFile != "" {
+			return key, usagef("no API key: %s is empty", src)
+		}
+		return key, usagef("no API key: set %s or use --api-key-file", o.APIKeyEnv)
 	}
 	if strings.ContainsAny(raw, " \t\r\n") {
 		return key, usagef("the API key from %s contains whitespace", src)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/spf13/pflag"
 
 	"github.com/leadlex/leadlex-etl/internal/budget"
 	"github.com/leadlex/leadlex-etl/internal/extract"
@@ -20,9 +21,13 @@ import (
 	"github.com/leadlex/leadlex-etl/schemas"
 )
 
-func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o syncOptions
-	var asJSON bool
+// planOptions are the flags of plan: sync's, and --json.
+type planOptions struct {
+	syncOptions
+	JSON bool
+}
+
+func newPlanFlagSet(o *planOptions, out io.Writer) *pflag.FlagSet {
 	fs := newFlagSet("plan", `Say what 'leadlex-etl sync' with the same flags would do, without an API
 call and without writing anything: the windows of new data and the calls
 they are expected to take (estimated from the contacts the stream's synced
@@ -32,17 +37,77 @@ when it resets (from the budget earlier runs saved for the key and base
 URL), when the last call could be made at that budget, and whether the run
 starts a new stream next to the destination's others.
 
-Example:
-  leadlex-etl plan --duckdb warehouse.duckdb --parquet lake`, stdout)
+With --config, plan shows each of the file's streams (or the --stream ones)
+in turn, each from the budget as it is now, and --json prints one JSON
+object per line.
+
+Examples:
+  leadlex-etl plan --duckdb warehouse.duckdb --parquet lake
+  leadlex-etl plan --config leadlex.toml`, out)
 	o.AddFlags(fs)
-	fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	key, since, until, err := o.validate(fs)
+	fs.BoolVar(&o.JSON, "json", false, "print JSON instead of text")
+	return fs
+}
+
+func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	runs, err := configRuns(args, func() (*pflag.FlagSet, *configOptions) {
+		o := new(planOptions)
+		return newPlanFlagSet(o, stdout), &o.Config
+	})
 	if err != nil {
 		return err
 	}
+	type job struct {
+		name         string
+		o            *planOptions
+		key          extract.APIKey
+		since, until time.Time
+	}
+	jobs := make([]job, len(runs))
+	for i, r := range runs {
+		j := job{name: r.name, o: new(planOptions)}
+		fs := newPlanFlagSet(j.o, io.Discard)
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		if err := r.apply(fs); err != nil {
+			return err
+		}
+		if j.key, j.since, j.until, err = j.o.validate(fs); err != nil {
+			if r.name != "" {
+				return fmt.Errorf("stream %s: %w", r.name, err)
+			}
+			return err
+		}
+		jobs[i] = j
+	}
+	siblings, err := configSiblings(args, runs[0].file, func() (*pflag.FlagSet, *syncOptions) {
+		o := new(planOptions)
+		return newPlanFlagSet(o, io.Discard), &o.syncOptions
+	})
+	if err != nil {
+		return err
+	}
+	withConfig := runs[0].file != nil
+	for i, j := range jobs {
+		if i > 0 && !j.o.JSON {
+			fmt.Fprintln(stdout)
+		}
+		if j.name != "" && !j.o.JSON {
+			fmt.Fprintf(stdout, "stream %s:\n", j.name)
+		}
+		if err := planOne(ctx, j.o, j.key, j.since, j.until, siblings, stdout, withConfig); err != nil {
+			if j.name != "" {
+				return fmt.Errorf("stream %s: %w", j.name, err)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// planOne prints the plan of one stream.
+func planOne(ctx context.Context, o *planOptions, key extract.APIKey, since, until time.Time, siblings []string, stdout io.Writer, jsonLines bool) error {
 	var targets []load.Target
 	var dests []string
 	defer func() {
@@ -72,18 +137,19 @@ Example:
 		}
 	}
 	client := &extract.Client{BaseURL: o.API.BaseURL, Key: key}
-	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
-	p, err := pipeline.Plan(ctx, pipeline.Options{
-		Client: client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
+	p, err := pipeline.Plan(ctx, pipeline.Options{Siblings: siblings,
+		Client: client, Query: o.query(), Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
 		IgnoreSavedBudget: o.IgnoreSavedBudget, Budgets: budgets, Targets: targets,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 	})
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if o.JSON {
 		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
+		if !jsonLines {
+			enc.SetIndent("", "  ")
+		}
 		return enc.Encode(p)
 	}
 	printPlan(stdout, p, strings.Join(dests, " and "), o.NewStream, time.Now())
@@ -127,7 +193,7 @@ func printPlan(w io.Writer, p pipeline.PlanResult, dest string, newStreamOK bool
 		for _, st := range p.Others {
 			fmt.Fprintf(w, "    %s %s\n", st.StreamID, st.Identity)
 		}
-		if p.NewStream && p.Since.IsZero() && !newStreamOK {
+		if p.NeedsConsent && !newStreamOK {
 			fmt.Fprintln(w, "  sync would refuse to start this new stream without --new-stream")
 		}
 	}

@@ -131,10 +131,10 @@ func windowsReport(ws []extract.Window) []windowReport {
 	return out
 }
 
-// optionalKey returns the API key from LEADLEX_API_KEY or keyFile, if one
+// optionalKey returns the API key from the variable keyEnv or keyFile, if one
 // is there: status uses it only to find the budget saved for it.
-func optionalKey(keyFile string) (extract.APIKey, bool) {
-	raw := os.Getenv("LEADLEX_API_KEY")
+func optionalKey(keyEnv, keyFile string) (extract.APIKey, bool) {
+	raw := os.Getenv(keyEnv)
 	if keyFile != "" {
 		if b, err := os.ReadFile(keyFile); err == nil {
 			raw = strings.TrimSpace(string(b))
@@ -144,7 +144,7 @@ func optionalKey(keyFile string) (extract.APIKey, bool) {
 }
 
 // buildStatus reads a destination's state.
-func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyFile string, now time.Time, runs int) (statusReport, error) {
+func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, keyFile string, now time.Time, runs int) (statusReport, error) {
 	rep := statusReport{Destination: d.path(), Kind: "duckdb", Streams: []streamReport{}, Runs: []runReport{}, Budgets: []budgetReport{}}
 	if l, ok := tgt.(*load.Lake); ok {
 		rep.Kind, rep.InterruptedCommit = "lake", l.InterruptedCommit()
@@ -187,7 +187,7 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyFile st
 	rep.Rejects = rejectsReport{Count: len(rej), Last: rej[max(0, len(rej)-5):]}
 	// The budget is kept per key and base URL: with the key at hand, show
 	// what the machine's shared file and the destination know of it.
-	key, ok := optionalKey(keyFile)
+	key, ok := optionalKey(keyEnv, keyFile)
 	if !ok {
 		return rep, nil
 	}
@@ -216,11 +216,17 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyFile st
 	return rep, nil
 }
 
-func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var d destOptions
-	var asJSON bool
-	var runs int
-	var keyFile string
+// statusOptions are the flags of status.
+type statusOptions struct {
+	Dest    destOptions
+	JSON    bool
+	Runs    int
+	KeyFile string
+	KeyEnv  string
+	Config  configOptions
+}
+
+func newStatusFlagSet(o *statusOptions, out io.Writer) *pflag.FlagSet {
 	fs := newFlagSet("status", `Show what a destination holds and how fresh it is, without an API call and
 without disturbing a running sync (the destination is opened read-only):
 each stream (base URL, filters, fields) with the created_at ranges it has
@@ -232,33 +238,98 @@ ids); the rejected rows; and, with the API key at hand (LEADLEX_API_KEY or
 
 Examples:
   leadlex-etl status --duckdb warehouse.duckdb
-  leadlex-etl status --parquet lake --json | jq '.streams[].staleness_seconds'`, stdout)
-	d.AddFlags(fs)
-	fs.BoolVar(&asJSON, "json", false, "print JSON instead of text")
-	fs.IntVar(&runs, "runs", 10, "how many of the last runs to show")
-	fs.StringVar(&keyFile, "api-key-file", "", "read the API key from this file to show its budget (default: env LEADLEX_API_KEY); no call is made")
-	if err := parseFlags(fs, args); err != nil {
+  leadlex-etl status --parquet lake --json | jq '.streams[].staleness_seconds'
+  leadlex-etl status --config leadlex.toml
+
+With --config, status shows each destination the file's streams (or the
+--stream ones) name, once; --json then prints one JSON object per line.`, out)
+	o.Dest.AddFlags(fs)
+	fs.BoolVar(&o.JSON, "json", false, "print JSON instead of text")
+	fs.IntVar(&o.Runs, "runs", 10, "how many of the last runs to show")
+	fs.StringVar(&o.KeyFile, "api-key-file", "", "read the API key from this file to show its budget (default: the variable --api-key-env names); no call is made")
+	fs.StringVar(&o.KeyEnv, "api-key-env", "LEADLEX_API_KEY", "the environment variable that holds the API key")
+	o.Config.AddFlags(fs)
+	return fs
+}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	runs, err := configRuns(args, func() (*pflag.FlagSet, *configOptions) {
+		o := new(statusOptions)
+		return newStatusFlagSet(o, stdout), &o.Config
+	})
+	if err != nil {
 		return err
 	}
-	if err := d.validate(); err != nil {
-		return err
+	// Each destination the streams name, once, in their order.
+	var shows []statusOptions
+	seen := map[destOptions]bool{}
+	for _, r := range runs {
+		o := new(statusOptions)
+		fs := newStatusFlagSet(o, io.Discard)
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		if err := r.apply(fs); err != nil {
+			return err
+		}
+		if o.Runs < 0 {
+			return usagef("--runs %d must not be negative", o.Runs)
+		}
+		dests := []destOptions{o.Dest}
+		if r.file != nil {
+			// A stream of a config file may name both.
+			dests = nil
+			if o.Dest.DuckDB != "" {
+				dests = append(dests, destOptions{DuckDB: o.Dest.DuckDB})
+			}
+			if o.Dest.Parquet != "" {
+				dests = append(dests, destOptions{Parquet: o.Dest.Parquet})
+			}
+			if len(dests) == 0 {
+				return usagef("stream %s of %s names no destination (duckdb or parquet)", r.name, r.file.path)
+			}
+		}
+		for _, d := range dests {
+			if err := d.validate(); err != nil {
+				return err
+			}
+			if !seen[d] {
+				seen[d] = true
+				show := *o
+				show.Dest = d
+				shows = append(shows, show)
+			}
+		}
 	}
-	if runs < 0 {
-		return usagef("--runs %d must not be negative", runs)
+	withConfig := runs[0].file != nil
+	for i, o := range shows {
+		if i > 0 && !o.JSON {
+			fmt.Fprintln(stdout)
+		}
+		if err := showStatus(ctx, o, stdout, withConfig); err != nil {
+			return err
+		}
 	}
-	tgt, err := d.openReadOnly(ctx)
+	return nil
+}
+
+// showStatus prints one destination's status.
+func showStatus(ctx context.Context, o statusOptions, stdout io.Writer, jsonLines bool) error {
+	tgt, err := o.Dest.openReadOnly(ctx)
 	if err != nil {
 		return err
 	}
 	defer tgt.Close()
 	now := time.Now()
-	rep, err := buildStatus(ctx, d, tgt, keyFile, now, runs)
+	rep, err := buildStatus(ctx, o.Dest, tgt, o.KeyEnv, o.KeyFile, now, o.Runs)
 	if err != nil {
 		return err
 	}
-	if asJSON {
+	if o.JSON {
 		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
+		if !jsonLines {
+			enc.SetIndent("", "  ")
+		}
 		return enc.Encode(rep)
 	}
 	printStatus(stdout, rep, now)

@@ -58,6 +58,7 @@ type syncOptions struct {
 	SummaryJSON       string
 	ProgressInterval  time.Duration
 	Log               logOptions
+	Config            configOptions
 }
 
 // AddFlags registers the sync flags; environment variables give defaults.
@@ -97,6 +98,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.SummaryJSON, "summary-json", "", "write the run's outcome as a JSON object to this file (replaced atomically), whatever the outcome, even a failure; only a usage error (exit 2) writes none")
 	fs.DurationVar(&o.ProgressInterval, "progress-interval", 15*time.Second, "when stderr is not a terminal, log the run's progress this often (0: never); on a terminal a live line shows it")
 	o.Log.AddFlags(fs)
+	o.Config.AddFlags(fs)
 }
 
 // parseInstant reads an ISO 8601 instant or a date (midnight UTC).
@@ -260,8 +262,7 @@ func (o *syncOptions) fields() []string {
 	return out
 }
 
-func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var o syncOptions
+func newSyncFlagSet(o *syncOptions, out io.Writer) *pflag.FlagSet {
 	fs := newFlagSet("sync", `Export contacts from LeadLex and upsert them into a DuckDB file and/or a
 folder of Hive-partitioned Parquet files, window by window. Each window's rows are committed together with the sync state, so a
 run killed at any point loses nothing and the next run resumes; ids stay
@@ -288,18 +289,148 @@ Example:
   export LEADLEX_API_KEY=wbk_...
   leadlex-etl sync --duckdb warehouse.duckdb --parquet lake
   `+queryExamples[1]+`
-  leadlex-etl sync --duckdb warehouse.duckdb --no-wait --summary-json last.json`, stdout)
+  leadlex-etl sync --duckdb warehouse.duckdb --no-wait --summary-json last.json
+  leadlex-etl sync --config leadlex.toml --stream vip`, out)
 	o.AddFlags(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
+	return fs
+}
+
+// query is the export query of the flags.
+func (o *syncOptions) query() extract.Query {
+	return extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
+}
+
+// configSiblings returns the identities of every stream of the config file
+// c (nil: none), with the command line's flags (newFS parses them).
+func configSiblings(args []string, c *configFile, newFS func() (*pflag.FlagSet, *syncOptions)) ([]string, error) {
+	if c == nil {
+		return nil, nil
 	}
-	key, since, until, err := o.validate(fs)
+	var ids []string
+	for _, st := range c.streams {
+		fs, o := newFS()
+		if err := parseFlags(fs, args); err != nil {
+			return nil, err
+		}
+		if err := c.apply(fs, st); err != nil {
+			return nil, err
+		}
+		_, id := pipeline.StreamIdentity(o.API.BaseURL, o.query())
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	runs, err := configRuns(args, func() (*pflag.FlagSet, *configOptions) {
+		o := new(syncOptions)
+		return newSyncFlagSet(o, stdout), &o.Config
+	})
 	if err != nil {
 		return err
 	}
+	// Every stream's flags are checked before the first call.
+	jobs := make([]syncJob, len(runs))
+	summaries := map[string]string{}
+	for i, r := range runs {
+		j := syncJob{name: r.name, o: new(syncOptions)}
+		fs := newSyncFlagSet(j.o, io.Discard)
+		if err := parseFlags(fs, args); err != nil {
+			return err
+		}
+		if err := r.apply(fs); err != nil {
+			return err
+		}
+		if sj := j.o.SummaryJSON; sj != "" && r.name != "" {
+			if len(runs) > 1 && !strings.Contains(sj, "{stream}") {
+				return usagef("--summary-json %s: with several streams the path must contain {stream}, which becomes each stream's name", sj)
+			}
+			j.o.SummaryJSON = strings.ReplaceAll(sj, "{stream}", r.name)
+			if other, dup := summaries[j.o.SummaryJSON]; dup {
+				return usagef("--summary-json: streams %s and %s would write the same file %s", other, r.name, j.o.SummaryJSON)
+			}
+			summaries[j.o.SummaryJSON] = r.name
+		}
+		if j.key, j.since, j.until, err = j.o.validate(fs); err != nil {
+			if r.name != "" {
+				return fmt.Errorf("stream %s: %w", r.name, err)
+			}
+			return err
+		}
+		jobs[i] = j
+	}
+	siblings, err := configSiblings(args, runs[0].file, func() (*pflag.FlagSet, *syncOptions) {
+		o := new(syncOptions)
+		return newSyncFlagSet(o, io.Discard), o
+	})
+	if err != nil {
+		return err
+	}
+	for i := range jobs {
+		jobs[i].siblings = siblings
+	}
+	if len(jobs) == 1 {
+		return jobs[0].run(ctx, stdout, stderr)
+	}
+	// Streams run one after another, sharing the budget. A failed stream
+	// does not stop the next; the worst outcome is the command's.
+	var worst error
+	worstRank := 0
+	for _, j := range jobs {
+		fmt.Fprintf(stdout, "stream %s:\n", j.name)
+		err := j.run(ctx, stdout, stderr)
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("stream %s: %w", j.name, err)
+		if ctx.Err() != nil {
+			return err // interrupted: the rest waits for the next run
+		}
+		if rank := severity(ctx, err); rank > worstRank {
+			if worst != nil {
+				fmt.Fprintf(stderr, "leadlex-etl: %v\n", worst)
+			}
+			worst, worstRank = err, rank
+		} else {
+			fmt.Fprintf(stderr, "leadlex-etl: %v\n", err)
+		}
+	}
+	return worst
+}
+
+// severity ranks a failed run's outcome: bad usage, then a refused key,
+// then other errors, then a rate limit (try again later).
+func severity(ctx context.Context, err error) int {
+	switch code, _ := exitStatus(ctx, err); code {
+	case exitOK:
+		return 0
+	case exitRateLimited:
+		return 1
+	case exitAuth:
+		return 3
+	case exitUsage:
+		return 4
+	}
+	return 2
+}
+
+// syncJob is one stream's sync, its flags checked.
+type syncJob struct {
+	name         string   // its name in the config file, if any
+	siblings     []string // the identities of the config file's streams
+	o            *syncOptions
+	key          extract.APIKey
+	since, until time.Time
+}
+
+func (j syncJob) run(ctx context.Context, stdout, stderr io.Writer) error {
+	o, key, since, until := *j.o, j.key, j.since, j.until
 	started := time.Now()
 	logw := &switchWriter{w: stderr}
 	log := o.Log.logger(logw)
+	if j.name != "" {
+		log = log.With("config_stream", j.name)
+	}
 	for _, w := range o.API.warnings {
 		log.Warn(w)
 	}
@@ -308,13 +439,13 @@ Example:
 	prog := newProgress(stderr, logw, log, client, o.Log.Quiet, o.ProgressInterval)
 	client.OnWait = prog.wait
 
-	s := &syncRun{o: &o, log: log, client: client, progress: prog, stderr: stderr}
+	s := &syncRun{o: &o, log: log, client: client, progress: prog, stderr: stderr, siblings: j.siblings}
 	runErr := s.run(ctx, since, until)
 	prog.finish(runErr == nil && len(s.res.Pending) == 0)
 	if s.ran {
 		printSummary(stdout, s.res, runErr, strings.Join(s.names, " and "), s.removed, o.Deletes == deleteHard)
 	}
-	err = explain(runErr)
+	err := explain(runErr)
 	if code, _ := exitStatus(ctx, err); code == exitUsage {
 		return err
 	}
@@ -345,6 +476,7 @@ type syncRun struct {
 	client   *extract.Client
 	progress pipeline.Progress
 	stderr   io.Writer // where to ask for consent
+	siblings []string  // the identities of the config file's streams
 
 	ran     bool            // pipeline.Sync ran: there is a summary to print
 	res     pipeline.Result // what it did
@@ -395,10 +527,10 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	} else {
 		budgets = store
 	}
-	q := extract.Query{Limit: o.Limit, ListID: o.ListID, Tags: o.Tags, Fields: o.fields()}
+	q := o.query()
 	popts := pipeline.Options{
 		Client: s.client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream,
+		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream, Siblings: s.siblings,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 		Progress: s.progress,

@@ -69,7 +69,11 @@ type Options struct {
 	// of time next to the destinations' other streams (a *NewStreamError
 	// otherwise).
 	NewStream bool
-	Logger    *slog.Logger
+	// Siblings are the identities (as StreamIdentity gives them) of the
+	// streams run together with this one, a config file's: a new stream
+	// next to none but these is expected, and needs no NewStream.
+	Siblings []string
+	Logger   *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 }
@@ -365,6 +369,35 @@ func mergeWindows(ws []extract.Window) []extract.Window {
 	return out
 }
 
+// needsConsent says the run starts a new stream from the beginning next
+// to streams the destinations hold that are not its siblings.
+func (pr *prepared) needsConsent(o *Options) bool {
+	if pr.found || !o.Since.IsZero() {
+		return false
+	}
+	siblings := map[string]bool{}
+	for _, s := range o.Siblings {
+		siblings[canonicalIdentity(s)] = true
+	}
+	for _, st := range pr.others {
+		if !siblings[canonicalIdentity(st.Identity)] {
+			return true
+		}
+	}
+	return false
+}
+
+// canonicalIdentity is the canonical form of a stream identity, or the
+// identity itself when it does not parse.
+func canonicalIdentity(identity string) string {
+	var id Identity
+	if err := json.Unmarshal([]byte(identity), &id); err != nil {
+		return identity
+	}
+	b, _ := json.Marshal(id.Canonical())
+	return string(b)
+}
+
 // prepared is what a run knows before its first call: its stream, the
 // windows it plans, the state it starts from, and the budget believed left.
 type prepared struct {
@@ -464,7 +497,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	if err != nil {
 		return res, err
 	}
-	if !pr.found && len(pr.others) > 0 && o.Since.IsZero() && !o.NewStream {
+	if pr.needsConsent(&o) && !o.NewStream {
 		return res, &NewStreamError{StreamID: pr.streamID, Identity: pr.identity, Existing: pr.others}
 	}
 	if b := o.Client.Budget(); pr.budgetFrom != "" && b.Known && b.Remaining <= 0 && b.Reset.After(start) {

@@ -15,6 +15,9 @@ type PlanResult struct {
 	StreamID, Identity string
 	NewStream          bool               // the destinations do not hold the stream yet
 	Others             []load.StreamState // the destinations' other streams
+	// NeedsConsent: sync would refuse to start the new stream without
+	// Options.NewStream, next to streams that are not its siblings.
+	NeedsConsent bool
 	Since, Until       time.Time          // the range the new-data part covers
 	Resume             bool               // it resumes an interrupted run's pending windows
 	Windows            []extract.Window   // the new-data part's windows before any split
@@ -56,7 +59,7 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 	if limit <= 0 {
 		limit = extract.MaxLimit
 	}
-	p := PlanResult{StreamID: pr.streamID, Identity: pr.identity, NewStream: !pr.found, Others: pr.others,
+	p := PlanResult{StreamID: pr.streamID, Identity: pr.identity, NewStream: !pr.found, Others: pr.others, NeedsConsent: pr.needsConsent(&o),
 		Since: pr.runSince, Until: pr.runUntil, Resume: len(pr.st.Pending) > 0, Windows: pr.windows,
 		Budget: o.Client.Budget(), BudgetFrom: pr.budgetFrom}
 	p.RowsKnown = true

@@ -1,0 +1,233 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leadlex/leadlex-etl/internal/fakeapi"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
+)
+
+// TestConfigFileAndFlagsCombine runs sync, plan and status from a config
+// file with two streams: the stream's keys override the file's top level,
+// the command line overrides both (a list flag is replaced, not added to),
+// paths are relative to the file, the key comes by reference, and every
+// mistake is found before the first call.
+func TestConfigFileAndFlagsCombine(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 2000, Seed: 4, RateLimit: 10, Hour: time.Hour})
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "conf")
+	if err := os.Mkdir(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(conf, "key"), []byte(cliKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(conf, "leadlex.toml")
+	write := func(path, body string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(cfg, `# two streams into one warehouse; the second also into a lake
+base_url = "`+url+`"
+api-key-file = "key"
+duckdb = "wh.duckdb"
+limit = 1000
+max-calls = 1
+summary-json = "{stream}.json"
+
+[streams.vip]
+tag = ["vip"]
+max-calls = 5
+
+[streams.everyone]
+parquet = "lake"
+max_calls = 5
+`)
+	// No key in the environment: the file names where it is.
+	r := cliIn(t, dir, nil, "sync", "--config", "conf/leadlex.toml", "-q")
+	if r.code != 0 {
+		t.Fatalf("sync --config: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "stream vip:") || !strings.Contains(r.stdout, "stream everyone:") {
+		t.Errorf("the summary does not name the streams:\n%s", r.stdout)
+	}
+	// Paths are the file's: nothing landed in the working folder.
+	for _, p := range []string{"wh.duckdb", "lake", "vip.json"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
+			t.Errorf("%s was written next to the working folder, not the config file", p)
+		}
+	}
+	db := filepath.Join(conf, "wh.duckdb")
+	if n := count(t, db, "SELECT count(*) FROM contacts"); n != 2000 {
+		t.Errorf("%d contacts in the warehouse, want 2000", n)
+	}
+	if n := count(t, db, "SELECT count(*) FROM _leadlex_streams"); n != 2 {
+		t.Errorf("%d streams in the warehouse, want 2", n)
+	}
+	// The streams' max-calls (5) beat the top level's (1): both completed.
+	for _, name := range []string{"vip", "everyone"} {
+		b, err := os.ReadFile(filepath.Join(conf, name+".json"))
+		if err != nil {
+			t.Fatalf("summary of %s: %v", name, err)
+		}
+		var rep syncReport
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.State != "complete" || rep.ExitCode != 0 {
+			t.Errorf("stream %s: %s (exit %d), want complete", name, rep.State, rep.ExitCode)
+		}
+		if name == "everyone" && (rep.Calls < 2 || len(rep.Destinations) != 2) {
+			t.Errorf("stream everyone: %d calls into %v", rep.Calls, rep.Destinations)
+		}
+	}
+	calls := srv.Calls()
+
+	// A flag overrides the file, and a list flag replaces the list: the
+	// plan of vip with --tag partner is of a stream tagged partner alone,
+	// a new one next to streams that are not its siblings.
+	r = cliIn(t, dir, nil, "plan", "--config", "conf/leadlex.toml", "--stream", "vip", "--tag", "partner", "--json")
+	if r.code != 0 {
+		t.Fatalf("plan: %d %s", r.code, r.stderr)
+	}
+	var p pipeline.PlanResult
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil {
+		t.Fatalf("plan --json: %v\n%s", err, r.stdout)
+	}
+	var ident pipeline.Identity
+	if err := json.Unmarshal([]byte(p.Identity), &ident); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ident.Tags, []string{"partner"}) || !p.NewStream || !p.NeedsConsent {
+		t.Errorf("plan with --tag partner: tags %v, new %v, needs consent %v", ident.Tags, p.NewStream, p.NeedsConsent)
+	}
+	// Without the override each stream's plan is of the stream synced,
+	// one JSON object a line.
+	r = cliIn(t, dir, nil, "plan", "--config", "conf/leadlex.toml", "--json")
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 2 {
+		t.Fatalf("plan of both streams: %d, %d lines\n%s%s", r.code, len(lines), r.stdout, r.stderr)
+	}
+	for i, l := range lines {
+		var p pipeline.PlanResult
+		if err := json.Unmarshal([]byte(l), &p); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		if p.NewStream || p.NeedsConsent {
+			t.Errorf("line %d: %s is new (%v) or needs consent (%v)", i, p.Identity, p.NewStream, p.NeedsConsent)
+		}
+	}
+
+	// status reads each destination the streams name, once; LEADLEX_CONFIG
+	// stands for --config.
+	r = cliIn(t, dir, []string{"LEADLEX_CONFIG=conf/leadlex.toml"}, "status", "--json")
+	lines = strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if r.code != 0 || len(lines) != 2 {
+		t.Fatalf("status: %d, %d lines\n%s%s", r.code, len(lines), r.stdout, r.stderr)
+	}
+	var dests []string
+	for _, l := range lines {
+		var rep statusReport
+		if err := json.Unmarshal([]byte(l), &rep); err != nil {
+			t.Fatal(err)
+		}
+		dests = append(dests, filepath.Base(rep.Destination)+":"+rep.Kind)
+		if len(rep.Budgets) != 1 {
+			t.Errorf("%s: the budget of the key the file names is not shown: %+v", rep.Destination, rep.Budgets)
+		}
+	}
+	if !slices.Equal(dests, []string{"wh.duckdb:duckdb", "lake:lake"}) {
+		t.Errorf("status showed %v", dests)
+	}
+	if srv.Calls() != calls {
+		t.Fatalf("plan or status made %d calls", srv.Calls()-calls)
+	}
+
+	// Mistakes: exit 2, before any call.
+	bad := filepath.Join(conf, "bad.toml")
+	for _, c := range []struct {
+		name, body string
+		args       []string
+		want       string
+	}{
+		{"a key in the file", "api_key = \"" + cliKey + "\"\nduckdb = \"x.duckdb\"\n", nil, "api-key-env"},
+		{"an unknown key", "duckdb = \"x.duckdb\"\ntga = \"vip\"\n", nil, `unknown key "tga"`},
+		{"a bad value", "duckdb = \"x.duckdb\"\nmax-calls = \"many\"\n", nil, "max-calls"},
+		{"a list for one value", "duckdb = [\"a\", \"b\"]\n", nil, "not a list"},
+		{"broken TOML", "duckdb = \n", nil, "line 1"},
+		{"a bad stream after a good one", "base-url = \"" + url + "\"\napi-key-file = \"key\"\n[streams.good]\nduckdb = \"g.duckdb\"\n[streams.bad]\nduckdb = \"b.duckdb\"\nlimit = 0\n", nil, "stream bad: --limit 0"},
+		{"an unknown stream", "[streams.a]\nduckdb = \"a.duckdb\"\n", []string{"--stream", "b"}, `no such stream (it has a)`},
+		{"one summary for two streams", "summary-json = \"s.json\"\n[streams.a]\nduckdb = \"a.duckdb\"\n[streams.b]\nduckdb = \"b.duckdb\"\n", nil, "{stream}"},
+	} {
+		write(bad, c.body)
+		r := cliIn(t, dir, nil, append([]string{"sync", "--config", bad}, c.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%s: exit %d, want 2 saying %q:\n%s", c.name, r.code, c.want, r.stderr)
+		}
+		if strings.Contains(r.stderr, cliKey) {
+			t.Errorf("%s: the error repeats the key", c.name)
+		}
+		for _, p := range []string{"x.duckdb", "g.duckdb", "a.duckdb"} {
+			if _, err := os.Stat(filepath.Join(conf, p)); err == nil {
+				t.Errorf("%s: %s was created", c.name, p)
+			}
+		}
+	}
+	if r := cliIn(t, dir, nil, "sync", "--stream", "vip", "--duckdb", "x.duckdb"); r.code != 2 || !strings.Contains(r.stderr, "--config") {
+		t.Errorf("--stream without --config: %d %s", r.code, r.stderr)
+	}
+	if srv.Calls() != calls {
+		t.Errorf("the mistakes cost %d calls", srv.Calls()-calls)
+	}
+}
+
+// TestReadmeConfigExample loads the README's example config file and
+// checks what it sets for a stream.
+func TestReadmeConfigExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```toml\n")
+	body, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("the README has no toml example")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leadlex.toml")
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := c.selectStreams([]string{"newsletter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := new(syncOptions)
+	fs := newSyncFlagSet(o, io.Discard)
+	if err := parseFlags(fs, []string{"--limit", "100"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.apply(fs, sel[0]); err != nil {
+		t.Fatal(err)
+	}
+	want := syncOptions{ListID: "lst_123", Since: "2024-01-01", NoWait: true, Limit: 100,
+		DuckDB: filepath.Join(dir, "warehouse.duckdb"), Parquet: filepath.Join(dir, "newsletter-lake")}
+	if o.ListID != want.ListID || o.Since != want.Since || o.NoWait != want.NoWait || o.Limit != want.Limit ||
+		o.DuckDB != want.DuckDB || o.Parquet != want.Parquet || o.API.APIKeyFile != "/etc/leadlex/key" ||
+		o.SummaryJSON != filepath.Join(dir, "runs/{stream}.json") || len(o.Tags) != 0 {
+		t.Errorf("the README's newsletter stream reads as %+v", *o)
+	}
+}
