@@ -18,9 +18,9 @@ type PlanResult struct {
 	// NeedsConsent: sync would refuse to start the new stream without
 	// Options.NewStream, next to streams that are not its siblings.
 	NeedsConsent bool
-	Since, Until       time.Time          // the range the new-data part covers
-	Resume             bool               // it resumes an interrupted run's pending windows
-	Windows            []extract.Window   // the new-data part's windows before any split
+	Since, Until time.Time        // the range the new-data part covers
+	Resume       bool             // it resumes an interrupted run's pending windows
+	Windows      []extract.Window // the new-data part's windows before any split
 	// Rows estimates the contacts the new-data part exports, from the
 	// rows the stream's covered ranges held (RowsKnown false: nothing to go
 	// by, as for a first export).
