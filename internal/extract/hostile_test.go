@@ -172,6 +172,7 @@ func TestResetsAreCapped(t *testing.T) {
 		{"200 spent, reset epoch 50 years ahead", 200, with(spent, "X-RateLimit-Reset", far), extract.MaxResetAhead, true},
 		{"429, an honest hour", 429, map[string]string{"Retry-After": "3600"}, time.Hour, false},
 		{"429, Retry-After 0 falls back to the floor", 429, map[string]string{"Retry-After": "0"}, time.Second, false},
+		{"429, Retry-After sooner than the floor waits the floor", 429, map[string]string{"Retry-After": "0.2"}, time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hs, requests := hostile(t, func(w http.ResponseWriter, r *http.Request) {
