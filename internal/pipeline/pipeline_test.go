@@ -490,3 +490,52 @@ func TestCursorAndRunStatus(t *testing.T) {
 		}
 	}
 }
+
+// TestTargetsAtDifferentCursors syncs into a DuckDB file that is ahead of a
+// lake (a lake added to an existing sync): the run covers what the one
+// behind needs, and the cursor saved with it never passes what that one
+// holds, so the next incremental run leaves both with every contact.
+func TestTargetsAtDifferentCursors(t *testing.T) {
+	t0 := time.Now().Add(-10 * time.Hour).UTC().Truncate(time.Second)
+	for _, tc := range []struct {
+		name                  string
+		since                 time.Time
+		wantSince, wantCursor time.Time
+	}{
+		{"incremental: from the cursor behind", time.Time{}, t0, t0.Add(3 * time.Hour)},
+		{"--since past the cursor behind: the gap stays to sync", t0.Add(90 * time.Minute), t0.Add(90 * time.Minute), t0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startFake(t, fakeapi.Config{Contacts: 2000, Seed: 23})
+			// Ten contacts the DuckDB file has and the lake has not.
+			if err := srv.Append(10, t0.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			db := openDB(t, filepath.Join(dir, "w.duckdb"))
+			lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
+			if _, err := syncTargets(t, url, syncArgs{now: t0}, lake); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := syncTargets(t, url, syncArgs{now: t0.Add(2 * time.Hour)}, db); err != nil {
+				t.Fatal(err)
+			}
+			res, err := syncTargets(t, url, syncArgs{since: tc.since, now: t0.Add(3 * time.Hour)}, db, lake)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Since.Equal(tc.wantSince) || !res.Cursor.Equal(tc.wantCursor) {
+				t.Errorf("run since %s, cursor %s; want %s and %s", res.Since, res.Cursor, tc.wantSince, tc.wantCursor)
+			}
+			id, identity := pipeline.StreamIdentity(url, extract.Query{})
+			if st, err := lake.LoadState(context.Background(), id, identity); err != nil || !st.Cursor.Equal(tc.wantCursor) {
+				t.Errorf("the lake's cursor %s (%v), want %s", st.Cursor, err, tc.wantCursor)
+			}
+			if _, err := syncTargets(t, url, syncArgs{now: t0.Add(4 * time.Hour)}, db, lake); err != nil {
+				t.Fatal(err)
+			}
+			checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+			checkEqualsDatasetFrom(t, db.DB(), lakeFrom(filepath.Join(dir, "lake")), srv.Dataset(), nil)
+		})
+	}
+}
