@@ -539,3 +539,42 @@ func TestTargetsAtDifferentCursors(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanRun checks the range a run covers, from the stream's state and
+// the flags: the windows to export, and the range (since, until) whose
+// completion moves the cursor.
+func TestPlanRun(t *testing.T) {
+	at := func(h int) time.Time { return time.Date(2025, 6, 1, h, 0, 0, 0, time.UTC) }
+	pending := []extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(4)}}
+	interrupted := load.StreamState{Cursor: at(0), Pending: pending, PendingSince: at(1), PendingUntil: at(4)}
+	for _, tc := range []struct {
+		name                 string
+		st                   load.StreamState
+		since, until         time.Time
+		lookback             time.Duration
+		want                 []extract.Window
+		wantSince, wantUntil time.Time
+	}{
+		{"first run: all history", load.StreamState{}, time.Time{}, at(10), 0,
+			[]extract.Window{{To: at(10)}}, time.Time{}, at(10)},
+		{"from the cursor less the lookback", load.StreamState{Cursor: at(5)}, time.Time{}, at(10), 2 * time.Hour,
+			[]extract.Window{{From: at(3), To: at(10)}}, at(3), at(10)},
+		{"--since instead of the cursor", load.StreamState{Cursor: at(5)}, at(7), at(10), 2 * time.Hour,
+			[]extract.Window{{From: at(7), To: at(10)}}, at(7), at(10)},
+		{"nothing after --since", load.StreamState{}, at(10), at(10), 0,
+			nil, at(10), at(10)},
+		{"resumed: the pending windows and what came since", interrupted, time.Time{}, at(6), time.Hour,
+			[]extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(6)}}, at(1), at(6)},
+		{"resumed with an earlier --until: the pending windows still end the range", interrupted, time.Time{}, at(3), 0,
+			pending, at(1), at(4)},
+		{"resumed with --since", interrupted, at(5), at(6), 0,
+			[]extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(4)}, {From: at(5), To: at(6)}}, at(5), at(6)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, since, until := pipeline.PlanRun(tc.st, tc.since, tc.until, tc.lookback)
+			if !slices.Equal(got, tc.want) || !since.Equal(tc.wantSince) || !until.Equal(tc.wantUntil) {
+				t.Errorf("windows %v, range [%s, %s); want %v, [%s, %s)", got, since, until, tc.want, tc.wantSince, tc.wantUntil)
+			}
+		})
+	}
+}
