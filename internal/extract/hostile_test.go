@@ -215,6 +215,44 @@ func TestResetsAreCapped(t *testing.T) {
 	}
 }
 
+// TestResetStyles reads X-RateLimit-Reset both ways the API may send it,
+// epoch seconds or seconds until the reset, from a 200 that spends the
+// budget: the next call waits for the same instant either way.
+func TestResetStyles(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset func(now time.Time) string
+	}{
+		{"epoch seconds", func(now time.Time) string { return strconv.FormatInt(now.Add(30*time.Second).Unix()+1, 10) }},
+		{"seconds until", func(time.Time) string { return "30" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs, requests := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-RateLimit-Limit", "10")
+				w.Header().Set("X-RateLimit-Remaining", "0")
+				w.Header().Set("X-RateLimit-Reset", tc.reset(time.Now()))
+				fmt.Fprint(w, csvBody)
+			})
+			c := hostileClient(hs.URL, &logBuf{})
+			c.NoWait = true
+			before := time.Now()
+			if err := c.Export(context.Background(), extract.Query{}, readBody); err != nil {
+				t.Fatal(err)
+			}
+			after := time.Now()
+			err := c.Export(context.Background(), extract.Query{}, readBody)
+			var rl *extract.RateLimitError
+			if !errors.As(err, &rl) || requests.Load() != 1 {
+				t.Fatalf("got %v after %d requests, want a *RateLimitError without a second request", err, requests.Load())
+			}
+			// Epoch seconds are whole: up to a second later than 30 s.
+			if lo, hi := before.Add(30*time.Second), after.Add(31*time.Second); rl.ResumeAt.Before(lo) || rl.ResumeAt.After(hi) {
+				t.Errorf("resume at %s, %s from now; want 30 s after the answer", rl.ResumeAt, time.Until(rl.ResumeAt).Round(time.Second))
+			}
+		})
+	}
+}
+
 func TestSavedBudget(t *testing.T) {
 	hs, requests := hostile(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, csvBody) })
 	var logs logBuf
