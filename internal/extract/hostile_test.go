@@ -148,6 +148,31 @@ func TestRateLimitedWithoutUsableReset(t *testing.T) {
 	}
 }
 
+// TestRateLimitedNowAndThen: MaxRateLimited counts 429s in a row, and any
+// other answer starts the count again, so a long sync that meets the odd
+// 429 is not ended by their total.
+func TestRateLimitedNowAndThen(t *testing.T) {
+	var n atomic.Int64
+	hs, _ := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 1 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		fmt.Fprint(w, csvBody)
+	})
+	c := hostileClient(hs.URL, &logBuf{})
+	c.MaxRateLimited = 2
+	for i := range 3 {
+		if err := c.Export(context.Background(), extract.Query{}, readBody); err != nil {
+			t.Fatalf("export %d: %v", i+1, err)
+		}
+	}
+	if c.RateLimited() != 3 || c.Calls() != 3 {
+		t.Errorf("%d rate limited, %d calls; want 3 and 3", c.RateLimited(), c.Calls())
+	}
+}
+
 func TestResetsAreCapped(t *testing.T) {
 	far := strconv.FormatInt(time.Now().AddDate(50, 0, 0).Unix(), 10)
 	spent := map[string]string{"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"}
