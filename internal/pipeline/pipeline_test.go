@@ -485,7 +485,7 @@ func TestCursorAndRunStatus(t *testing.T) {
 		if want := []string{"failed", "partial", "ok", "ok", "ok"}; !slices.Equal(got, want) {
 			t.Errorf("%T: run statuses newest first %v, want %v", tgt, got, want)
 		}
-		if runs[0].Error == "" || runs[1].Windows != 1 || runs[1].Calls != 1 {
+		if runs[0].Error == "" || runs[1].Windows != 1 || runs[1].Calls != 1 || runs[1].Rows != 1000 {
 			t.Errorf("%T: failed run %+v, partial run %+v", tgt, runs[0], runs[1])
 		}
 	}
