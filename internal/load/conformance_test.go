@@ -561,6 +561,28 @@ var conformanceCases = []struct {
 			c.t.Errorf("got  %v\nwant %v", got, want)
 		}
 	}},
+	{"SmallWindowsDoNotPileUpFiles", func(c *conformance) {
+		// Windows of a few new contacts each, all in one month: a sink that
+		// writes files merges a file under half the target size into the
+		// next write of its partition, so they do not pile up.
+		for w := 0; w < 8; w++ {
+			var b strings.Builder
+			b.WriteString(header)
+			for i := 0; i < 3; i++ {
+				fmt.Fprintf(&b, "%08x-0000-4000-8000-%012x,W%d,,,,,,,2024-02-%02dT00:00:00Z\n", w, i, w, 1+w)
+			}
+			c.commit(b.String(), st1)
+		}
+		if n := len(c.rows()); n != 24 {
+			c.t.Errorf("%d rows, want 24", n)
+		}
+		if c.sink.files != nil {
+			// One, or two once the merged file passes half the target.
+			if sizes := c.sink.files(c.t, c.dir); len(sizes) > 2 {
+				c.t.Errorf("%d files of %v bytes for 24 rows in one month, want at most 2 (target %d bytes)", len(sizes), sizes, targetFileBytes)
+			}
+		}
+	}},
 	{"UpsertsIntoLargeFilesLeaveNoDuplicates", func(c *conformance) {
 		// Files are 8 KiB here: 3,000 rows make several of them, each at
 		// or above half that size, so replacing ids finds them in files the
