@@ -578,3 +578,34 @@ func TestPlanRun(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamIdentity checks which syncs share a stream (and so a cursor):
+// the same base URL, filters and fields, however the flags spelled them.
+func TestStreamIdentity(t *testing.T) {
+	const base = "https://api.example.com/v1"
+	q := extract.Query{Tags: []string{"vip", "lead"}, Fields: []string{"id", "created_at", "city"}}
+	for _, tc := range []struct {
+		name string
+		url  string
+		q    extract.Query
+		same bool
+	}{
+		{"tags in another order", base, extract.Query{Tags: []string{"lead", "vip"}, Fields: q.Fields}, true},
+		{"a tag given twice", base, extract.Query{Tags: []string{"vip", "lead", "vip"}, Fields: q.Fields}, true},
+		{"fields in another order", base, extract.Query{Tags: q.Tags, Fields: []string{"city", "id", "created_at"}}, true},
+		{"a trailing slash", base + "/", q, true},
+		{"another limit", base, extract.Query{Limit: 10, Tags: q.Tags, Fields: q.Fields}, true},
+		{"one tag fewer", base, extract.Query{Tags: []string{"vip"}, Fields: q.Fields}, false},
+		{"a list", base, extract.Query{ListID: "lst_1", Tags: q.Tags, Fields: q.Fields}, false},
+		{"other fields", base, extract.Query{Tags: q.Tags, Fields: []string{"id", "created_at"}}, false},
+		{"another base URL", "https://eu.example.com/v1", q, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id1, ident1 := pipeline.StreamIdentity(base, q)
+			id2, ident2 := pipeline.StreamIdentity(tc.url, tc.q)
+			if (id1 == id2) != tc.same || (ident1 == ident2) != tc.same {
+				t.Errorf("same stream %v, want %v:\n %s %s\n %s %s", id1 == id2, tc.same, id1, ident1, id2, ident2)
+			}
+		})
+	}
+}
