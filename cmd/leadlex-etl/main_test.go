@@ -931,3 +931,35 @@ func TestNewStreamNeedsConsent(t *testing.T) {
 		t.Fatalf("with --new-stream: %d %s", r.code, r.stderr)
 	}
 }
+
+// TestHostTimeZoneChangesNothing syncs with the process in zones far east
+// and west of UTC: every contact lands in the partition of its created_at in
+// UTC, as the flag's help says and DuckDB's own COPY ... PARTITION_BY writes.
+func TestHostTimeZoneChangesNothing(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 3000, Seed: 5})
+	for _, tz := range []string{"Pacific/Kiritimati", "America/Adak"} {
+		t.Run(tz, func(t *testing.T) {
+			dir := t.TempDir()
+			db, lake := filepath.Join(dir, "w.duckdb"), filepath.Join(dir, "lake")
+			res := cli(t, []string{"TZ=" + tz, "LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "--parquet", lake, "--partition-by", "day", "-q")
+			if res.code != 0 {
+				t.Fatalf("sync exited %d: %s", res.code, res.stderr)
+			}
+			lakeTable := fmt.Sprintf("read_parquet('%s/contacts/**/*.parquet', hive_partitioning = true)", lake)
+			for _, table := range []string{"contacts", lakeTable} {
+				if n := count(t, db, "SELECT count(*) FROM "+table); n != int64(srv.Dataset().Len()) {
+					t.Errorf("%s has %d rows, want %d", table, n, srv.Dataset().Len())
+				}
+			}
+			// Most contacts fall on another day in this zone than in UTC.
+			if n := count(t, db, fmt.Sprintf("SELECT count(*) FROM contacts WHERE day(timezone('%s', created_at)) <> day(timezone('UTC', created_at))", tz)); n < 100 {
+				t.Fatalf("only %d contacts fall on another day in %s: the test proves nothing", n, tz)
+			}
+			q := "SELECT count(*) FROM " + lakeTable + ", (SELECT timezone('UTC', created_at) AS utc) " +
+				"WHERE year <> year(utc) OR month <> month(utc) OR day <> day(utc)"
+			if n := count(t, db, q); n != 0 {
+				t.Errorf("%d contacts of the lake are in the partition of another day than their created_at in UTC", n)
+			}
+		})
+	}
+}

@@ -148,6 +148,31 @@ func TestRateLimitedWithoutUsableReset(t *testing.T) {
 	}
 }
 
+// TestRateLimitedNowAndThen: MaxRateLimited counts 429s in a row, and any
+// other answer starts the count again, so a long sync that meets the odd
+// 429 is not ended by their total.
+func TestRateLimitedNowAndThen(t *testing.T) {
+	var n atomic.Int64
+	hs, _ := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 1 {
+			w.Header().Set("Retry-After", "0")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		fmt.Fprint(w, csvBody)
+	})
+	c := hostileClient(hs.URL, &logBuf{})
+	c.MaxRateLimited = 2
+	for i := range 3 {
+		if err := c.Export(context.Background(), extract.Query{}, readBody); err != nil {
+			t.Fatalf("export %d: %v", i+1, err)
+		}
+	}
+	if c.RateLimited() != 3 || c.Calls() != 3 {
+		t.Errorf("%d rate limited, %d calls; want 3 and 3", c.RateLimited(), c.Calls())
+	}
+}
+
 func TestResetsAreCapped(t *testing.T) {
 	far := strconv.FormatInt(time.Now().AddDate(50, 0, 0).Unix(), 10)
 	spent := map[string]string{"X-RateLimit-Limit": "10", "X-RateLimit-Remaining": "0"}
@@ -172,6 +197,7 @@ func TestResetsAreCapped(t *testing.T) {
 		{"200 spent, reset epoch 50 years ahead", 200, with(spent, "X-RateLimit-Reset", far), extract.MaxResetAhead, true},
 		{"429, an honest hour", 429, map[string]string{"Retry-After": "3600"}, time.Hour, false},
 		{"429, Retry-After 0 falls back to the floor", 429, map[string]string{"Retry-After": "0"}, time.Second, false},
+		{"429, Retry-After sooner than the floor waits the floor", 429, map[string]string{"Retry-After": "0.2"}, time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hs, requests := hostile(t, func(w http.ResponseWriter, r *http.Request) {
@@ -209,6 +235,44 @@ func TestResetsAreCapped(t *testing.T) {
 			}
 			if capped := len(logs.records(t, "rate-limit reset lies further ahead")) > 0; capped != tc.capped {
 				t.Errorf("log says capped: %v, want %v:\n%s", capped, tc.capped, logs.String())
+			}
+		})
+	}
+}
+
+// TestResetStyles reads X-RateLimit-Reset both ways the API may send it,
+// epoch seconds or seconds until the reset, from a 200 that spends the
+// budget: the next call waits for the same instant either way.
+func TestResetStyles(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		reset func(now time.Time) string
+	}{
+		{"epoch seconds", func(now time.Time) string { return strconv.FormatInt(now.Add(30*time.Second).Unix()+1, 10) }},
+		{"seconds until", func(time.Time) string { return "30" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			hs, requests := hostile(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("X-RateLimit-Limit", "10")
+				w.Header().Set("X-RateLimit-Remaining", "0")
+				w.Header().Set("X-RateLimit-Reset", tc.reset(time.Now()))
+				fmt.Fprint(w, csvBody)
+			})
+			c := hostileClient(hs.URL, &logBuf{})
+			c.NoWait = true
+			before := time.Now()
+			if err := c.Export(context.Background(), extract.Query{}, readBody); err != nil {
+				t.Fatal(err)
+			}
+			after := time.Now()
+			err := c.Export(context.Background(), extract.Query{}, readBody)
+			var rl *extract.RateLimitError
+			if !errors.As(err, &rl) || requests.Load() != 1 {
+				t.Fatalf("got %v after %d requests, want a *RateLimitError without a second request", err, requests.Load())
+			}
+			// Epoch seconds are whole: up to a second later than 30 s.
+			if lo, hi := before.Add(30*time.Second), after.Add(31*time.Second); rl.ResumeAt.Before(lo) || rl.ResumeAt.After(hi) {
+				t.Errorf("resume at %s, %s from now; want 30 s after the answer", rl.ResumeAt, time.Until(rl.ResumeAt).Round(time.Second))
 			}
 		})
 	}

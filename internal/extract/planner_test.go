@@ -414,3 +414,100 @@ func TestCutsLeaveNoEmptyPiece(t *testing.T) {
 		}
 	}
 }
+
+// TestPlannerSizesPieces follows an unordered, truncated window through
+// its split: a probe of 1/64 of the sample first, then the rest cut, when
+// the probe's density says it holds more than the limit less half the
+// margin Fill leaves, into pieces sized for Fill of the limit. Only the
+// probe's rows inside it count towards the density (an inclusive bound adds
+// the rows at its end instant, which belong to the next piece). A piece
+// that comes back truncated all the same is cut for a quarter more rows than
+// it held.
+func TestPlannerSizesPieces(t *testing.T) {
+	const limit = 1000
+	from := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	// Instants step apart from start, in pairs swapped: neither ascending
+	// nor descending, so the planner takes a full response as a sample.
+	unordered := func(start int64, n int, step int64) []int64 {
+		out := make([]int64, n)
+		for i := range out {
+			j := i ^ 1
+			if j >= n {
+				j = i
+			}
+			out[i] = start + int64(j)*step
+		}
+		return out
+	}
+	first := unordered(from.UnixMicro(), limit, 1e6) // one a second
+	sorted := slices.Sorted(slices.Values(first))
+	const probeN = limit / 64 // the probe's sampled instants: 15
+	tests := []struct {
+		name       string
+		fill       float64
+		probeRows  func(instants []int64, end int64) []int64 // the probe's answer
+		wantPieces int                                       // the rest (985 sampled instants) is cut into
+		// If set, the first piece then comes back truncated with limit
+		// rows of its own, and is cut into this many.
+		wantRecut int
+	}{
+		{"one row an instant: 985 rows, over 95% of the limit", 0,
+			func(in []int64, _ int64) []int64 { return in }, 2, 0},
+		{"rows at the probe's end instant do not count", 0,
+			func(in []int64, end int64) []int64 {
+				for range 30 {
+					in = append(in, end)
+				}
+				return in
+			}, 2, 0},
+		{"four rows in five instants: 788 rows, fetched whole", 0,
+			func(in []int64, _ int64) []int64 { return in[:12] }, 1, 0},
+		{"two rows an instant: 1970 rows, three pieces", 0,
+			func(in []int64, _ int64) []int64 { return append(slices.Clone(in), in...) }, 3, 0},
+		{"a truncated piece is cut for a quarter more than the limit", 0.6,
+			func(in []int64, _ int64) []int64 { return in }, 2, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := Window{From: from, To: from.Add(2 * limit * time.Second)}
+			p := NewPlanner(limit, w)
+			p.Fill = tt.fill
+			if _, ok := p.Next(); !ok {
+				t.Fatal("no window")
+			}
+			if err := p.Done(Tally{Rows: limit, Times: first}); err != nil {
+				t.Fatal(err)
+			}
+			probe, _ := p.Next()
+			// The probe ends midway between the 15th and 16th sampled
+			// instants (where no sampled row is).
+			end := sorted[probeN-1] + (sorted[probeN]-sorted[probeN-1])/2
+			if !probe.From.Equal(w.From) || probe.To.UnixMicro() != end {
+				t.Fatalf("probe %s, want [%s, %s)", probe, w.From, time.UnixMicro(end).UTC())
+			}
+			rows := tt.probeRows(slices.Clone(sorted[:probeN]), end)
+			if err := p.Done(Tally{Rows: len(rows), Times: rows}); err != nil {
+				t.Fatal(err)
+			}
+			piece, _ := p.Next()
+			pieces := p.Pending()
+			if len(pieces) != tt.wantPieces {
+				t.Fatalf("the rest is cut into %d pieces %v, want %d", len(pieces), pieces, tt.wantPieces)
+			}
+			if pieces[0].From.UnixMicro() != end || !pieces[len(pieces)-1].To.Equal(w.To) {
+				t.Errorf("pieces %v do not cover the rest [%s, %s)", pieces, time.UnixMicro(end).UTC(), w.To)
+			}
+			if tt.wantRecut == 0 {
+				return
+			}
+			// limit rows, every 400 ms of the piece's first 400 seconds.
+			again := unordered(piece.From.UnixMicro(), limit, 4e5)
+			if err := p.Done(Tally{Rows: limit, Times: again}); err != nil {
+				t.Fatal(err)
+			}
+			if got := len(p.Pending()) - (len(pieces) - 1); got != tt.wantRecut {
+				t.Errorf("the truncated piece is cut into %d pieces %v, want %d", got, p.Pending(), tt.wantRecut)
+			}
+		})
+	}
+}

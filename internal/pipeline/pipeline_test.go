@@ -498,7 +498,7 @@ func TestCursorAndRunStatus(t *testing.T) {
 		if want := []string{"failed", "partial", "ok", "ok", "ok"}; !slices.Equal(got, want) {
 			t.Errorf("%T: run statuses newest first %v, want %v", tgt, got, want)
 		}
-		if runs[0].Error == "" || runs[1].Windows != 1 || runs[1].Calls != 1 {
+		if runs[0].Error == "" || runs[1].Windows != 1 || runs[1].Calls != 1 || runs[1].Rows != 1000 {
 			t.Errorf("%T: failed run %+v, partial run %+v", tgt, runs[0], runs[1])
 		}
 	}
@@ -565,5 +565,124 @@ func TestEquivalentCommandLinesAreOneStream(t *testing.T) {
 	}
 	if _, err := sync(url, extract.Query{ListID: "lst_01"}, time.Now().Add(-time.Hour), false); err != nil {
 		t.Errorf("a new stream with --since: %v", err)
+	}
+}
+
+// TestTargetsAtDifferentCursors syncs into a DuckDB file that is ahead of a
+// lake (a lake added to an existing sync): the run covers what the one
+// behind needs, and the cursor saved with it never passes what that one
+// holds, so the next incremental run leaves both with every contact.
+func TestTargetsAtDifferentCursors(t *testing.T) {
+	t0 := time.Now().Add(-10 * time.Hour).UTC().Truncate(time.Second)
+	for _, tc := range []struct {
+		name                  string
+		since                 time.Time
+		wantSince, wantCursor time.Time
+	}{
+		{"incremental: from the cursor behind", time.Time{}, t0, t0.Add(3 * time.Hour)},
+		{"--since past the cursor behind: the gap stays to sync", t0.Add(90 * time.Minute), t0.Add(90 * time.Minute), t0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startFake(t, fakeapi.Config{Contacts: 2000, Seed: 23})
+			// Ten contacts the DuckDB file has and the lake has not.
+			if err := srv.Append(10, t0.Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			db := openDB(t, filepath.Join(dir, "w.duckdb"))
+			lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
+			if _, err := syncTargets(t, url, syncArgs{now: t0}, lake); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := syncTargets(t, url, syncArgs{now: t0.Add(2 * time.Hour)}, db); err != nil {
+				t.Fatal(err)
+			}
+			res, err := syncTargets(t, url, syncArgs{since: tc.since, now: t0.Add(3 * time.Hour)}, db, lake)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Since.Equal(tc.wantSince) || !res.Cursor.Equal(tc.wantCursor) {
+				t.Errorf("run since %s, cursor %s; want %s and %s", res.Since, res.Cursor, tc.wantSince, tc.wantCursor)
+			}
+			id, identity := pipeline.StreamIdentity(url, extract.Query{})
+			if st, err := lake.LoadState(context.Background(), id, identity); err != nil || !st.Cursor().Equal(tc.wantCursor) {
+				t.Errorf("the lake's cursor %s (%v), want %s", st.Cursor(), err, tc.wantCursor)
+			}
+			if _, err := syncTargets(t, url, syncArgs{now: t0.Add(4 * time.Hour)}, db, lake); err != nil {
+				t.Fatal(err)
+			}
+			checkEqualsDataset(t, db.DB(), srv.Dataset(), nil)
+			checkEqualsDatasetFrom(t, db.DB(), lakeFrom(filepath.Join(dir, "lake")), srv.Dataset(), nil)
+		})
+	}
+}
+
+// TestPlanRun checks the range a run covers, from the stream's state and
+// the flags: the windows to export, and the range (since, until) whose
+// completion moves the cursor.
+func TestPlanRun(t *testing.T) {
+	at := func(h int) time.Time { return time.Date(2025, 6, 1, h, 0, 0, 0, time.UTC) }
+	pending := []extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(4)}}
+	interrupted := load.StreamState{Coverage: load.Coverage{{To: at(0)}}, Pending: pending, PendingSince: at(1), PendingUntil: at(4)}
+	for _, tc := range []struct {
+		name                 string
+		st                   load.StreamState
+		since, until         time.Time
+		lookback             time.Duration
+		want                 []extract.Window
+		wantSince, wantUntil time.Time
+	}{
+		{"first run: all history", load.StreamState{}, time.Time{}, at(10), 0,
+			[]extract.Window{{To: at(10)}}, time.Time{}, at(10)},
+		{"from the cursor less the lookback", load.StreamState{Coverage: load.Coverage{{To: at(5)}}}, time.Time{}, at(10), 2 * time.Hour,
+			[]extract.Window{{From: at(3), To: at(10)}}, at(3), at(10)},
+		{"--since instead of the cursor", load.StreamState{Coverage: load.Coverage{{To: at(5)}}}, at(7), at(10), 2 * time.Hour,
+			[]extract.Window{{From: at(7), To: at(10)}}, at(7), at(10)},
+		{"nothing after --since", load.StreamState{}, at(10), at(10), 0,
+			nil, at(10), at(10)},
+		{"resumed: the pending windows and what came since", interrupted, time.Time{}, at(6), time.Hour,
+			[]extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(6)}}, at(1), at(6)},
+		{"resumed with an earlier --until: the pending windows still end the range", interrupted, time.Time{}, at(3), 0,
+			pending, at(1), at(4)},
+		{"resumed with --since", interrupted, at(5), at(6), 0,
+			[]extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(4)}, {From: at(5), To: at(6)}}, at(5), at(6)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, since, until := pipeline.PlanRun(tc.st, tc.since, tc.until, tc.lookback)
+			if !slices.Equal(got, tc.want) || !since.Equal(tc.wantSince) || !until.Equal(tc.wantUntil) {
+				t.Errorf("windows %v, range [%s, %s); want %v, [%s, %s)", got, since, until, tc.want, tc.wantSince, tc.wantUntil)
+			}
+		})
+	}
+}
+
+// TestStreamIdentity checks which syncs share a stream (and so a cursor):
+// the same base URL, filters and fields, however the flags spelled them.
+func TestStreamIdentity(t *testing.T) {
+	const base = "https://api.example.com/v1"
+	q := extract.Query{Tags: []string{"vip", "lead"}, Fields: []string{"id", "created_at", "city"}}
+	for _, tc := range []struct {
+		name string
+		url  string
+		q    extract.Query
+		same bool
+	}{
+		{"tags in another order", base, extract.Query{Tags: []string{"lead", "vip"}, Fields: q.Fields}, true},
+		{"a tag given twice", base, extract.Query{Tags: []string{"vip", "lead", "vip"}, Fields: q.Fields}, true},
+		{"fields in another order", base, extract.Query{Tags: q.Tags, Fields: []string{"city", "id", "created_at"}}, true},
+		{"a trailing slash", base + "/", q, true},
+		{"another limit", base, extract.Query{Limit: 10, Tags: q.Tags, Fields: q.Fields}, true},
+		{"one tag fewer", base, extract.Query{Tags: []string{"vip"}, Fields: q.Fields}, false},
+		{"a list", base, extract.Query{ListID: "lst_1", Tags: q.Tags, Fields: q.Fields}, false},
+		{"other fields", base, extract.Query{Tags: q.Tags, Fields: []string{"id", "created_at"}}, false},
+		{"another base URL", "https://eu.example.com/v1", q, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id1, ident1 := pipeline.StreamIdentity(base, q)
+			id2, ident2 := pipeline.StreamIdentity(tc.url, tc.q)
+			if (id1 == id2) != tc.same || (ident1 == ident2) != tc.same {
+				t.Errorf("same stream %v, want %v:\n %s %s\n %s %s", id1 == id2, tc.same, id1, ident1, id2, ident2)
+			}
+		})
 	}
 }
