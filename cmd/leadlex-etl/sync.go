@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/budget"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
@@ -63,6 +64,7 @@ type syncOptions struct {
 	ReserveCalls      int
 	RefreshMinAge     time.Duration
 	Deletes           deleteMode
+	RawDir            string
 	LogFormat         string
 	Quiet             bool
 
@@ -109,6 +111,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RefreshMinAge, "refresh-min-age", time.Hour, "do not re-export a range verified less than this ago (0s allows it, for tests with a short rate-limit hour)")
 	o.Deletes = deleteSoft
 	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
+	fs.StringVar(&o.RawDir, "raw-dir", "", "keep every committed response body here, zstd-compressed, with what leadlex-etl replay needs to rebuild a destination without the API (created if missing; may be shared by runs)")
 	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
@@ -359,6 +362,13 @@ Example:
 	}
 	client := &extract.Client{BaseURL: o.BaseURL, Key: key, NoWait: o.NoWait, Logger: log, UserAgent: "leadlex-etl",
 		Retry: extract.RetryPolicy{MaxAttempts: o.Attempts, BaseDelay: o.Backoff}, Timeouts: o.Timeouts, MaxRateLimited: o.MaxRateLimited}
+	var arch *archive.Archive
+	if o.RawDir != "" {
+		if arch, err = archive.Open(o.RawDir, true); err != nil {
+			return usageError{fmt.Errorf("--raw-dir: %w", err)}
+		}
+		defer arch.Close()
+	}
 	var targets []load.Target
 	var dests []destination
 	defer func() {
@@ -403,6 +413,7 @@ Example:
 		HardDelete: o.Deletes == deleteHard, Budgets: budgets,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
+		Archive: arch,
 	})
 	// A destination this run created and committed nothing to is removed
 	// on failure, so a mistake (a refused key, a bad --fields) leaves no
@@ -426,6 +437,9 @@ Example:
 		names[i] = d.path
 	}
 	printSummary(stdout, res, err, strings.Join(names, " and "), removed, o.Deletes == deleteHard)
+	if arch != nil && res.Archived > 0 {
+		fmt.Fprintf(stdout, "raw archive: %s kept in %s\n", fmt.Sprintf("%d response bodies", res.Archived), o.RawDir)
+	}
 	if errors.Is(err, context.Canceled) {
 		return err
 	}

@@ -15,8 +15,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"log/slog"
 	"math"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
 	"github.com/leadlex/leadlex-etl/internal/transform"
@@ -64,6 +67,10 @@ type Options struct {
 	Logger  *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Archive, when set, keeps every committed response body and what a
+	// replay needs to load it again (sync --raw-dir): written before the
+	// window commits, so a destination never holds a window it lacks.
+	Archive *archive.Archive
 }
 
 // SharedBudget is what budget.Store does: the rate-limit budget of a
@@ -116,6 +123,8 @@ type Result struct {
 	CanDelete bool
 	// Refresh is what the rolling refresh did.
 	Refresh RefreshResult
+	// Archived counts the windows the run added to the raw archive.
+	Archived int
 }
 
 // RefreshResult is what a run's rolling refresh did.
@@ -272,6 +281,11 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		runUntil = later(runUntil, tUntil)
 	}
 	windows = mergeWindows(windows)
+	if o.Archive != nil {
+		if err := settleArchive(ctx, o.Archive, o.Targets, streamID, identity, start, log); err != nil {
+			return res, err
+		}
+	}
 	if o.IgnoreSavedBudget {
 		log.Info("ignoring the rate-limit budget earlier runs saved")
 	} else {
@@ -322,7 +336,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	}
 	res.CanDelete = canDelete
 	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(),
-		canDelete: canDelete, budgetKey: budgetKey}
+		canDelete: canDelete, budgetKey: budgetKey, arch: o.Archive, runStarted: start}
+	defer h.discardAttempt()
 	planner := extract.NewPlanner(limit, windows...)
 	ex := &extract.Extractor{Client: o.Client, Query: o.Query}
 	sum, runErr := ex.Run(ctx, planner, h, o.MaxCalls)
@@ -336,6 +351,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		sum.Elapsed += rsum.Elapsed
 	}
 	res.Changes = h.changes
+	res.Archived = h.archived
 	res.Summary = sum
 	res.Rejects = h.rejects
 	res.Pending = planner.Pending()
@@ -414,6 +430,15 @@ type handler struct {
 	refreshing bool         // windows are the rolling refresh's
 	changes    load.Changes // what the run's commits did
 	refreshed  load.Changes // of which the refresh's
+
+	// The raw archive (nil: none) and the attempt whose body is being
+	// archived; a retry discards it, Commit moves it into place.
+	arch       *archive.Archive
+	att        *archive.Attempt
+	received   time.Time // when the attempt's response arrived
+	runStarted time.Time
+	seq        int // windows the run archived, to order them
+	archived   int
 }
 
 var idSeed = maphash.MakeSeed()
@@ -444,8 +469,33 @@ func (h *handler) info(w extract.Window) load.WindowInfo {
 	return load.WindowInfo{StreamID: h.st.StreamID, RunID: h.runID, Window: w, RequestID: h.reqID, LoadedAt: h.now().UTC()}
 }
 
-// Consume implements extract.Handler.
+// Consume implements extract.Handler. With a raw archive, the body is
+// compressed into the archive's temporary file as the transform reads it.
 func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
+	h.discardAttempt()
+	if h.arch != nil {
+		att, err := h.arch.Begin(h.st.StreamID)
+		if err != nil {
+			return extract.Tally{}, err
+		}
+		h.att, h.received = att, h.now().UTC()
+		resp = &extract.Response{Body: io.TeeReader(resp.Body, att), RequestID: resp.RequestID, RateLimit: resp.RateLimit, Header: resp.Header}
+	}
+	t, err := h.consume(ctx, w, resp)
+	if err != nil {
+		h.discardAttempt()
+	}
+	return t, err
+}
+
+// discardAttempt removes what the archive holds of an attempt that did not
+// commit.
+func (h *handler) discardAttempt() {
+	h.att.Abort()
+	h.att = nil
+}
+
+func (h *handler) consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
 	h.reqID, h.rows, h.rejected, h.attemptIDs = resp.RequestID, 0, nil, h.attemptIDs[:0]
 	topts := h.o.Transform
 	topts.RequestID = resp.RequestID
@@ -552,8 +602,45 @@ func (h *handler) abort(ctx context.Context) error {
 // Commit implements extract.Handler. The part of w that is complete (w
 // less the windows still pending, which hold what a truncated response left
 // of it) joins the stream's coverage, verified now. A refresh's pending
-// windows are not saved: the next run starts a refresh of its own.
+// windows are not saved: the next run starts a refresh of its own. With a
+// raw archive, the body and what a replay needs are made durable there
+// first; if no destination commits, they are taken out again.
 func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extract.Window) error {
+	info := h.prepare(w, pending)
+	calls := h.o.Client.Calls()
+	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
+	h.callsSeen = calls
+	var entry archive.Entry
+	if h.att != nil {
+		var err error
+		h.seq++
+		entry, err = h.att.Commit(h.archiveMeta(w, pending, info, stats))
+		h.att = nil
+		if err != nil {
+			return errors.Join(err, h.abort(ctx))
+		}
+		h.log.Info("window archived", "window", w.String(), "request_id", h.reqID, "file", path.Join(h.arch.Dir(), entry.Path), "bytes", entry.Bytes, "zstd_bytes", entry.ZstdBytes)
+	}
+	committed, err := h.commitTargets(ctx, w, info, stats, len(pending))
+	if err != nil {
+		if entry.Path != "" && committed == 0 {
+			// No destination holds the window: neither may the archive.
+			if rerr := h.arch.Remove(entry); rerr != nil {
+				h.log.Warn("a window no destination committed stays in the raw archive", "file", path.Join(h.arch.Dir(), entry.Path), "err", rerr.Error())
+			}
+		}
+		return err
+	}
+	if entry.Path != "" {
+		h.archived++
+	}
+	h.shareBudget()
+	return nil
+}
+
+// prepare moves the stream state on by window w, whose response left
+// pending to fetch, and returns what the targets commit it with.
+func (h *handler) prepare(w extract.Window, pending []extract.Window) load.WindowInfo {
 	switch {
 	case h.refreshing:
 		// The stream's own pending windows (none: the incremental part
@@ -584,16 +671,31 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 		info.Deletes, info.HardDelete = complete, h.o.HardDelete
 	}
 	info.Refresh = h.refreshing
-	calls := h.o.Client.Calls()
-	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
-	h.callsSeen = calls
+	return info
+}
+
+// archiveMeta is what the raw archive keeps of the window being committed.
+func (h *handler) archiveMeta(w extract.Window, pending []extract.Window, info load.WindowInfo, stats load.WindowStats) archive.Meta {
+	return archive.Meta{
+		StreamID: h.st.StreamID, Identity: h.st.Identity, RunID: h.runID, RunStartedAt: h.runStarted,
+		RunSince: h.runSince, RunUntil: h.runUntil, Seq: h.seq,
+		Window: w, Query: w.Apply(h.o.Query), RequestID: h.reqID, ReceivedAt: h.received, LoadedAt: info.LoadedAt,
+		Rows: stats.Rows, Rejects: stats.Rejects, Calls: stats.Calls,
+		Pending: pending, Refresh: info.Refresh, Deletes: info.Deletes, HardDelete: info.HardDelete,
+		RefreshMinAge: h.o.Refresh.MinAge, StateAfter: stateDigest(h.st),
+	}
+}
+
+// commitTargets commits the prepared window to every target and returns
+// how many committed.
+func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load.WindowInfo, stats load.WindowStats, pending int) (int, error) {
 	// Each target commits atomically on its own. If the process dies
 	// between two commits, the next run plans from the least advanced
 	// target, and the one ahead absorbs the repeated window by upserting.
 	for i, t := range h.o.Targets {
 		ch, err := t.Commit(ctx, info, h.rejected, stats, h.st)
 		if err != nil {
-			return errors.Join(err, h.abort(ctx))
+			return i, errors.Join(err, h.abort(ctx))
 		}
 		if i == 0 {
 			h.changes.Add(ch)
@@ -607,10 +709,9 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	if h.requestIDs = append(h.requestIDs, h.reqID); len(h.requestIDs) > load.MaxRunRequestIDs {
 		h.requestIDs = h.requestIDs[len(h.requestIDs)-load.MaxRunRequestIDs:]
 	}
-	h.shareBudget()
-	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending),
+	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", pending,
 		"refresh", h.refreshing, "deleted", h.lastDeleted())
-	return nil
+	return len(h.o.Targets), nil
 }
 
 // shareBudget saves what the API last said of the budget where every run
