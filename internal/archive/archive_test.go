@@ -209,7 +209,9 @@ func TestCorruptionIsNamed(t *testing.T) {
 		{"fewer bytes than archived", func(t *testing.T, dir string, e Entry) {
 			editMeta(t, filepath.Join(dir, e.MetaPath()), func(m map[string]any) { m["bytes"] = 1 << 20 })
 		}, true, "truncated"},
-		{"not JSON", func(t *testing.T, dir string, e Entry) { _ = os.WriteFile(filepath.Join(dir, e.MetaPath()), []byte("{"), 0o644) }, false, "not understood"},
+		{"not JSON", func(t *testing.T, dir string, e Entry) {
+			_ = os.WriteFile(filepath.Join(dir, e.MetaPath()), []byte("{"), 0o644)
+		}, false, "not understood"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
