@@ -497,10 +497,20 @@ func (h *handler) discardAttempt() {
 
 func (h *handler) consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
 	h.reqID, h.rows, h.rejected, h.attemptIDs = resp.RequestID, 0, nil, h.attemptIDs[:0]
-	topts := h.o.Transform
-	topts.RequestID = resp.RequestID
+	rd, err := transform.NewReader(resp.Body, transformOptions(h.o.Transform, resp.RequestID, h.o.Query))
+	if err != nil {
+		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
+	}
+	defer rd.Release()
+	return h.load(ctx, w, resp.RequestID, rd)
+}
+
+// transformOptions are the transform's options for a response to q with
+// the given request id.
+func transformOptions(topts transform.Options, requestID string, q extract.Query) transform.Options {
+	topts.RequestID = requestID
 	// A body with more rows than asked for is broken: stop reading there.
-	topts.MaxRows = h.o.Query.Limit
+	topts.MaxRows = q.Limit
 	if topts.BatchRows == 0 {
 		// A whole window in one batch where the limit allows: each batch is
 		// one statement for DuckDB. A window holds at most 50,000 rows.
@@ -508,20 +518,37 @@ func (h *handler) consume(ctx context.Context, w extract.Window, resp *extract.R
 	}
 	// Columns nobody asked for are left out, so a server that adds some
 	// cannot change the destination's schema.
-	topts.Fields = h.o.Query.Fields
+	topts.Fields = q.Fields
 	if topts.Fields == nil {
 		topts.Fields = schemas.Names(schemas.Contacts)
 	}
-	rd, err := transform.NewReader(resp.Body, topts)
-	if err != nil {
-		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
-	}
+	return topts
+}
+
+// batches is what load reads a window's rows from: a transform.Reader
+// streaming a response, or a window a replay read ahead (readAhead).
+type batches interface {
+	Columns() []schemas.Column
+	Ignored() []string
+	// Next, RecordBatch and Err as array.RecordReader's: the batch belongs
+	// to the source until the next call of Next.
+	Next() bool
+	RecordBatch() arrow.RecordBatch
+	Err() error
+	Rows() int64
+	Rejects() []transform.Reject
+	Tally() extract.Tally
+}
+
+// load begins window w in every target and writes it the batches of rd,
+// the response with the given request id, to their end.
+func (h *handler) load(ctx context.Context, w extract.Window, requestID string, rd batches) (extract.Tally, error) {
+	h.reqID, h.rows, h.rejected, h.attemptIDs = requestID, 0, nil, h.attemptIDs[:0]
 	if ign := rd.Ignored(); len(ign) > 0 && !h.warnedIgnored {
 		h.warnedIgnored = true
 		h.log.Warn("the API returned columns that were not asked for; they are left out (ask for them with --fields to keep them)",
-			"columns", strings.Join(ign, ","), "request_id", resp.RequestID)
+			"columns", strings.Join(ign, ","), "request_id", requestID)
 	}
-	defer rd.Release()
 	for _, t := range h.o.Targets {
 		if err := t.Begin(ctx, h.info(w), rd.Columns()); err != nil {
 			return extract.Tally{}, errors.Join(err, h.abort(ctx))
@@ -537,7 +564,7 @@ func (h *handler) consume(ctx context.Context, w extract.Window, resp *extract.R
 	}
 	if err := rd.Err(); err != nil {
 		if pe := (*extract.ProtocolError)(nil); !errors.As(err, &pe) { // which names the response itself
-			err = fmt.Errorf("response %s: %w", resp.RequestID, err)
+			err = fmt.Errorf("response %s: %w", requestID, err)
 		}
 		return extract.Tally{}, errors.Join(err, h.abort(ctx))
 	}

@@ -14,10 +14,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow"
+
 	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
 	"github.com/leadlex/leadlex-etl/internal/transform"
+	"github.com/leadlex/leadlex-etl/schemas"
 )
 
 // ReplayOptions configures a replay: the raw archive's windows of one
@@ -165,13 +168,23 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	// The handler's clock is the archived commit's: rows, deletions and
 	// coverage get the times the original run gave them.
 	h := &handler{o: &ho, st: st, now: func() time.Time { return cur.LoadedAt }, log: log}
-	for _, e := range entries {
-		cur = e
-		if err = h.replayWindow(ctx, o.Archive, e); err != nil {
+	// The next window is decompressed and transformed while the targets
+	// commit this one.
+	rctx, stop := context.WithCancel(ctx)
+	ahead := readAheadWindows(rctx, o.Archive, entries, ho.Transform)
+	for ra := range ahead {
+		cur = ra.e
+		err = h.replayWindow(ctx, ra)
+		ra.release()
+		if err != nil {
 			break
 		}
 		res.Windows++
 		res.Rows += h.rows
+	}
+	stop()
+	for ra := range ahead {
+		ra.release()
 	}
 	res.Changes, res.Rejects = h.changes, h.rejects
 	res.Coverage, res.Pending = h.st.Coverage, h.st.Pending
@@ -198,41 +211,138 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	return res, finishErr
 }
 
-// replayWindow loads one archived window through the handler, as the
-// original run did: same transform, same state rules, then the archived
+// replayWindow loads one archived window, read ahead, through the
+// handler, as the original run did: same state rules, then the archived
 // deletions.
-func (h *handler) replayWindow(ctx context.Context, arch *archive.Archive, e archive.Entry) error {
+func (h *handler) replayWindow(ctx context.Context, ra *readAhead) error {
+	if ra.err != nil {
+		return ra.err
+	}
+	e := ra.e
 	h.runID, h.runSince, h.runUntil, h.refreshing = e.RunID, e.RunSince, e.RunUntil, e.Refresh
 	h.o.Query = extract.Query{Limit: e.Query.Limit, ListID: e.Query.ListID, Tags: e.Query.Tags, Fields: e.Query.Fields}
 	h.o.Refresh.MinAge, h.o.HardDelete = e.RefreshMinAge, e.HardDelete
-	file := path.Join(arch.Dir(), e.Path)
-	body, err := arch.Open(e)
-	if err != nil {
-		return err
-	}
-	defer body.Close()
-	t, err := h.consume(ctx, e.Window, &extract.Response{Body: body, RequestID: e.RequestID})
-	if err != nil {
-		if errors.Is(err, archive.ErrCorrupt) {
-			return err
-		}
-		return fmt.Errorf("replay %s: %w", file, err)
-	}
-	// The transform read to the end; reading on checks the size.
-	if n, err := io.Copy(io.Discard, body); err != nil || n > 0 {
-		return errors.Join(err, h.abort(ctx), &archive.CorruptError{Path: file, Detail: "the CSV ends before the body does"})
-	}
-	if int64(t.Rows) != e.Rows || int64(len(h.rejected)) != e.Rejects {
-		return errors.Join(h.abort(ctx), &archive.CorruptError{Path: file,
-			Detail: fmt.Sprintf("holds %d rows (%d rejected), but %d (%d rejected) were archived", t.Rows, len(h.rejected), e.Rows, e.Rejects)})
+	if _, err := h.load(ctx, e.Window, e.RequestID, ra); err != nil {
+		return fmt.Errorf("replay %s: %w", ra.file, err)
 	}
 	info := h.prepare(e.Window, e.Pending)
 	info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: e.Calls}
 	if _, err := h.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
-		return fmt.Errorf("replay %s: commit window %s: %w", file, e.Window, err)
+		return fmt.Errorf("replay %s: commit window %s: %w", ra.file, e.Window, err)
 	}
 	return nil
+}
+
+// readAhead is an archived window read, checked and transformed ahead of
+// loading: its batches, retained, and what the transform said of them. It
+// implements batches for handler.load.
+type readAhead struct {
+	e       archive.Entry
+	file    string
+	err     error // the window is unusable: nothing of it may load
+	cols    []schemas.Column
+	ignored []string
+	bs      []arrow.RecordBatch
+	next    int
+	rows    int64
+	rejects []transform.Reject
+	tally   extract.Tally
+}
+
+func (ra *readAhead) Columns() []schemas.Column { return ra.cols }
+func (ra *readAhead) Ignored() []string         { return ra.ignored }
+func (ra *readAhead) Next() bool {
+	if ra.next >= len(ra.bs) {
+		return false
+	}
+	ra.next++
+	return true
+}
+func (ra *readAhead) RecordBatch() arrow.RecordBatch { return ra.bs[ra.next-1] }
+func (ra *readAhead) Err() error                     { return nil }
+func (ra *readAhead) Rows() int64                    { return ra.rows }
+func (ra *readAhead) Rejects() []transform.Reject    { return ra.rejects }
+func (ra *readAhead) Tally() extract.Tally           { return ra.tally }
+
+func (ra *readAhead) release() {
+	for _, b := range ra.bs {
+		b.Release()
+	}
+	ra.bs = nil
+}
+
+// readAheadWindows reads the entries' bodies in order, one window ahead of
+// the caller, until the last, the first that fails (which it sends, with
+// its error), or ctx's end. The caller releases every window it receives,
+// and after cancelling ctx drains the channel.
+func readAheadWindows(ctx context.Context, arch *archive.Archive, entries []archive.Entry, topts transform.Options) <-chan *readAhead {
+	ch := make(chan *readAhead, 1)
+	go func() {
+		defer close(ch)
+		for _, e := range entries {
+			ra := readWindow(arch, e, transformOptions(topts, e.RequestID, e.Query))
+			select {
+			case ch <- ra:
+			case <-ctx.Done():
+				ra.release()
+				return
+			}
+			if ra.err != nil {
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+// readWindow reads and transforms one archived body, checking that it is
+// whole: it decompresses, holds the bytes archived, and the rows and
+// rejects the original run counted.
+func readWindow(arch *archive.Archive, e archive.Entry, topts transform.Options) *readAhead {
+	ra := &readAhead{e: e, file: path.Join(arch.Dir(), e.Path)}
+	fail := func(err error) *readAhead {
+		ra.release()
+		ra.err = err
+		return ra
+	}
+	body, err := arch.Open(e)
+	if err != nil {
+		return fail(err)
+	}
+	defer body.Close()
+	rd, err := transform.NewReader(body, topts)
+	if err != nil {
+		if errors.Is(err, archive.ErrCorrupt) {
+			return fail(err)
+		}
+		return fail(&archive.CorruptError{Path: ra.file, Detail: err.Error()})
+	}
+	defer rd.Release()
+	for rd.Next() {
+		b := rd.RecordBatch()
+		b.Retain()
+		ra.bs = append(ra.bs, b)
+	}
+	if err := rd.Err(); err != nil {
+		if errors.Is(err, archive.ErrCorrupt) {
+			return fail(err)
+		}
+		return fail(&archive.CorruptError{Path: ra.file, Detail: err.Error()})
+	}
+	// The transform read to the end; reading on checks the size.
+	if n, err := io.Copy(io.Discard, body); err != nil || n > 0 {
+		if err == nil {
+			err = &archive.CorruptError{Path: ra.file, Detail: "the CSV ends before the body does"}
+		}
+		return fail(err)
+	}
+	ra.cols, ra.ignored, ra.rows, ra.rejects, ra.tally = rd.Columns(), rd.Ignored(), rd.Rows(), rd.Rejects(), rd.Tally()
+	if int64(ra.tally.Rows) != e.Rows || int64(len(ra.rejects)) != e.Rejects {
+		return fail(&archive.CorruptError{Path: ra.file,
+			Detail: fmt.Sprintf("holds %d rows (%d rejected), but %d (%d rejected) were archived", ra.tally.Rows, len(ra.rejects), e.Rows, e.Rejects)})
+	}
+	return ra
 }
 
 // checkIdentity checks that identity is a stream identity whose id is id.
