@@ -482,7 +482,9 @@ type Stream struct {
 	Windows  int
 }
 
-// Streams lists the streams with at least one archived window, by id.
+// Streams lists the streams with at least one archived window, by id,
+// without reading every window's metadata: the identity is the newest
+// window's (or why it could not be read).
 // Folders and files that are not the archive's are left alone.
 func (a *Archive) Streams() ([]Stream, error) {
 	top, err := fs.ReadDir(a.root.FS(), ".")
@@ -494,13 +496,32 @@ func (a *Archive) Streams() ([]Stream, error) {
 		if !de.IsDir() || checkStream(de.Name()) != nil {
 			continue
 		}
-		es, err := a.Entries(de.Name())
+		days, err := a.days(de.Name())
 		if err != nil {
 			return nil, err
 		}
-		if len(es) > 0 {
-			out = append(out, Stream{ID: de.Name(), Identity: es[len(es)-1].Identity, Windows: len(es)})
+		n := 0
+		for _, day := range days {
+			files, err := fs.ReadDir(a.root.FS(), path.Join(de.Name(), day))
+			if err != nil {
+				return nil, fmt.Errorf("raw dir %s: %w", a.dir, err)
+			}
+			for _, f := range files {
+				if base, ok := strings.CutSuffix(f.Name(), metaSuffix); ok && baseRe.MatchString(base) {
+					n++
+				}
+			}
 		}
+		if n == 0 {
+			continue
+		}
+		s := Stream{ID: de.Name(), Windows: n}
+		if last, ok, err := a.Latest(de.Name()); err != nil {
+			s.Identity = "identity unreadable: " + err.Error()
+		} else if ok {
+			s.Identity = last.Identity
+		}
+		out = append(out, s)
 	}
 	return out, nil
 }
