@@ -282,6 +282,42 @@ func TestKeyInNoArchiveFile(t *testing.T) {
 	sameRows(t, q, "rejects", "SELECT * FROM a._leadlex_rejects", "SELECT * FROM b._leadlex_rejects")
 }
 
+// TestReplayUsage checks replay's help and its usage errors, which make no
+// file.
+func TestReplayUsage(t *testing.T) {
+	r := cli(t, nil, "replay", "--help")
+	for _, w := range []string{"--raw-dir", "--stream", "--duckdb", "--parquet", "--partition-by", "no API call"} {
+		if r.code != 0 || !strings.Contains(r.stdout, w) {
+			t.Errorf("replay --help (exit %d) lacks %q", r.code, w)
+		}
+	}
+	if r := cli(t, nil, "--help"); !strings.Contains(r.stdout, "replay") {
+		t.Error("the command list lacks replay")
+	}
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.duckdb")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--duckdb", out}, "--raw-dir"},
+		{[]string{"--raw-dir", dir}, "no destination"},
+		{[]string{"--raw-dir", filepath.Join(dir, "missing"), "--duckdb", out}, "--raw-dir"},
+		{[]string{"--raw-dir", dir, "--duckdb", out, "--log-format", "xml"}, "--log-format"},
+	} {
+		r := cli(t, nil, append([]string{"replay"}, tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 naming %s", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+	if r := cli(t, nil, "replay", "--raw-dir", dir, "--duckdb", out); r.code != 1 || !strings.Contains(r.stderr, "holds no archived window") {
+		t.Errorf("an empty raw dir: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a refused replay left its destination")
+	}
+}
+
 // TestReplayRefuses checks what a replay will not do: guess among several
 // streams, load a truncated or unreadable file, or merge into a destination
 // that holds the stream. Each says why, naming the file or the streams, and
