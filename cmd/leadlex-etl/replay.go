@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -91,7 +92,16 @@ Example:
 	if err := o.validate(); err != nil {
 		return err
 	}
-	log := newLogger(o.LogFormat, o.Quiet, stderr)
+	level := slog.LevelInfo
+	if o.Quiet {
+		level = slog.LevelWarn
+	}
+	var log *slog.Logger
+	if o.LogFormat == "json" {
+		log = slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	} else {
+		log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	}
 	arch, err := archive.Open(o.RawDir, false)
 	if err != nil {
 		return usageError{fmt.Errorf("--raw-dir: %w", err)}
