@@ -633,7 +633,7 @@ func (h *handler) abort(ctx context.Context) error {
 // raw archive, the body and what a replay needs are made durable there
 // first; if no destination commits, they are taken out again.
 func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extract.Window) error {
-	info := h.prepare(w, pending)
+	info := h.advance(w, pending)
 	calls := h.o.Client.Calls()
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
 	h.callsSeen = calls
@@ -665,9 +665,9 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	return nil
 }
 
-// prepare moves the stream state on by window w, whose response left
+// advance moves the stream state on by window w, whose response left
 // pending to fetch, and returns what the targets commit it with.
-func (h *handler) prepare(w extract.Window, pending []extract.Window) load.WindowInfo {
+func (h *handler) advance(w extract.Window, pending []extract.Window) load.WindowInfo {
 	switch {
 	case h.refreshing:
 		// The stream's own pending windows (none: the incremental part

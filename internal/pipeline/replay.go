@@ -230,7 +230,7 @@ func (h *handler) replayWindow(ctx context.Context, ra *readAhead) error {
 	if _, err := h.load(ctx, e.Window, e.RequestID, ra); err != nil {
 		return fmt.Errorf("replay %s: %w", ra.file, err)
 	}
-	info := h.prepare(e.Window, e.Pending)
+	info := h.advance(e.Window, e.Pending)
 	info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: e.Calls}
 	if _, err := h.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
