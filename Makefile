@@ -15,7 +15,7 @@ STATICCHECK         := bin/tools/staticcheck
 # parallel, the fake API serves connections, the DuckDB sink closes its file
 # on a timer), run again under the race detector (-short skips the 1M-row
 # call counts, which the plain run covers).
-RACE_PKGS := ./internal/budget/ ./internal/parquetio/ ./internal/extract/ ./internal/fakeapi/ ./internal/transform/ ./internal/load/
+RACE_PKGS := ./internal/archive/ ./internal/budget/ ./internal/parquetio/ ./internal/extract/ ./internal/fakeapi/ ./internal/transform/ ./internal/load/
 
 .PHONY: build test lint race bench demo fmt vet clean
 

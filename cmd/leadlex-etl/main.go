@@ -43,6 +43,7 @@ var commands = map[string]command{
 	"plan":     {"say what a sync with the same flags would do and cost, without an API call", runPlan},
 	"status":   {"show a destination's streams, coverage, freshness, runs, rejects and budget (no API call)", runStatus},
 	"streams":  {"list a destination's streams, or forget one (reset ID)", runStreams},
+	"replay":   {"rebuild a DuckDB file and/or Parquet lake from sync --raw-dir's archive, with no API call", runReplay},
 	"fake-api": {"run a local fake LeadLex export API (for tests, demos and trying things out)", runFakeAPI},
 	"version":  {"print the version, the commit it was built from, and the Go and DuckDB versions", runVersion},
 }

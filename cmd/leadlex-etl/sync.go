@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/budget"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
@@ -59,6 +60,7 @@ type syncOptions struct {
 	ProgressInterval  time.Duration
 	Log               logOptions
 	Config            configOptions
+	RawDir            string
 }
 
 // AddFlags registers the sync flags; environment variables give defaults.
@@ -90,6 +92,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	o.Deletes = deleteSoft
 	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
 	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
+	fs.StringVar(&o.RawDir, "raw-dir", "", "keep every committed response body here, zstd-compressed, with what leadlex-etl replay needs to rebuild a destination without the API (created if missing; may be shared by runs)")
 	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
@@ -444,6 +447,9 @@ func (j syncJob) run(ctx context.Context, stdout, stderr io.Writer) error {
 	prog.finish(runErr == nil && len(s.res.Pending) == 0)
 	if s.ran {
 		printSummary(stdout, s.res, runErr, strings.Join(s.names, " and "), s.removed, o.Deletes == deleteHard)
+		if o.RawDir != "" && s.res.Archived > 0 {
+			fmt.Fprintf(stdout, "raw archive: %d response bodies kept in %s\n", s.res.Archived, o.RawDir)
+		}
 	}
 	err := explain(runErr)
 	if code, _ := exitStatus(ctx, err); code == exitUsage {
@@ -487,6 +493,14 @@ type syncRun struct {
 // run opens the destinations and syncs into them.
 func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	o, log := s.o, s.log
+	var arch *archive.Archive
+	if o.RawDir != "" {
+		var err error
+		if arch, err = archive.Open(o.RawDir, true); err != nil {
+			return usageError{fmt.Errorf("--raw-dir: %w", err)}
+		}
+		defer arch.Close()
+	}
 	var targets []load.Target
 	var dests []destination
 	defer func() {
@@ -533,7 +547,7 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream, Siblings: s.siblings,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
-		Progress: s.progress,
+		Progress: s.progress, Archive: arch,
 	}
 	res, err := pipeline.Sync(ctx, popts)
 	var ns *pipeline.NewStreamError

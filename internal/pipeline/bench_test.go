@@ -7,15 +7,18 @@ import (
 	"database/sql"
 	"encoding/csv"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/fakeapi"
 	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
 	"github.com/leadlex/leadlex-etl/internal/transform"
 )
 
@@ -198,6 +201,66 @@ func BenchmarkStages(b *testing.B) {
 		}, func(k int) {
 			mustExec(b, db, fmt.Sprintf(`COPY (SELECT *, year(created_at AT TIME ZONE 'UTC') AS year, month(created_at AT TIME ZONE 'UTC') AS month FROM (%s))
 				TO '%s' (FORMAT parquet, COMPRESSION zstd, PARTITION_BY (year, month))`, referenceTypedSelect(csvPath), filepath.Join(dir, fmt.Sprintf("ref_lake%d", k))))
+		})
+	})
+
+	b.Run("replay_duckdb_vs_read_csv", func(b *testing.B) {
+		// One sync keeps the raw archive; each replay rebuilds a new DuckDB
+		// file from it. The reference reads the archive's bodies,
+		// decompressed to CSV files, into a table of a new file.
+		raw := filepath.Join(dir, "raw")
+		arch, err := archive.Open(raw, true)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer arch.Close()
+		src := openDB(b, filepath.Join(dir, "replay-src.duckdb"))
+		c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey)}
+		if _, err := pipeline.Sync(context.Background(), pipeline.Options{Client: c, Query: extract.Query{Limit: extract.MaxLimit},
+			Targets: []load.Target{src}, Archive: arch}); err != nil {
+			b.Fatal(err)
+		}
+		src.Close()
+		bodies := filepath.Join(dir, "bodies")
+		if err := os.Mkdir(bodies, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		streams, err := arch.Streams()
+		if err != nil || len(streams) != 1 {
+			b.Fatalf("streams %v %v", streams, err)
+		}
+		entries, err := arch.Entries(streams[0].ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var zst int64
+		for i, e := range entries {
+			body, err := arch.Open(e)
+			if err != nil {
+				b.Fatal(err)
+			}
+			out, err := os.Create(filepath.Join(bodies, fmt.Sprintf("%04d.csv", i)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.Copy(out, body); err != nil {
+				b.Fatal(err)
+			}
+			out.Close()
+			body.Close()
+			zst += e.ZstdBytes
+		}
+		b.Logf("raw archive: %d bodies, %.1f MB compressed", len(entries), float64(zst)/1e6)
+		stage(b, func(k int) {
+			db := openDB(b, filepath.Join(dir, fmt.Sprintf("replay%d.duckdb", k)))
+			if _, err := pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{db}}); err != nil {
+				b.Fatal(err)
+			}
+			db.Close()
+		}, func(k int) {
+			db := openDB(b, filepath.Join(dir, fmt.Sprintf("replay-ref%d.duckdb", k)))
+			mustExec(b, db.DB(), `CREATE TABLE ref AS `+referenceTypedSelect(filepath.Join(bodies, "*.csv")))
+			db.Close()
 		})
 	})
 

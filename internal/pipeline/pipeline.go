@@ -15,10 +15,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"io"
 	"log/slog"
 	"math"
 	"net"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"time"
@@ -26,6 +28,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 
+	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/load"
 	"github.com/leadlex/leadlex-etl/internal/transform"
@@ -76,6 +79,10 @@ type Options struct {
 	Logger   *slog.Logger
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Archive, when set, keeps every committed response body and what a
+	// replay needs to load it again (sync --raw-dir): written before the
+	// window commits, so a destination never holds a window it lacks.
+	Archive *archive.Archive
 }
 
 // Progress is told how a run advances, for a live progress line or
@@ -154,6 +161,8 @@ type Result struct {
 	CanDelete bool
 	// Refresh is what the rolling refresh did.
 	Refresh RefreshResult
+	// Archived counts the windows the run added to the raw archive.
+	Archived int
 }
 
 // RefreshResult is what a run's rolling refresh did.
@@ -500,6 +509,11 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	if pr.needsConsent(&o) && !o.NewStream {
 		return res, &NewStreamError{StreamID: pr.streamID, Identity: pr.identity, Existing: pr.others}
 	}
+	if o.Archive != nil {
+		if err := settleArchive(ctx, o.Archive, o.Targets, pr.streamID, pr.identity, start, log); err != nil {
+			return res, err
+		}
+	}
 	if b := o.Client.Budget(); pr.budgetFrom != "" && b.Known && b.Remaining <= 0 && b.Reset.After(start) {
 		log.Warn("an earlier run saved that the export budget is spent: no call before it expires (--ignore-saved-budget asks the API anyway)",
 			"expires", b.Reset.UTC().Format(time.RFC3339))
@@ -527,7 +541,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	}
 	res.CanDelete = canDelete
 	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(),
-		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey}
+		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey, arch: o.Archive, runStarted: start}
+	defer h.discardAttempt()
 	planner := extract.NewPlanner(limit, windows...)
 	if o.Progress != nil {
 		o.Progress.Start(len(planner.Pending()))
@@ -544,6 +559,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		sum.Elapsed += rsum.Elapsed
 	}
 	res.Changes = h.changes
+	res.Archived = h.archived
 	res.Summary = sum
 	res.Rejects = h.rejects
 	res.Pending = planner.Pending()
@@ -625,6 +641,15 @@ type handler struct {
 	refreshing bool         // windows are the rolling refresh's
 	changes    load.Changes // what the run's commits did
 	refreshed  load.Changes // of which the refresh's
+
+	// The raw archive (nil: none) and the attempt whose body is being
+	// archived; a retry discards it, Commit moves it into place.
+	arch       *archive.Archive
+	att        *archive.Attempt
+	received   time.Time // when the attempt's response arrived
+	runStarted time.Time
+	seq        int // windows the run archived, to order them
+	archived   int
 }
 
 var idSeed = maphash.MakeSeed()
@@ -655,13 +680,48 @@ func (h *handler) info(w extract.Window) load.WindowInfo {
 	return load.WindowInfo{StreamID: h.st.StreamID, RunID: h.runID, Window: w, RequestID: h.reqID, LoadedAt: h.now().UTC()}
 }
 
-// Consume implements extract.Handler.
+// Consume implements extract.Handler. With a raw archive, the body is
+// compressed into the archive's temporary file as the transform reads it.
 func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
+	h.discardAttempt()
+	if h.arch != nil {
+		att, err := h.arch.Begin(h.st.StreamID)
+		if err != nil {
+			return extract.Tally{}, err
+		}
+		h.att, h.received = att, h.now().UTC()
+		resp = &extract.Response{Body: io.TeeReader(resp.Body, att), RequestID: resp.RequestID, RateLimit: resp.RateLimit, Header: resp.Header}
+	}
+	t, err := h.consume(ctx, w, resp)
+	if err != nil {
+		h.discardAttempt()
+	}
+	return t, err
+}
+
+// discardAttempt removes what the archive holds of an attempt that did not
+// commit.
+func (h *handler) discardAttempt() {
+	h.att.Abort()
+	h.att = nil
+}
+
+func (h *handler) consume(ctx context.Context, w extract.Window, resp *extract.Response) (extract.Tally, error) {
 	h.reqID, h.rows, h.rejected, h.attemptIDs = resp.RequestID, 0, nil, h.attemptIDs[:0]
-	topts := h.o.Transform
-	topts.RequestID = resp.RequestID
+	rd, err := transform.NewReader(resp.Body, transformOptions(h.o.Transform, resp.RequestID, h.o.Query))
+	if err != nil {
+		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
+	}
+	defer rd.Release()
+	return h.load(ctx, w, resp.RequestID, rd)
+}
+
+// transformOptions are the transform's options for a response to q with
+// the given request id.
+func transformOptions(topts transform.Options, requestID string, q extract.Query) transform.Options {
+	topts.RequestID = requestID
 	// A body with more rows than asked for is broken: stop reading there.
-	topts.MaxRows = h.o.Query.Limit
+	topts.MaxRows = q.Limit
 	if topts.BatchRows == 0 {
 		// A whole window in one batch where the limit allows: each batch is
 		// one statement for DuckDB. A window holds at most 50,000 rows.
@@ -669,20 +729,37 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 	}
 	// Columns nobody asked for are left out, so a server that adds some
 	// cannot change the destination's schema.
-	topts.Fields = h.o.Query.Fields
+	topts.Fields = q.Fields
 	if topts.Fields == nil {
 		topts.Fields = schemas.Names(schemas.Contacts)
 	}
-	rd, err := transform.NewReader(resp.Body, topts)
-	if err != nil {
-		return extract.Tally{}, fmt.Errorf("response %s: %w", resp.RequestID, err)
-	}
+	return topts
+}
+
+// batches is what load reads a window's rows from: a transform.Reader
+// streaming a response, or a window a replay read ahead (readAhead).
+type batches interface {
+	Columns() []schemas.Column
+	Ignored() []string
+	// Next, RecordBatch and Err as array.RecordReader's: the batch belongs
+	// to the source until the next call of Next.
+	Next() bool
+	RecordBatch() arrow.RecordBatch
+	Err() error
+	Rows() int64
+	Rejects() []transform.Reject
+	Tally() extract.Tally
+}
+
+// load begins window w in every target and writes it the batches of rd,
+// the response with the given request id, to their end.
+func (h *handler) load(ctx context.Context, w extract.Window, requestID string, rd batches) (extract.Tally, error) {
+	h.reqID, h.rows, h.rejected, h.attemptIDs = requestID, 0, nil, h.attemptIDs[:0]
 	if ign := rd.Ignored(); len(ign) > 0 && !h.warnedIgnored {
 		h.warnedIgnored = true
 		h.log.Warn("the API returned columns that were not asked for; they are left out (ask for them with --fields to keep them)",
-			"columns", strings.Join(ign, ","), "request_id", resp.RequestID)
+			"columns", strings.Join(ign, ","), "request_id", requestID)
 	}
-	defer rd.Release()
 	for _, t := range h.o.Targets {
 		if err := t.Begin(ctx, h.info(w), rd.Columns()); err != nil {
 			return extract.Tally{}, errors.Join(err, h.abort(ctx))
@@ -698,7 +775,7 @@ func (h *handler) Consume(ctx context.Context, w extract.Window, resp *extract.R
 	}
 	if err := rd.Err(); err != nil {
 		if pe := (*extract.ProtocolError)(nil); !errors.As(err, &pe) { // which names the response itself
-			err = fmt.Errorf("response %s: %w", resp.RequestID, err)
+			err = fmt.Errorf("response %s: %w", requestID, err)
 		}
 		return extract.Tally{}, errors.Join(err, h.abort(ctx))
 	}
@@ -763,8 +840,49 @@ func (h *handler) abort(ctx context.Context) error {
 // Commit implements extract.Handler. The part of w that is complete (w
 // less the windows still pending, which hold what a truncated response left
 // of it) joins the stream's coverage, verified now. A refresh's pending
-// windows are not saved: the next run starts a refresh of its own.
+// windows are not saved: the next run starts a refresh of its own. With a
+// raw archive, the body and what a replay needs are made durable there
+// first; if no destination commits, they are taken out again.
 func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extract.Window) error {
+	info := h.advance(w, pending)
+	calls := h.o.Client.Calls()
+	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
+	h.callsSeen = calls
+	var entry archive.Entry
+	if h.att != nil {
+		var err error
+		h.seq++
+		entry, err = h.att.Commit(h.archiveMeta(w, pending, info, stats))
+		h.att = nil
+		if err != nil {
+			return errors.Join(err, h.abort(ctx))
+		}
+		h.log.Info("window archived", "window", w.String(), "request_id", h.reqID, "file", path.Join(h.arch.Dir(), entry.Path), "bytes", entry.Bytes, "zstd_bytes", entry.ZstdBytes)
+	}
+	committed, err := h.commitTargets(ctx, w, info, stats, len(pending))
+	if err != nil {
+		if entry.Path != "" && committed == 0 {
+			// No destination holds the window: neither may the archive.
+			if rerr := h.arch.Remove(entry); rerr != nil {
+				h.log.Warn("a window no destination committed stays in the raw archive", "file", path.Join(h.arch.Dir(), entry.Path), "err", rerr.Error())
+			}
+		}
+		return err
+	}
+	if entry.Path != "" {
+		h.archived++
+	}
+	h.shareBudget()
+	if h.o.Progress != nil {
+		h.o.Progress.Window(WindowProgress{Window: w, Windows: h.windows, Pending: len(pending), Rows: h.runRows,
+			Calls: calls - h.callsAtStart, Refresh: h.refreshing})
+	}
+	return nil
+}
+
+// advance moves the stream state on by window w, whose response left
+// pending to fetch, and returns what the targets commit it with.
+func (h *handler) advance(w extract.Window, pending []extract.Window) load.WindowInfo {
 	switch {
 	case h.refreshing:
 		// The stream's own pending windows (none: the incremental part
@@ -795,16 +913,31 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 		info.Deletes, info.HardDelete = complete, h.o.HardDelete
 	}
 	info.Refresh = h.refreshing
-	calls := h.o.Client.Calls()
-	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: calls - h.callsSeen}
-	h.callsSeen = calls
+	return info
+}
+
+// archiveMeta is what the raw archive keeps of the window being committed.
+func (h *handler) archiveMeta(w extract.Window, pending []extract.Window, info load.WindowInfo, stats load.WindowStats) archive.Meta {
+	return archive.Meta{
+		StreamID: h.st.StreamID, Identity: h.st.Identity, RunID: h.runID, RunStartedAt: h.runStarted,
+		RunSince: h.runSince, RunUntil: h.runUntil, Seq: h.seq,
+		Window: w, Query: w.Apply(h.o.Query), RequestID: h.reqID, ReceivedAt: h.received, LoadedAt: info.LoadedAt,
+		Rows: stats.Rows, Rejects: stats.Rejects, Calls: stats.Calls,
+		Pending: pending, Refresh: info.Refresh, Deletes: info.Deletes, HardDelete: info.HardDelete,
+		RefreshMinAge: h.o.Refresh.MinAge, StateAfter: stateDigest(h.st),
+	}
+}
+
+// commitTargets commits the prepared window to every target and returns
+// how many committed.
+func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load.WindowInfo, stats load.WindowStats, pending int) (int, error) {
 	// Each target commits atomically on its own. If the process dies
 	// between two commits, the next run plans from the least advanced
 	// target, and the one ahead absorbs the repeated window by upserting.
 	for i, t := range h.o.Targets {
 		ch, err := t.Commit(ctx, info, h.rejected, stats, h.st)
 		if err != nil {
-			return errors.Join(err, h.abort(ctx))
+			return i, errors.Join(err, h.abort(ctx))
 		}
 		if i == 0 {
 			h.changes.Add(ch)
@@ -818,16 +951,11 @@ func (h *handler) Commit(ctx context.Context, w extract.Window, pending []extrac
 	if h.requestIDs = append(h.requestIDs, h.reqID); len(h.requestIDs) > load.MaxRunRequestIDs {
 		h.requestIDs = h.requestIDs[len(h.requestIDs)-load.MaxRunRequestIDs:]
 	}
-	h.shareBudget()
 	h.windows++
 	h.runRows += h.rows
-	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", len(pending),
+	h.log.Info("window committed", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "rejects", len(h.rejected), "pending", pending,
 		"refresh", h.refreshing, "deleted", h.lastDeleted())
-	if h.o.Progress != nil {
-		h.o.Progress.Window(WindowProgress{Window: w, Windows: h.windows, Pending: len(pending), Rows: h.runRows,
-			Calls: calls - h.callsAtStart, Refresh: h.refreshing})
-	}
-	return nil
+	return len(h.o.Targets), nil
 }
 
 // shareBudget saves what the API last said of the budget where every run

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/leadlex/leadlex-etl/internal/archive"
+	"github.com/leadlex/leadlex-etl/internal/extract"
+	"github.com/leadlex/leadlex-etl/internal/load"
+	"github.com/leadlex/leadlex-etl/internal/parquetio"
+	"github.com/leadlex/leadlex-etl/internal/pipeline"
+)
+
+// replayOptions holds the flags of `leadlex-etl replay`.
+type replayOptions struct {
+	RawDir          string
+	Stream          string
+	DuckDB          string
+	Parquet         string
+	PartitionBy     load.Partitioning
+	ParquetCompress parquetio.Compression
+	ParquetTarget   load.ByteSize
+	ParquetRowGroup int
+	MemoryLimit     string
+	Threads         int
+	Log             logOptions
+}
+
+// AddFlags registers the replay flags.
+func (o *replayOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.RawDir, "raw-dir", "", "the raw archive a sync --raw-dir kept (required)")
+	fs.StringVar(&o.Stream, "stream", "", "the stream to replay, when the raw archive holds several (its folder name; the error lists them)")
+	fs.StringVar(&o.DuckDB, "duckdb", "", "DuckDB file to rebuild (a new file, or one that does not hold the stream)")
+	fs.StringVar(&o.Parquet, "parquet", "", "folder of Hive-partitioned Parquet files to rebuild (a new or empty folder, or a lake that does not hold the stream)")
+	fs.Var(&o.PartitionBy, "partition-by", "Parquet partitions of created_at (UTC): month, day or year (default: the lake's own; month for a new lake)")
+	o.ParquetCompress = parquetio.DefaultCompression
+	fs.Var(&o.ParquetCompress, "parquet-compression", "Parquet compression")
+	o.ParquetTarget = load.DefaultTargetFileBytes
+	fs.Var(&o.ParquetTarget, "parquet-target-size", "size a Parquet file grows to before another is started (at least 1MB)")
+	fs.IntVar(&o.ParquetRowGroup, "parquet-row-group-rows", parquetio.DefaultRowGroupRows, "rows per Parquet row group")
+	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
+	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
+	o.Log.AddFlags(fs)
+}
+
+func (o *replayOptions) validate() error {
+	switch {
+	case o.RawDir == "":
+		return usagef("no raw archive: give --raw-dir DIR (what sync --raw-dir kept)")
+	case o.DuckDB == "" && o.Parquet == "":
+		return usagef("no destination: give --duckdb PATH, --parquet DIR, or both")
+	case o.ParquetTarget < load.MinTargetFileBytes:
+		return usagef("--parquet-target-size %s is below %s", o.ParquetTarget, load.MinTargetFileBytes)
+	case o.ParquetRowGroup < 1000:
+		return usagef("--parquet-row-group-rows %d must be at least 1000", o.ParquetRowGroup)
+	}
+	return o.Log.validate()
+}
+
+func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o replayOptions
+	fs := newFlagSet("replay", `Rebuild a DuckDB file and/or a Parquet lake from the raw archive that
+sync --raw-dir kept, with no API call: after a lost warehouse, for a new
+partitioning, or to add the lake later. The archived response bodies of one
+stream are loaded in the order they were committed, through the same
+transform and the same state rules as the sync, and each window is committed
+with its original request id and commit time: the contacts equal the
+original destination's, _request_id, _loaded_at and _deleted_at included,
+and so does the stream's coverage, so the next sync goes on from there.
+
+A corrupted or truncated file stops the replay, naming it; a destination the
+replay created is then removed, so it can be run again once the file is
+restored or moved away.
+
+Example:
+  leadlex-etl replay --raw-dir raw --duckdb rebuilt.duckdb --parquet lake`, stdout)
+	o.AddFlags(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	log := o.Log.logger(stderr)
+	arch, err := archive.Open(o.RawDir, false)
+	if err != nil {
+		return usageError{fmt.Errorf("--raw-dir: %w", err)}
+	}
+	defer arch.Close()
+	var targets []load.Target
+	var dests []destination
+	defer func() {
+		for _, t := range targets {
+			_ = t.Close()
+		}
+	}()
+	if o.DuckDB != "" {
+		d := newDestination(o.DuckDB, o.DuckDB+".wal", o.DuckDB+load.LockSuffix)
+		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log})
+		if err != nil {
+			return err
+		}
+		targets, dests = append(targets, db), append(dests, d)
+	}
+	if o.Parquet != "" {
+		d := newDestination(o.Parquet)
+		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
+			PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
+			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
+		})
+		var conflict *load.ConflictError
+		if errors.As(err, &conflict) {
+			return usageError{err}
+		}
+		if err != nil {
+			return err
+		}
+		targets, dests = append(targets, lake), append(dests, d)
+	}
+	res, err := pipeline.Replay(ctx, pipeline.ReplayOptions{Archive: arch, StreamID: o.Stream, Targets: targets, Logger: log})
+	names := make([]string, len(dests))
+	for i, d := range dests {
+		names[i] = d.path
+	}
+	dest := strings.Join(names, " and ")
+	if err != nil {
+		// A destination the replay created holds part of the stream at
+		// most, and a replay refuses a destination that holds it: remove
+		// it, so the replay can run again.
+		for _, t := range targets {
+			_ = t.Close()
+		}
+		targets = nil
+		var removed []string
+		for _, d := range dests {
+			if d.created {
+				d.remove()
+				removed = append(removed, d.path)
+			}
+		}
+		if len(removed) > 0 {
+			fmt.Fprintf(stdout, "replay %s: failed after %s; %s, which the replay created, was removed\n", dest, plural(res.Windows, "window"), strings.Join(removed, " and "))
+		}
+		var choice *pipeline.StreamChoiceError
+		if errors.As(err, &choice) && len(choice.Streams) > 0 {
+			return usageError{fmt.Errorf("%w with --stream ID", err)}
+		}
+		return err
+	}
+	fmt.Fprintf(stdout, "replay %s: %s of stream %s from %s, no API call: %d rows received, %d rejected, in %s\n",
+		dest, plural(res.Windows, "window"), res.StreamID, o.RawDir, res.Rows, res.Rejects, res.Elapsed.Round(time.Millisecond))
+	c := res.Changes
+	fmt.Fprintf(stdout, "contacts: %d new, %d written again, %d deleted\n", c.Inserted, c.Replaced, c.Deleted)
+	if from, to := res.Coverage.Span(); len(res.Coverage) > 0 {
+		fmt.Fprintf(stdout, "coverage: %s in %s, as the archived runs left it; the next sync goes on from there\n",
+			rangeText(extract.Window{From: from, To: to}), plural(len(res.Coverage), "segment"))
+	}
+	if len(res.Pending) > 0 {
+		fmt.Fprintf(stdout, "pending: %s the last archived run had left; the next sync resumes them\n", plural(len(res.Pending), "window"))
+	}
+	return nil
+}
