@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,7 +44,7 @@ type configOptions struct {
 }
 
 func (o *configOptions) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.Path, "config", os.Getenv("LEADLEX_CONFIG"), "read flag values, and streams, from this TOML file (env LEADLEX_CONFIG); flags on the command line override it")
+	fs.StringVar(&o.Path, "config", "", "read flag values, and streams, from this TOML file; flags on the command line override it")
 	fs.StringSliceVar(&o.Streams, "stream", nil, "with --config: only these of the file's [streams.NAME] (comma-separated or repeated; default all, in file order)")
 }
 
@@ -53,6 +56,29 @@ var configKeysNotAllowed = map[string]string{
 	"help":    "not a setting",
 	"json":    "the output format belongs on the command line",
 }
+
+// configGroups are flags that set one thing: a command line that gives
+// one of them overrides every one of them in the file, and a stream's table
+// that gives one overrides the file's top level for all of them.
+var configGroups = [][]string{{"wait", "no-wait"}, {"api-key-file", "api-key-env"}}
+
+func configGroup(key string) []string {
+	for _, g := range configGroups {
+		if slices.Contains(g, key) {
+			return g
+		}
+	}
+	return []string{key}
+}
+
+// looksLikeAKey says s could be an API key: what the file must never hold.
+func looksLikeAKey(s string) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(s)), "wbk_")
+}
+
+// streamNamePattern is what a stream's name may be: it shows in paths
+// ({stream} in --summary-json), logs and --stream lists.
+var streamNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$`)
 
 // configPathKeys hold paths, which are relative to the config file.
 var configPathKeys = map[string]bool{"duckdb": true, "parquet": true, "api-key-file": true, "summary-json": true, "raw-dir": true}
@@ -105,7 +131,14 @@ func loadConfig(path string) (*configFile, error) {
 	known := configKnownKeys()
 	c := &configFile{path: path, top: map[string]configValue{}}
 	read := func(table map[string]any, where string, into map[string]configValue) error {
-		for k, v := range table {
+		keys := make([]string, 0, len(table))
+		for k := range table {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		spelled := map[string]string{}
+		for _, k := range keys {
+			v := table[k]
 			key := strings.ReplaceAll(k, "_", "-")
 			if why, ok := configKeysNotAllowed[key]; ok {
 				return usagef("--config %s: %s: key %q: %s", path, where, k, why)
@@ -113,11 +146,22 @@ func loadConfig(path string) (*configFile, error) {
 			if !known[key] {
 				return usagef("--config %s: %s: unknown key %q (keys are the long names of sync's and status's flags, such as base-url, duckdb, tag)", path, where, k)
 			}
-			if _, dup := into[key]; dup {
-				return usagef("--config %s: %s: %q is set twice (as %s and with dashes)", path, where, k, key)
+			if other, dup := spelled[key]; dup {
+				return usagef("--config %s: %s: %q and %q are the same key", path, where, other, k)
+			}
+			spelled[key] = k
+			if holdsAKey(v) {
+				return usagef("--config %s: %s: %q holds what looks like an API key (wbk_...): the file names where the key is (api-key-env, api-key-file), it never holds it", path, where, k)
 			}
 			if s, ok := v.(string); ok && configPathKeys[key] && s != "" && !filepath.IsAbs(s) {
 				v = filepath.Join(dir, s)
+			}
+			if b, ok := v.(bool); ok && key == "wait" {
+				// wait = false means no-wait = true: one setting, two flags.
+				key, v = "no-wait", !b
+			}
+			if _, dup := into[key]; dup {
+				return usagef("--config %s: %s: wait and no-wait are the same setting: give one", path, where)
 			}
 			into[key] = configValue{val: v, where: where}
 		}
@@ -133,13 +177,24 @@ func loadConfig(path string) (*configFile, error) {
 		if !ok {
 			return nil, usagef("--config %s: streams must be tables, [streams.NAME]", path)
 		}
-		// The file's order, which a map does not keep.
+		// The file's order, which a map does not keep: a stream is known
+		// by its first key, whether [streams.NAME] or a dotted key.
 		seen := map[string]bool{}
 		for _, k := range md.Keys() {
-			if len(k) == 2 && k[0] == "streams" && !seen[k[1]] {
+			if len(k) >= 2 && k[0] == "streams" && !seen[k[1]] {
 				seen[k[1]] = true
 				c.streams = append(c.streams, configStream{name: k[1]})
 			}
+		}
+		var unseen []string // none expected; never drop a stream
+		for name := range tables {
+			if !seen[name] {
+				unseen = append(unseen, name)
+			}
+		}
+		sort.Strings(unseen)
+		for _, name := range unseen {
+			c.streams = append(c.streams, configStream{name: name})
 		}
 		for i := range c.streams {
 			st := &c.streams[i]
@@ -147,8 +202,8 @@ func loadConfig(path string) (*configFile, error) {
 			if !ok {
 				return nil, usagef("--config %s: streams.%s must be a table, [streams.%s]", path, st.name, st.name)
 			}
-			if strings.TrimSpace(st.name) == "" || strings.ContainsAny(st.name, "/\\{}") {
-				return nil, usagef("--config %s: stream name %q must be a plain word", path, st.name)
+			if !streamNamePattern.MatchString(st.name) {
+				return nil, usagef("--config %s: stream name %q: use letters, digits, - and _ (at most 64, starting with a letter or digit)", path, st.name)
 			}
 			st.values = map[string]configValue{}
 			if err := read(table, fmt.Sprintf("%s [streams.%s]", filepath.Base(path), st.name), st.values); err != nil {
@@ -157,6 +212,23 @@ func loadConfig(path string) (*configFile, error) {
 		}
 	}
 	return c, nil
+}
+
+// holdsAKey says a value, or an item of a list value, looks like a key.
+func holdsAKey(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return looksLikeAKey(x)
+	case []any:
+		return slices.ContainsFunc(x, holdsAKey)
+	case map[string]any:
+		for _, y := range x {
+			if holdsAKey(y) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // selectStreams returns the streams --stream names, all when it names none.
@@ -172,7 +244,12 @@ func (c *configFile) selectStreams(names []string) ([]configStream, error) {
 		return c.streams, nil
 	}
 	var out []configStream
+	picked := map[string]bool{}
 	for _, n := range names {
+		if picked[n] {
+			continue
+		}
+		picked[n] = true
 		i := c.stream(n)
 		if i < 0 {
 			have := make([]string, len(c.streams))
@@ -203,6 +280,11 @@ func (c *configFile) apply(fs *pflag.FlagSet, st configStream) error {
 	for k, v := range c.top {
 		merged[k] = v
 	}
+	for k := range st.values {
+		for _, g := range configGroup(k) {
+			delete(merged, g) // the stream's own choice of the setting
+		}
+	}
 	for k, v := range st.values {
 		merged[k] = v
 	}
@@ -213,8 +295,8 @@ func (c *configFile) apply(fs *pflag.FlagSet, st configStream) error {
 	sort.Strings(keys)
 	for _, k := range keys {
 		f := fs.Lookup(k)
-		if f == nil || f.Changed {
-			continue
+		if f == nil || slices.ContainsFunc(configGroup(k), fs.Changed) {
+			continue // not this command's, or the command line's to set
 		}
 		if err := setFlag(fs, f, merged[k].val); err != nil {
 			return usagef("--config %s: %s: %s: %v", c.path, merged[k].where, k, err)
@@ -248,9 +330,10 @@ func setFlag(fs *pflag.FlagSet, f *pflag.Flag, v any) error {
 	if err != nil {
 		return err
 	}
-	if sv, ok := f.Value.(pflag.SliceValue); ok {
-		// One value for a list flag is a list of one: a tag may hold a
-		// comma, which the flag's own parsing would split.
+	if sv, ok := f.Value.(pflag.SliceValue); ok && f.Value.Type() == "stringArray" {
+		// One value for a repeatable flag (tag) is a list of one: a tag
+		// may hold a comma. A comma-separated flag (fields) splits it, as
+		// on the command line.
 		if err := sv.Replace([]string{s}); err != nil {
 			return err
 		}
@@ -270,6 +353,9 @@ func tomlScalar(v any) (string, error) {
 	case int64:
 		return strconv.FormatInt(x, 10), nil
 	case float64:
+		if x == math.Trunc(x) && math.Abs(x) < 1e15 {
+			return strconv.FormatInt(int64(x), 10), nil // 1e6 is a whole number
+		}
 		return strconv.FormatFloat(x, 'g', -1, 64), nil
 	case time.Time:
 		switch x.Location().String() {

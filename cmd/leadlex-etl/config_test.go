@@ -127,9 +127,8 @@ max_calls = 5
 		}
 	}
 
-	// status reads each destination the streams name, once; LEADLEX_CONFIG
-	// stands for --config.
-	r = cliIn(t, dir, []string{"LEADLEX_CONFIG=conf/leadlex.toml"}, "status", "--json")
+	// status reads each destination the streams name, once.
+	r = cliIn(t, dir, nil, "status", "--config", "conf/leadlex.toml", "--json")
 	lines = strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if r.code != 0 || len(lines) != 2 {
 		t.Fatalf("status: %d, %d lines\n%s%s", r.code, len(lines), r.stdout, r.stderr)
@@ -167,20 +166,45 @@ max_calls = 5
 		{"a bad stream after a good one", "base-url = \"" + url + "\"\napi-key-file = \"key\"\n[streams.good]\nduckdb = \"g.duckdb\"\n[streams.bad]\nduckdb = \"b.duckdb\"\nlimit = 0\n", nil, "stream bad: --limit 0"},
 		{"an unknown stream", "[streams.a]\nduckdb = \"a.duckdb\"\n", []string{"--stream", "b"}, `no such stream (it has a)`},
 		{"one summary for two streams", "summary-json = \"s.json\"\n[streams.a]\nduckdb = \"a.duckdb\"\n[streams.b]\nduckdb = \"b.duckdb\"\n", nil, "{stream}"},
+		{"a key where a variable's name belongs", "api-key-env = \"" + cliKey + "\"\nduckdb = \"x.duckdb\"\n", nil, "looks like an API key"},
+		{"a key in any value", "duckdb = \"x.duckdb\"\nlist-id = \"" + cliKey + "\"\n", nil, "looks like an API key"},
+		{"a nested table in a stream", "[streams.a]\nduckdb = \"a.duckdb\"\n[streams.a.b]\nz = 1\n", nil, `unknown key "b"`},
+		{"an odd stream name", "[streams.\"a,b\"]\nduckdb = \"a.duckdb\"\n", nil, "stream name"},
+		{"a later stream's destination that does not open", "base-url = \"" + url + "\"\napi-key-file = \"key\"\n[streams.good]\nduckdb = \"g.duckdb\"\n[streams.bad]\nduckdb = \"key\"\n", nil, "stream bad:"},
+		{"a later stream that needs --new-stream", "base-url = \"" + url + "\"\napi-key-file = \"key\"\n[streams.good]\nduckdb = \"g.duckdb\"\n[streams.edited]\nduckdb = \"wh.duckdb\"\ntag = [\"partner\"]\n", nil, "--new-stream"},
 	} {
 		write(bad, c.body)
 		r := cliIn(t, dir, nil, append([]string{"sync", "--config", bad}, c.args...)...)
-		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
-			t.Errorf("%s: exit %d, want 2 saying %q:\n%s", c.name, r.code, c.want, r.stderr)
+		want := 2
+		if strings.Contains(c.name, "does not open") {
+			want = 1 // not a usage error: a file that is not what it should be
+		}
+		if r.code != want || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%s: exit %d, want %d saying %q:\n%s", c.name, r.code, want, c.want, r.stderr)
 		}
 		if strings.Contains(r.stderr, cliKey) {
 			t.Errorf("%s: the error repeats the key", c.name)
 		}
-		for _, p := range []string{"x.duckdb", "g.duckdb", "a.duckdb"} {
+		for _, p := range []string{"x.duckdb", "g.duckdb", "a.duckdb", "later.duckdb"} {
 			if _, err := os.Stat(filepath.Join(conf, p)); err == nil {
 				t.Errorf("%s: %s was created", c.name, p)
 			}
 		}
+	}
+	// Streams written with dotted keys are streams all the same: the
+	// filter is not lost.
+	write(bad, "base-url = \""+url+"\"\napi-key-file = \"key\"\nduckdb = \"wh.duckdb\"\n[streams]\nvip.tag = \"vip\"\n")
+	r = cliIn(t, dir, nil, "plan", "--config", bad, "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &p); err != nil || r.code != 0 {
+		t.Fatalf("plan of dotted keys: %d %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if !strings.Contains(p.Identity, `"tags":["vip"]`) || !strings.Contains(r.stdout, `"config_stream":"vip"`) {
+		t.Errorf("the dotted stream is planned as %s:\n%s", p.Identity, r.stdout)
+	}
+	// A stream not synced yet is no error for status.
+	write(bad, "[streams.later]\nduckdb = \"later.duckdb\"\n")
+	if r := cliIn(t, dir, nil, "status", "--config", bad, "--json"); r.code != 0 || !strings.Contains(r.stdout, `"missing":true`) {
+		t.Errorf("status of a destination not created yet: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := cliIn(t, dir, nil, "sync", "--stream", "vip", "--duckdb", "x.duckdb"); r.code != 2 || !strings.Contains(r.stderr, "--config") {
 		t.Errorf("--stream without --config: %d %s", r.code, r.stderr)
@@ -229,5 +253,69 @@ func TestReadmeConfigExample(t *testing.T) {
 		o.DuckDB != want.DuckDB || o.Parquet != want.Parquet || o.API.APIKeyFile != "/etc/leadlex/key" ||
 		o.SummaryJSON != filepath.Join(dir, "runs/{stream}.json") || len(o.Tags) != 0 {
 		t.Errorf("the README's newsletter stream reads as %+v", *o)
+	}
+}
+
+// TestConfigSettingsOfTwoFlags checks the settings two flags make: the
+// command line's or a stream's choice of one overrides the file's choice
+// of the other.
+func TestConfigSettingsOfTwoFlags(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leadlex.toml")
+	for _, c := range []struct {
+		name, body string
+		args       []string
+		check      func(o *syncOptions) bool
+	}{
+		{"--wait beats no-wait = true", "no-wait = true\n", []string{"--wait"},
+			func(o *syncOptions) bool { return o.Wait && !o.NoWait }},
+		{"wait = false is no-wait", "wait = false\n", nil,
+			func(o *syncOptions) bool { return o.NoWait }},
+		{"a stream's wait beats the top's no-wait", "no-wait = true\n[streams.s]\nwait = true\n", nil,
+			func(o *syncOptions) bool { return !o.NoWait }},
+		{"--api-key-env beats api-key-file", "api-key-file = \"k\"\n", []string{"--api-key-env", "OTHER_KEY"},
+			func(o *syncOptions) bool { return o.API.APIKeyFile == "" && o.API.APIKeyEnv == "OTHER_KEY" }},
+		{"a stream's api-key-env beats the top's api-key-file", "api-key-file = \"k\"\n[streams.s]\napi-key-env = \"S_KEY\"\n", nil,
+			func(o *syncOptions) bool { return o.API.APIKeyFile == "" && o.API.APIKeyEnv == "S_KEY" }},
+		{"fields as one string splits as on the command line", "fields = \"email, phone\"\n", nil,
+			func(o *syncOptions) bool {
+				return slices.Equal(o.fields(), []string{"id", "created_at", "email", "phone"})
+			}},
+		{"a tag as one string is one tag", "tag = \"a,b\"\n", nil,
+			func(o *syncOptions) bool { return slices.Equal(o.Tags, []string{"a,b"}) }},
+		{"a whole float is an integer", "max-calls = 1e3\n", nil,
+			func(o *syncOptions) bool { return o.MaxCalls == 1000 }},
+		{"a local date-time is UTC", "since = 2024-01-02T03:04:05\n", nil,
+			func(o *syncOptions) bool { return o.Since == "2024-01-02T03:04:05" }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(c.body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cf, err := loadConfig(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sel, err := cf.selectStreams(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			o := new(syncOptions)
+			fs := newSyncFlagSet(o, io.Discard)
+			if err := parseFlags(fs, c.args); err != nil {
+				t.Fatal(err)
+			}
+			if err := cf.apply(fs, sel[0]); err != nil {
+				t.Fatal(err)
+			}
+			if !c.check(o) {
+				t.Errorf("%s with %v reads as wait %v no-wait %v key file %q env %q fields %v tags %v max-calls %d since %q",
+					c.body, c.args, o.Wait, o.NoWait, o.API.APIKeyFile, o.API.APIKeyEnv, o.fields(), o.Tags, o.MaxCalls, o.Since)
+			}
+			o.DuckDB = filepath.Join(dir, "w.duckdb")
+			if _, _, _, err := o.validate(fs); err != nil && !strings.Contains(err.Error(), "API key") {
+				t.Errorf("validate: %v", err)
+			}
+		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -51,6 +53,9 @@ func (o *apiOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&o.Timeouts, "timeouts", "how long to wait to connect, for the response headers, and for each next byte of a body; a call that runs out is retried like a 5xx (see --attempts)")
 }
 
+// envNamePattern is what an environment variable's name may be.
+var envNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
 // validate checks the API flags and reads the key, before any network call.
 func (o *apiOptions) validate(fs *pflag.FlagSet) (extract.APIKey, error) {
 	var key extract.APIKey
@@ -73,8 +78,11 @@ func (o *apiOptions) validate(fs *pflag.FlagSet) (extract.APIKey, error) {
 	if o.Backoff <= 0 {
 		return key, usagef("--retry-backoff %s must be positive", o.Backoff)
 	}
-	if o.APIKeyEnv == "" || strings.ContainsAny(o.APIKeyEnv, "= \t\n") {
-		return key, usagef("--api-key-env %q is not the name of an environment variable", o.APIKeyEnv)
+	if looksLikeAKey(o.APIKeyEnv) || looksLikeAKey(filepath.Base(o.APIKeyFile)) {
+		return key, usagef("--api-key-env or --api-key-file holds what looks like an API key (wbk_...): they name the environment variable or the file that holds the key")
+	}
+	if !envNamePattern.MatchString(o.APIKeyEnv) {
+		return key, usagef("--api-key-env %q is not the name of an environment variable (letters, digits and _)", o.APIKeyEnv)
 	}
 	raw := os.Getenv(o.APIKeyEnv)
 	src := o.APIKeyEnv

@@ -96,7 +96,7 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if j.name != "" && !j.o.JSON {
 			fmt.Fprintf(stdout, "stream %s:\n", j.name)
 		}
-		if err := planOne(ctx, j.o, j.key, j.since, j.until, siblings, stdout, withConfig); err != nil {
+		if err := planOne(ctx, j.name, j.o, j.key, j.since, j.until, siblings, stdout, withConfig); err != nil {
 			if j.name != "" {
 				return fmt.Errorf("stream %s: %w", j.name, err)
 			}
@@ -107,28 +107,15 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 // planOne prints the plan of one stream.
-func planOne(ctx context.Context, o *planOptions, key extract.APIKey, since, until time.Time, siblings []string, stdout io.Writer, jsonLines bool) error {
-	var targets []load.Target
-	var dests []string
+func planOne(ctx context.Context, name string, o *planOptions, key extract.APIKey, since, until time.Time, siblings []string, stdout io.Writer, jsonLines bool) error {
+	targets, dests, err := openReadOnlyTargets(ctx, o.DuckDB, o.Parquet)
 	defer func() {
 		for _, t := range targets {
 			_ = t.Close()
 		}
 	}()
-	for _, d := range []destOptions{{DuckDB: o.DuckDB}, {Parquet: o.Parquet}} {
-		if d.path() == "" {
-			continue
-		}
-		dests = append(dests, d.path())
-		t, err := d.openReadOnly(ctx)
-		if err != nil {
-			if _, serr := os.Stat(d.path()); errors.Is(serr, os.ErrNotExist) {
-				targets = append(targets, emptyDestination{})
-				continue
-			}
-			return err
-		}
-		targets = append(targets, t)
+	if err != nil {
+		return err
 	}
 	var budgets pipeline.SharedBudget
 	if path, err := budget.DefaultPath(); err == nil {
@@ -150,7 +137,11 @@ func planOne(ctx context.Context, o *planOptions, key extract.APIKey, since, unt
 		if !jsonLines {
 			enc.SetIndent("", "  ")
 		}
-		return enc.Encode(p)
+		return enc.Encode(struct {
+			ConfigStream string   `json:"config_stream,omitempty"` // the stream's name in the config file
+			Destinations []string `json:"destinations"`
+			pipeline.PlanResult
+		}{name, dests, p})
 	}
 	printPlan(stdout, p, strings.Join(dests, " and "), o.NewStream, time.Now())
 	return nil
@@ -197,6 +188,27 @@ func printPlan(w io.Writer, p pipeline.PlanResult, dest string, newStreamOK bool
 			fmt.Fprintln(w, "  sync would refuse to start this new stream without --new-stream")
 		}
 	}
+}
+
+// openReadOnlyTargets opens the destinations read-only, one that does not
+// exist yet as an empty one.
+func openReadOnlyTargets(ctx context.Context, duckdb, parquet string) (targets []load.Target, paths []string, err error) {
+	for _, d := range []destOptions{{DuckDB: duckdb}, {Parquet: parquet}} {
+		if d.path() == "" {
+			continue
+		}
+		paths = append(paths, d.path())
+		t, err := d.openReadOnly(ctx)
+		if err != nil {
+			if _, serr := os.Stat(d.path()); errors.Is(serr, os.ErrNotExist) {
+				targets = append(targets, emptyDestination{})
+				continue
+			}
+			return targets, paths, err
+		}
+		targets = append(targets, t)
+	}
+	return targets, paths, nil
 }
 
 // emptyDestination stands for a destination that does not exist yet: no

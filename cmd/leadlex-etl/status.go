@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/spf13/pflag"
 
 	"github.com/leadlex/leadlex-etl/internal/budget"
@@ -66,6 +67,7 @@ func (o *destOptions) openWrite(ctx context.Context) (load.Target, error) {
 type statusReport struct {
 	Destination       string         `json:"destination"`
 	Kind              string         `json:"kind"`
+	Missing           bool           `json:"missing,omitempty"` // with --config: no sync has created it yet
 	InterruptedCommit bool           `json:"interrupted_commit,omitempty"`
 	Streams           []streamReport `json:"streams"`
 	Runs              []runReport    `json:"runs"`
@@ -286,6 +288,9 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				dests = append(dests, destOptions{Parquet: o.Dest.Parquet})
 			}
 			if len(dests) == 0 {
+				if r.name == "" {
+					return usagef("%s names no destination (duckdb or parquet)", r.file.path)
+				}
 				return usagef("stream %s of %s names no destination (duckdb or parquet)", r.name, r.file.path)
 			}
 		}
@@ -314,9 +319,23 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // showStatus prints one destination's status.
-func showStatus(ctx context.Context, o statusOptions, stdout io.Writer, jsonLines bool) error {
+func showStatus(ctx context.Context, o statusOptions, stdout io.Writer, withConfig bool) error {
 	tgt, err := o.Dest.openReadOnly(ctx)
 	if err != nil {
+		if _, serr := os.Stat(o.Dest.path()); withConfig && errors.Is(serr, os.ErrNotExist) {
+			// A stream of the file not synced yet: not a mistake.
+			kind := "duckdb"
+			if o.Dest.Parquet != "" {
+				kind = "lake"
+			}
+			rep := statusReport{Destination: o.Dest.path(), Kind: kind, Missing: true,
+				Streams: []streamReport{}, Runs: []runReport{}, Budgets: []budgetReport{}}
+			if o.JSON {
+				return json.NewEncoder(stdout).Encode(rep)
+			}
+			fmt.Fprintf(stdout, "destination: %s (%s): does not exist yet; the first sync creates it\n", rep.Destination, kind)
+			return nil
+		}
 		return err
 	}
 	defer tgt.Close()
@@ -327,7 +346,7 @@ func showStatus(ctx context.Context, o statusOptions, stdout io.Writer, jsonLine
 	}
 	if o.JSON {
 		enc := json.NewEncoder(stdout)
-		if !jsonLines {
+		if !withConfig {
 			enc.SetIndent("", "  ")
 		}
 		return enc.Encode(rep)
@@ -487,10 +506,15 @@ a destination a sync is writing is refused as locked.`, stdout)
 	return usagef("usage: leadlex-etl streams [reset ID] --duckdb PATH | --parquet DIR")
 }
 
+// stdinIsTerminal says someone may answer a question (/dev/null, a
+// character device too, is not a terminal).
+func stdinIsTerminal() bool {
+	return isatty.IsTerminal(os.Stdin.Fd()) || isatty.IsCygwinTerminal(os.Stdin.Fd())
+}
+
 // confirm asks question on the terminal; without one on stdin it says no.
 func confirm(w io.Writer, question string) bool {
-	fi, err := os.Stdin.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+	if !stdinIsTerminal() {
 		return false
 	}
 	fmt.Fprint(w, question)

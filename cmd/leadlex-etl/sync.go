@@ -344,6 +344,9 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := r.apply(fs); err != nil {
 			return err
 		}
+		if r.file != nil && r.name == "" && strings.Contains(j.o.SummaryJSON, "{stream}") {
+			return usagef("--summary-json %s: {stream} names a stream of the config file, and %s has no [streams.NAME]", j.o.SummaryJSON, r.file.path)
+		}
 		if sj := j.o.SummaryJSON; sj != "" && r.name != "" {
 			if len(runs) > 1 && !strings.Contains(sj, "{stream}") {
 				return usagef("--summary-json %s: with several streams the path must contain {stream}, which becomes each stream's name", sj)
@@ -375,11 +378,20 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(jobs) == 1 {
 		return jobs[0].run(ctx, stdout, stderr)
 	}
+	// What would stop a later stream after earlier ones spent calls is
+	// checked first: a destination that does not open, a new stream that
+	// needs consent.
+	for i := range jobs {
+		if err := jobs[i].preflight(ctx, stderr); err != nil {
+			return fmt.Errorf("stream %s: %w", jobs[i].name, err)
+		}
+	}
 	// Streams run one after another, sharing the budget. A failed stream
 	// does not stop the next; the worst outcome is the command's.
+	var failed []string
 	var worst error
 	worstRank := 0
-	for _, j := range jobs {
+	for i, j := range jobs {
 		fmt.Fprintf(stdout, "stream %s:\n", j.name)
 		err := j.run(ctx, stdout, stderr)
 		if err == nil {
@@ -387,18 +399,72 @@ func runSync(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		err = fmt.Errorf("stream %s: %w", j.name, err)
 		if ctx.Err() != nil {
-			return err // interrupted: the rest waits for the next run
-		}
-		if rank := severity(ctx, err); rank > worstRank {
+			// Interrupted: what failed before is said again, and the
+			// streams not run wait for the next run.
 			if worst != nil {
-				fmt.Fprintf(stderr, "leadlex-etl: %v\n", worst)
+				fmt.Fprintf(stderr, "leadlex-etl: before the interruption: %v\n", worst)
 			}
+			if rest := jobs[i+1:]; len(rest) > 0 {
+				names := make([]string, len(rest))
+				for k, r := range rest {
+					names[k] = r.name
+				}
+				fmt.Fprintf(stderr, "leadlex-etl: streams not run: %s\n", strings.Join(names, ", "))
+			}
+			return err
+		}
+		fmt.Fprintf(stderr, "leadlex-etl: %v\n", err)
+		failed = append(failed, j.name)
+		if rank := severity(ctx, err); rank > worstRank {
 			worst, worstRank = err, rank
-		} else {
-			fmt.Fprintf(stderr, "leadlex-etl: %v\n", err)
 		}
 	}
-	return worst
+	if worst == nil {
+		return nil
+	}
+	return &streamsFailed{failed: failed, of: len(jobs), worst: worst}
+}
+
+// streamsFailed is the outcome of a run of several streams of which some
+// failed (each error printed as it happened); its exit code is the worst's.
+type streamsFailed struct {
+	failed []string
+	of     int
+	worst  error
+}
+
+func (e *streamsFailed) Error() string {
+	return fmt.Sprintf("%d of %d streams failed (%s), see above", len(e.failed), e.of, strings.Join(e.failed, ", "))
+}
+func (e *streamsFailed) Unwrap() error { return e.worst }
+
+// preflight checks, without a call, what would stop the stream's run: its
+// destinations open, and a new stream next to others has consent.
+func (j *syncJob) preflight(ctx context.Context, stderr io.Writer) error {
+	targets, _, err := openReadOnlyTargets(ctx, j.o.DuckDB, j.o.Parquet)
+	defer func() {
+		for _, t := range targets {
+			_ = t.Close()
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	p, err := pipeline.Plan(ctx, pipeline.Options{
+		Client: &extract.Client{BaseURL: j.o.API.BaseURL, Key: j.key}, Query: j.o.query(),
+		Since: j.since, Until: j.until, Lookback: j.o.Lookback, Targets: targets, Siblings: j.siblings,
+	})
+	if err != nil {
+		return err
+	}
+	if p.NeedsConsent && !j.o.NewStream {
+		ns := &pipeline.NewStreamError{StreamID: p.StreamID, Identity: p.Identity, Existing: p.Others}
+		if !confirmNewStream(stderr, ns) {
+			return usageError{ns}
+		}
+		j.o.NewStream = true
+	}
+	return nil
 }
 
 // severity ranks a failed run's outcome: bad usage, then a refused key,
@@ -597,8 +663,7 @@ func explain(err error) error {
 // confirmNewStream asks on the terminal whether to start the new stream ns
 // describes; without a terminal on stdin it says no.
 func confirmNewStream(stderr io.Writer, ns *pipeline.NewStreamError) bool {
-	fi, err := os.Stdin.Stat()
-	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+	if !stdinIsTerminal() {
 		return false
 	}
 	fmt.Fprintf(stderr, "This sync starts a new stream %s %s and exports all history (10 calls an hour);\nthe destination already has:\n", ns.StreamID, ns.Identity)
