@@ -17,7 +17,7 @@ STATICCHECK         := bin/tools/staticcheck
 # call counts, which the plain run covers).
 RACE_PKGS := ./internal/archive/ ./internal/budget/ ./internal/parquetio/ ./internal/extract/ ./internal/fakeapi/ ./internal/transform/ ./internal/load/
 
-.PHONY: build test lint race bench demo fmt vet clean
+.PHONY: build test lint race bench rss demo fmt vet clean
 
 # -buildvcs=auto: stamp the commit (leadlex-etl --version) when built in a
 # git checkout, whatever GOFLAGS says.
@@ -53,6 +53,9 @@ lint: $(STATICCHECK) ## gofmt check, go vet, staticcheck
 
 bench: build ## print speed and call-count ratios against references measured in the same run (medians of LEADLEX_BENCH_REPS runs)
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./... | tee bench.out
+
+rss: build ## peak memory of a full sync into DuckDB and into a lake, per size (the README's table)
+	./scripts/rss.sh
 
 demo: build ## fake API on a free loopback port -> sync into demo/
 	./scripts/demo.sh
