@@ -8,6 +8,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -75,7 +76,18 @@ type DuckDB struct {
 	batches []arrow.RecordBatch // of the current window, retained
 	ids     map[string]struct{} // of the current window
 	dups    bool                // an id repeats within the window
-	table   map[string]bool     // columns the contacts table has
+	idsAll  bool                // ids holds every id of the window
+	// known holds a hash of every id the contacts table holds, while that
+	// is known: the table was empty when this sink first committed to it
+	// and it held knownRows rows after each commit since. A window then
+	// deletes before its INSERT only the few ids the table may hold, by
+	// value, not by joining the whole table with the window (the join
+	// took 0.3 s of a 3.8 s replay of 1M contacts). About 20 bytes an id.
+	known     map[uint64]struct{}
+	knownSeed maphash.Seed
+	knownRows int64
+	knownOff  bool            // the table's ids are not known: it held rows, or changed behind the sink's back
+	table     map[string]bool // columns the contacts table has
 	// stateCols are the columns of the _leadlex_* tables, for a file
 	// opened read-only that an older version wrote (no upgrade ran).
 	stateCols map[string]bool
@@ -464,25 +476,24 @@ func (d *DuckDB) Begin(ctx context.Context, _ WindowInfo, cols []schemas.Column)
 	if d.ids == nil {
 		d.ids = map[string]struct{}{}
 	}
-	d.dups = false
+	d.dups, d.idsAll = false, true
 	return nil
 }
 
 // Write keeps one batch of the window and notes whether an id repeats.
 func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
-	if !d.dups {
+	if d.idsAll {
 		if idx := batch.Schema().FieldIndices("id"); len(idx) > 0 {
 			if ids, ok := batch.Column(idx[0]).(*array.String); ok {
 				for i := 0; i < ids.Len(); i++ {
 					id := ids.Value(i)
 					if _, seen := d.ids[id]; seen {
 						d.dups = true
-						break
 					}
 					d.ids[id] = struct{}{} // points into the batch, retained until the window ends
 				}
 			} else {
-				d.dups = true // cannot tell: deduplicate anyway
+				d.dups, d.idsAll = true, false // cannot tell: deduplicate anyway
 			}
 		}
 	}
@@ -618,6 +629,9 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 			_ = d.exec(context.WithoutCancel(ctx), "ROLLBACK")
 		}
 	}()
+	if err := d.checkKnown(ctx); err != nil {
+		return ch, err
+	}
 	var added []string
 	for _, c := range d.cols {
 		if !d.table[c.Name] {
@@ -658,7 +672,93 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 	for _, name := range added {
 		d.table[name] = true
 	}
+	d.addKnown(ch, info.HardDelete)
 	return ch, nil
+}
+
+// checkKnown starts knowing the contacts table's ids when it is empty at
+// the first commit, and stops when it does not hold the rows it held after
+// the last commit: another process wrote to it (the file is closed between
+// commits and during waits). It runs inside the commit's transaction.
+func (d *DuckDB) checkKnown(ctx context.Context) error {
+	if d.knownOff {
+		return nil
+	}
+	var n int64
+	if err := d.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+schemas.QuoteIdent(ContactsTable)).Scan(&n); err != nil {
+		return fmt.Errorf("count contacts: %w", err)
+	}
+	switch {
+	case d.known == nil && n == 0:
+		d.known, d.knownSeed, d.knownRows = map[uint64]struct{}{}, maphash.MakeSeed(), 0
+	case d.known == nil || n != d.knownRows:
+		d.known, d.knownOff = nil, true
+	}
+	return nil
+}
+
+// maxKnownOverlap is the most ids of a window deleted by a list of
+// literals; a window overlapping more deletes by a join with its batches.
+const maxKnownOverlap = 2000
+
+// knownOverlap returns, when the contacts table's ids are known, the
+// window's ids that the table may hold (all it holds, perhaps a few more),
+// and whether it could tell.
+func (d *DuckDB) knownOverlap() ([]string, bool) {
+	if d.known == nil || !d.idsAll {
+		return nil, false
+	}
+	var out []string
+	for id := range d.ids {
+		if _, ok := d.known[maphash.String(d.knownSeed, id)]; ok {
+			if len(out) == maxKnownOverlap || !canonicalUUID(id) {
+				return nil, false
+			}
+			out = append(out, id)
+		}
+	}
+	return out, true
+}
+
+// canonicalUUID reports whether s is a UUID as the transform writes them
+// (lowercase 8-4-4-4-12 hex), safe to quote as a literal.
+func canonicalUUID(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// addKnown notes a committed window's ids and the table's rows after it.
+// Ids a hard delete removed stay in the set: they only cost a DELETE.
+func (d *DuckDB) addKnown(ch Changes, hardDelete bool) {
+	if d.known == nil {
+		return
+	}
+	if !d.idsAll {
+		d.known, d.knownOff = nil, true
+		return
+	}
+	for id := range d.ids {
+		d.known[maphash.String(d.knownSeed, id)] = struct{}{}
+	}
+	d.knownRows += ch.Inserted
+	if hardDelete {
+		d.knownRows -= ch.Deleted
+	}
 }
 
 // execCount runs q and returns the rows it affected.
@@ -702,8 +802,18 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	keep := d.columnsNotIn(d.cols)
 	var inserted int64
 	if len(keep) == 0 {
-		if ch.Replaced, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
-			return ch, err
+		overlap, known := d.knownOverlap()
+		switch {
+		case !known:
+			if ch.Replaced, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
+				return ch, err
+			}
+		case len(overlap) > 0:
+			// The few ids the table may hold already, by value: no join
+			// of the whole table with the window.
+			if ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+contacts+` WHERE id IN ('`+strings.Join(overlap, "'::UUID, '")+`'::UUID)`); err != nil {
+				return ch, err
+			}
 		}
 		if inserted, err = d.withBatchesCount(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
 			return ch, err

@@ -121,6 +121,42 @@ func TestUpsertKeepsIDsUnique(t *testing.T) {
 	}
 }
 
+// The sink knows the ids of a table that was empty when it first committed
+// and deletes only those a window repeats; a row written behind its back,
+// or a table that held rows, sends it back to deleting by the whole window.
+func TestUpsertOfATableWhoseIDsAreKnown(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "w.duckdb")
+	db := open(t, path)
+	st := load.StreamState{StreamID: "s", Identity: "{}"}
+	const idD = "423e4567-e89b-12d3-a456-426614174000"
+	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n"+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	// Overlapping windows, as at the planner's edges.
+	window(t, db, header+strings.ToUpper(idB)+",B again,,,,,,,2024-01-01T00:00:00Z\n"+idC+",C,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, false)
+	want := map[string]string{idA: "A/req1", idB: "B again/req2", idC: "C/req2"}
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	// Another writer adds a contact between two commits.
+	if _, err := db.DB().Exec(`INSERT INTO contacts (id, full_name, created_at, _request_id) VALUES ('` + idD + `', 'D', TIMESTAMPTZ '2024-01-01 00:00:00Z', 'outside')`); err != nil {
+		t.Fatal(err)
+	}
+	window(t, db, header+idD+",D synced,,,,,,,2024-01-01T00:00:00Z\n", "req3", st, false)
+	want[idD] = "D synced/req3"
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after a write behind the sink's back: got %v, want %v", got, want)
+	}
+	// A sink that opens a table holding rows knows none of them.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = open(t, path)
+	window(t, db, header+idA+",A again,,,,,,,2024-01-01T00:00:00Z\n", "req4", st, false)
+	want[idA] = "A again/req4"
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after reopening: got %v, want %v", got, want)
+	}
+}
+
 func TestTypesAreStoredFaithfully(t *testing.T) {
 	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
 	window(t, db, header+
