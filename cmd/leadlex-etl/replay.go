@@ -73,6 +73,9 @@ transform and the same state rules as the sync, and each window is committed
 with its original request id and commit time: the contacts equal the
 original destination's, _request_id, _loaded_at and _deleted_at included,
 and so does the stream's coverage, so the next sync goes on from there.
+Into DuckDB the windows commit in groups of about a million rows, one INSERT
+and one transaction each, which holds them in memory until then (about
+200 MB per million rows of the default fields).
 
 A corrupted or truncated file stops the replay, naming it; a destination the
 replay created is then removed, so it can be run again once the file is

@@ -55,6 +55,11 @@ var sinksUnderTest = []sinkUnderTest{
 			return textRows(t, tgt.(*load.DuckDB).DB(), "contacts")
 		},
 	},
+	// DuckDB committing windows in groups (load.Grouper), as a replay does:
+	// of four rows, so that groups flush at every point of the cases, and
+	// of a million, flushed only where the case reads the contacts.
+	groupedDuckDB(4),
+	groupedDuckDB(1 << 20),
 	{
 		name: "lake",
 		open: func(t *testing.T, dir string, alloc memory.Allocator) load.Target {
@@ -104,6 +109,26 @@ var sinksUnderTest = []sinkUnderTest{
 			}
 		},
 	},
+}
+
+func groupedDuckDB(rows int64) sinkUnderTest {
+	return sinkUnderTest{
+		name: fmt.Sprintf("DuckDB grouped by %d rows", rows),
+		open: func(t *testing.T, dir string, _ memory.Allocator) load.Target {
+			db, err := load.OpenDuckDB(context.Background(), filepath.Join(dir, "w.duckdb"), load.DuckDBOptions{MemoryLimit: "512MB", Threads: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.GroupCommits(rows)
+			return db
+		},
+		rows: func(t *testing.T, tgt load.Target, _ string) []map[string]string {
+			if err := tgt.(load.Grouper).Flush(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return textRows(t, tgt.(*load.DuckDB).DB(), "contacts")
+		},
+	}
 }
 
 func memDB(t *testing.T) *sql.DB {

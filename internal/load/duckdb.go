@@ -76,6 +76,7 @@ type DuckDB struct {
 	batches []arrow.RecordBatch // of the current window, retained
 	ids     map[string]struct{} // of the current window
 	dups    bool                // an id repeats within the window
+	dupIDs  map[string]struct{} // those ids
 	idsAll  bool                // ids holds every id of the window
 	// known holds a hash of every id the contacts table holds, while that
 	// is known: the table was empty when this sink first committed to it
@@ -83,11 +84,13 @@ type DuckDB struct {
 	// deletes before its INSERT only the few ids the table may hold, by
 	// value, not by joining the whole table with the window (the join
 	// took 0.3 s of a 3.8 s replay of 1M contacts). About 20 bytes an id.
-	known     map[uint64]struct{}
+	known     map[uint64]bool // true: the id's row is deferred in the open group (GroupCommits), not stored yet
 	knownSeed maphash.Seed
 	knownRows int64
 	knownOff  bool            // the table's ids are not known: it held rows, or changed behind the sink's back
 	table     map[string]bool // columns the contacts table has
+	groupRows int64           // GroupCommits: commit windows in groups of this many rows
+	grp       group
 	// stateCols are the columns of the _leadlex_* tables, for a file
 	// opened read-only that an older version wrote (no upgrade ran).
 	stateCols map[string]bool
@@ -271,7 +274,7 @@ func (d *DuckDB) with(ctx context.Context, f func() error) error {
 	d.idle = time.AfterFunc(d.opts.IdleClose, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		if d.gen != gen || d.pinned {
+		if d.gen != gen || d.pinned || d.grp.open {
 			return
 		}
 		if err := d.disconnect(); err != nil {
@@ -316,7 +319,11 @@ func (d *DuckDB) Close() error {
 	if d.idle != nil {
 		d.idle.Stop()
 	}
-	err := d.disconnect()
+	var err error
+	if d.grp.open {
+		err = d.flushGroup(context.Background())
+	}
+	err = errors.Join(err, d.disconnect())
 	err = errors.Join(err, d.lock.release())
 	d.lock = nil
 	return err
@@ -473,8 +480,9 @@ func (d *DuckDB) Begin(ctx context.Context, _ WindowInfo, cols []schemas.Column)
 	}
 	d.cols = cols
 	clear(d.ids)
+	clear(d.dupIDs)
 	if d.ids == nil {
-		d.ids = map[string]struct{}{}
+		d.ids, d.dupIDs = map[string]struct{}{}, map[string]struct{}{}
 	}
 	d.dups, d.idsAll = false, true
 	return nil
@@ -489,6 +497,7 @@ func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
 					id := ids.Value(i)
 					if _, seen := d.ids[id]; seen {
 						d.dups = true
+						d.dupIDs[id] = struct{}{}
 					}
 					d.ids[id] = struct{}{} // points into the batch, retained until the window ends
 				}
@@ -507,6 +516,7 @@ func (d *DuckDB) Write(_ context.Context, batch arrow.RecordBatch) error {
 
 func (d *DuckDB) releaseBatches() {
 	clear(d.ids) // its keys point into the batches
+	clear(d.dupIDs)
 	for _, b := range d.batches {
 		b.Release()
 	}
@@ -562,7 +572,12 @@ func (d *DuckDB) withBatchesQuery(ctx context.Context, q string, n *int64) error
 }
 
 func (d *DuckDB) withBatchesDo(ctx context.Context, f func() (int64, error)) (int64, error) {
-	rr, err := array.NewRecordReader(d.batches[0].Schema(), d.batches)
+	return d.viewDo(ctx, d.batches, f)
+}
+
+// viewDo runs f with batches registered as batchView (see withBatches).
+func (d *DuckDB) viewDo(ctx context.Context, batches []arrow.RecordBatch, f func() (int64, error)) (int64, error) {
+	rr, err := array.NewRecordReader(batches[0].Schema(), batches)
 	if err != nil {
 		return 0, err
 	}
@@ -612,6 +627,12 @@ func slicesRange(n int) []int {
 func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (ch Changes, err error) {
 	defer d.releaseBatches()
 	err = d.with(ctx, func() error {
+		if d.groupRows > 0 {
+			var grouped bool
+			if ch, grouped, err = d.commitGrouped(ctx, info, rejects, stats, st); err != nil || grouped {
+				return err
+			}
+		}
 		ch, err = d.commit(ctx, info, rejects, stats, st)
 		return err
 	})
@@ -651,18 +672,7 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 			return ch, err
 		}
 	}
-	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
-	for _, r := range rejects {
-		if err := d.exec(ctx, `INSERT INTO _leadlex_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			info.StreamID, info.RunID, r.RequestID, from, to, r.Line, strings.ToValidUTF8(r.Raw, "\uFFFD"), r.Reason, info.LoadedAt.UTC()); err != nil {
-			return ch, err
-		}
-	}
-	if err := d.exec(ctx, `INSERT INTO _leadlex_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		info.StreamID, info.RunID, from, to, info.RequestID, stats.Rows, stats.Rejects, stats.Calls, info.LoadedAt.UTC()); err != nil {
-		return ch, err
-	}
-	if err := d.saveState(ctx, st); err != nil {
+	if err := d.recordWindow(ctx, info, rejects, stats, st); err != nil {
 		return ch, err
 	}
 	if err := d.exec(ctx, "COMMIT"); err != nil {
@@ -674,6 +684,23 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 	}
 	d.addKnown(ch, info.HardDelete)
 	return ch, nil
+}
+
+// recordWindow stores a window's rejects, its record and the stream state
+// it leaves, inside the commit's transaction.
+func (d *DuckDB) recordWindow(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) error {
+	from, to := nullTime(info.Window.From), nullTime(info.Window.To)
+	for _, r := range rejects {
+		if err := d.exec(ctx, `INSERT INTO _leadlex_rejects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			info.StreamID, info.RunID, r.RequestID, from, to, r.Line, strings.ToValidUTF8(r.Raw, "\uFFFD"), r.Reason, info.LoadedAt.UTC()); err != nil {
+			return err
+		}
+	}
+	if err := d.exec(ctx, `INSERT INTO _leadlex_windows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		info.StreamID, info.RunID, from, to, info.RequestID, stats.Rows, stats.Rejects, stats.Calls, info.LoadedAt.UTC()); err != nil {
+		return err
+	}
+	return d.saveState(ctx, st)
 }
 
 // checkKnown starts knowing the contacts table's ids when it is empty at
@@ -690,7 +717,7 @@ func (d *DuckDB) checkKnown(ctx context.Context) error {
 	}
 	switch {
 	case d.known == nil && n == 0:
-		d.known, d.knownSeed, d.knownRows = map[uint64]struct{}{}, maphash.MakeSeed(), 0
+		d.known, d.knownSeed, d.knownRows = map[uint64]bool{}, maphash.MakeSeed(), 0
 	case d.known == nil || n != d.knownRows:
 		d.known, d.knownOff = nil, true
 	}
@@ -702,23 +729,28 @@ func (d *DuckDB) checkKnown(ctx context.Context) error {
 const maxKnownOverlap = 2000
 
 // knownOverlap returns, when the contacts table's ids are known, the
-// window's ids that the table may hold (all it holds, perhaps a few more),
-// and whether it could tell.
-func (d *DuckDB) knownOverlap() ([]string, bool) {
+// window's ids that the table may hold (all it holds, perhaps a few more)
+// and those that an open group may defer, and whether it could tell.
+func (d *DuckDB) knownOverlap() (stored, deferred []string, ok bool) {
 	if d.known == nil || !d.idsAll {
-		return nil, false
+		return nil, nil, false
 	}
-	var out []string
 	for id := range d.ids {
-		if _, ok := d.known[maphash.String(d.knownSeed, id)]; ok {
-			if len(out) == maxKnownOverlap || !canonicalUUID(id) {
-				return nil, false
-			}
-			out = append(out, id)
+		pending, ok := d.known[maphash.String(d.knownSeed, id)]
+		switch {
+		case !ok:
+		case pending:
+			deferred = append(deferred, id)
+		case len(stored) == maxKnownOverlap || !canonicalUUID(id):
+			return nil, nil, false
+		default:
+			stored = append(stored, id)
 		}
 	}
-	return out, true
+	return stored, deferred, true
 }
+
+func (d *DuckDB) addKnownID(id string) { d.known[maphash.String(d.knownSeed, id)] = false }
 
 // canonicalUUID reports whether s is a UUID as the transform writes them
 // (lowercase 8-4-4-4-12 hex), safe to quote as a literal.
@@ -753,7 +785,7 @@ func (d *DuckDB) addKnown(ch Changes, hardDelete bool) {
 		return
 	}
 	for id := range d.ids {
-		d.known[maphash.String(d.knownSeed, id)] = struct{}{}
+		d.addKnownID(id)
 	}
 	d.knownRows += ch.Inserted
 	if hardDelete {
@@ -802,7 +834,7 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	keep := d.columnsNotIn(d.cols)
 	var inserted int64
 	if len(keep) == 0 {
-		overlap, known := d.knownOverlap()
+		overlap, _, known := d.knownOverlap()
 		switch {
 		case !known:
 			if ch.Replaced, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {

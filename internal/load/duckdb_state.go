@@ -131,8 +131,14 @@ func (d *DuckDB) startRun(ctx context.Context, r Run) error {
 }
 
 // FinishRun records a run's outcome.
+// Windows of an open group (GroupCommits) commit first.
 func (d *DuckDB) FinishRun(ctx context.Context, r Run) error {
-	return d.with(ctx, func() error { return d.finishRun(ctx, r) })
+	return d.with(ctx, func() error {
+		if err := d.flushGroup(ctx); err != nil {
+			return err
+		}
+		return d.finishRun(ctx, r)
+	})
 }
 
 func (d *DuckDB) finishRun(ctx context.Context, r Run) error {

@@ -29,12 +29,19 @@ func open(t *testing.T, path string) *load.DuckDB {
 }
 
 // window stages csv (header included) as one window in batches of two rows,
-// then commits it unless abort is set.
+// then commits it unless abort is set. The window's memory is released
+// when it ends.
 func window(t *testing.T, db *load.DuckDB, csv, reqID string, st load.StreamState, abort bool) {
 	t.Helper()
-	ctx := context.Background()
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer alloc.AssertSize(t, 0)
+	windowAlloc(t, db, csv, reqID, st, abort, alloc)
+}
+
+// windowAlloc is window with the transform's batches from alloc.
+func windowAlloc(t *testing.T, db *load.DuckDB, csv, reqID string, st load.StreamState, abort bool, alloc memory.Allocator) {
+	t.Helper()
+	ctx := context.Background()
 	rd, err := transform.NewReader(strings.NewReader(csv), transform.Options{BatchRows: 2, Alloc: alloc, RequestID: reqID})
 	if err != nil {
 		t.Fatal(err)
@@ -374,5 +381,138 @@ func TestReadOnlyOpensBesideASync(t *testing.T) {
 	}
 	if err := rl.SaveBudget(ctx, "k", extract.RateLimit{Known: true}); err == nil {
 		t.Error("a read-only lake wrote")
+	}
+}
+
+// TestGroupedCommitsEqualOneByOne feeds the same windows to a DuckDB sink
+// committing one by one and to one committing in groups (load.Grouper):
+// every window's changes and, after the flush, every stored row (lineage
+// included), window record and stream state agree. The windows repeat ids
+// within and across windows, move a contact's created_at, and judge
+// deletions of rows a group still defers, at a window bound too.
+func TestGroupedCommitsEqualOneByOne(t *testing.T) {
+	for _, hard := range []bool{false, true} {
+		t.Run(fmt.Sprintf("hard=%v", hard), func(t *testing.T) {
+			dir := t.TempDir()
+			plain, grouped := open(t, filepath.Join(dir, "plain.duckdb")), open(t, filepath.Join(dir, "grouped.duckdb"))
+			grouped.GroupCommits(1 << 20)
+			day := func(m, d int) time.Time { return time.Date(2024, time.Month(m), d, 0, 0, 0, 0, time.UTC) }
+			const idD, idE, idF, idG, idH = "423e4567-e89b-12d3-a456-426614174000", "523e4567-e89b-12d3-a456-426614174000",
+				"623e4567-e89b-12d3-a456-426614174000", "723e4567-e89b-12d3-a456-426614174000", "823e4567-e89b-12d3-a456-426614174000"
+			windows := []struct {
+				csv     string
+				deletes []extract.Window
+			}{
+				{header + idA + ",A,,,,,,,2024-01-02T00:00:00Z\n" + idB + ",B,,,,,,,2024-01-03T00:00:00Z\n" +
+					idC + ",C1,,,,,,,2024-01-05T00:00:00Z\n" + strings.ToUpper(idC) + ",C2,,,,,,,2024-01-05T00:00:00Z\n",
+					[]extract.Window{{From: day(1, 1), To: day(2, 1)}}},
+				{header + idD + ",D,,,,,,,2024-02-02T00:00:00Z\n" + idB + ",B moved,,,,,,,2024-02-03T00:00:00Z\n" + idE + ",E,,,,,,,2024-02-05T00:00:00Z\n",
+					[]extract.Window{{From: day(2, 1), To: day(3, 1)}}},
+				// January again: A and C, deferred, are gone (A is back next).
+				{header + idH + ",H,,,,,,,2024-01-10T00:00:00Z\n", []extract.Window{{From: day(1, 1), To: day(2, 1)}}},
+				{header + idF + ",F,,,,,,,2024-03-02T00:00:00Z\n" + idA + ",A again,,,,,,,2024-01-02T00:00:00Z\n" + idG + ",G,,,,,,,2024-03-01T00:00:00Z\n", nil},
+				// G, on the range's first instant, is gone; F is not.
+				{header + idF + ",F,,,,,,,2024-03-02T00:00:00Z\n", []extract.Window{{From: day(3, 1), To: day(4, 1)}}},
+				{header, []extract.Window{{From: day(4, 1), To: day(5, 1)}}},
+				{header + idD + ",D again,,,,,,,2024-02-02T00:00:00Z\n" + idD + ",D last,,,,,,,2024-02-02T00:00:00Z\n", nil},
+			}
+			ctx := context.Background()
+			for i, w := range windows {
+				info := load.WindowInfo{StreamID: "s", RunID: "run1", RequestID: fmt.Sprintf("req%d", i),
+					LoadedAt: time.Date(2026, 1, 1, 0, 0, i, 0, time.UTC), Deletes: w.deletes, HardDelete: hard,
+					Window: extract.Window{From: day(1, 1), To: day(5, 1)}}
+				st := load.StreamState{StreamID: "s", Identity: "{}", Coverage: load.Coverage{{From: day(1, 1), To: day(1, 2+i), VerifiedAt: info.LoadedAt, Rows: int64(i)}}}
+				var changes [2]load.Changes
+				for k, db := range []*load.DuckDB{plain, grouped} {
+					rd, err := transform.NewReader(strings.NewReader(w.csv), transform.Options{BatchRows: 2, RequestID: info.RequestID})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if err := db.Begin(ctx, info, rd.Columns()); err != nil {
+						t.Fatal(err)
+					}
+					for rd.Next() {
+						if err := db.Write(ctx, rd.RecordBatch()); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if changes[k], err = db.Commit(ctx, info, nil, load.WindowStats{Rows: rd.Rows(), Calls: 1}, st); err != nil {
+						t.Fatal(err)
+					}
+					rd.Release()
+				}
+				if changes[0] != changes[1] {
+					t.Errorf("window %d: one by one %+v, grouped %+v", i, changes[0], changes[1])
+				}
+			}
+			if err := grouped.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := names(t, grouped); len(got) == 0 {
+				t.Fatal("the grouped file holds no contact")
+			}
+			plain.Close()
+			grouped.Close()
+			db, err := load.OpenDuckDBReadOnly("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Exec(fmt.Sprintf("ATTACH '%s' AS a (READ_ONLY); ATTACH '%s' AS b (READ_ONLY)", filepath.Join(dir, "plain.duckdb"), filepath.Join(dir, "grouped.duckdb"))); err != nil {
+				t.Fatal(err)
+			}
+			var deleted int
+			if err := db.QueryRow(`SELECT (SELECT count(*) FROM a.contacts WHERE _deleted_at IS NOT NULL) + 8 - (SELECT count(*) FROM a.contacts)`).Scan(&deleted); err != nil || deleted != 2 {
+				t.Errorf("%d contacts deleted one by one (%v), want 2 (C and G)", deleted, err)
+			}
+			for _, tbl := range []string{"contacts", "_leadlex_windows", "_leadlex_streams"} {
+				sel := "*"
+				if tbl == "_leadlex_streams" {
+					sel = "* EXCLUDE (updated_at)" // the wall clock
+				}
+				for _, q := range []string{"SELECT " + sel + " FROM a.%[1]s EXCEPT ALL SELECT " + sel + " FROM b.%[1]s", "SELECT " + sel + " FROM b.%[1]s EXCEPT ALL SELECT " + sel + " FROM a.%[1]s"} {
+					var n int
+					if err := db.QueryRow("SELECT count(*) FROM (" + fmt.Sprintf(q, tbl) + ")").Scan(&n); err != nil || n != 0 {
+						t.Errorf("%s: %d rows differ (%v)", fmt.Sprintf(q, tbl), n, err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestAFailedGroupLeavesNothingOfIt: a group whose flush fails is rolled
+// back whole, says so, and the sink goes on one window at a time.
+func TestAFailedGroupLeavesNothingOfIt(t *testing.T) {
+	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	st := load.StreamState{StreamID: "s", Identity: "{}"}
+	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	db.GroupCommits(1 << 20)
+	// The group holds the windows' batches until it ends.
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	windowAlloc(t, db, header+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, false, alloc)
+	windowAlloc(t, db, header+idA+",A again,,,,,,,2024-01-01T00:00:00Z\n", "req3", st, false, alloc)
+	if alloc.CurrentAlloc() == 0 {
+		t.Error("the group holds no batch")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := db.Flush(ctx)
+	if err == nil || !strings.Contains(err.Error(), "2 window(s) committed since the last flush are rolled back") {
+		t.Fatalf("a flush with a cancelled context: %v", err)
+	}
+	alloc.AssertSize(t, 0)
+	want := map[string]string{idA: "A/req1"}
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the failed group: got %v, want %v", got, want)
+	}
+	var windows int
+	if err := db.DB().QueryRow(`SELECT count(*) FROM _leadlex_windows`).Scan(&windows); err != nil || windows != 1 {
+		t.Errorf("%d windows recorded (%v), want 1", windows, err)
+	}
+	window(t, db, header+idA+",A last,,,,,,,2024-01-01T00:00:00Z\n"+idC+",C,,,,,,,2024-01-01T00:00:00Z\n", "req4", st, false)
+	want = map[string]string{idA: "A last/req4", idC: "C/req4"}
+	if got := names(t, db); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after the next window: got %v, want %v", got, want)
 	}
 }

@@ -38,7 +38,17 @@ type ReplayOptions struct {
 	Logger    *slog.Logger
 	// Now is the clock of the replay's own run record (nil: time.Now).
 	Now func() time.Time
+	// GroupRows: destinations that can (load.Grouper: DuckDB) commit the
+	// windows in groups of about this many rows, with one INSERT each, held
+	// in memory until then (about 200 MB per million rows of the default
+	// fields). 0 means DefaultReplayGroupRows; less than 0, window by window.
+	GroupRows int64
 }
+
+// DefaultReplayGroupRows is how many rows a replay commits to DuckDB at
+// once: one INSERT of a million rows took 1.2 s where twenty windows' took
+// 2.5 s (make bench's replay stage, 1M contacts).
+const DefaultReplayGroupRows = 1 << 20
 
 // ReplayResult says what a replay did.
 type ReplayResult struct {
@@ -165,6 +175,17 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 		}
 	}
 	log.Info("replay starting", "raw_dir", o.Archive.Dir(), "windows", len(entries), "identity", identity)
+	groupRows := o.GroupRows
+	if groupRows == 0 {
+		groupRows = DefaultReplayGroupRows
+	}
+	var groupers []load.Grouper
+	for _, t := range o.Targets {
+		if g, ok := t.(load.Grouper); ok && groupRows > 0 {
+			g.GroupCommits(groupRows)
+			groupers = append(groupers, g)
+		}
+	}
 
 	ho := Options{Targets: o.Targets, Transform: o.Transform, Logger: log}
 	// Every archived window committed once, rejects and all.
@@ -190,6 +211,14 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	stop()
 	for ra := range ahead {
 		ra.release()
+	}
+	// The windows of open groups commit now, before the run record (which
+	// commits them otherwise, after a failed window).
+	for _, g := range groupers {
+		if err == nil {
+			err = g.Flush(ctx)
+		}
+		g.GroupCommits(0)
 	}
 	res.Changes, res.Rejects = h.changes, h.rejects
 	res.Coverage, res.Pending = h.st.Coverage, h.st.Pending

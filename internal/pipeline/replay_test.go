@@ -56,28 +56,37 @@ func TestReplayAppliesArchivedDeletions(t *testing.T) {
 			if res.Refresh.Changes.Deleted != 6 {
 				t.Fatalf("the refresh found %d deletions, want 6", res.Refresh.Changes.Deleted)
 			}
-			dst := openDB(t, filepath.Join(dir, "dst.duckdb"))
-			rr, err := pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{dst}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rr.Changes.Deleted != 6 || rr.Windows == 0 {
-				t.Errorf("the replay: %+v", rr)
-			}
 			src.Close()
-			dst.Close()
-			db := memDuckDB(t)
-			if _, err := db.Exec(fmt.Sprintf("ATTACH '%s' AS a (READ_ONLY); ATTACH '%s' AS b (READ_ONLY)", filepath.Join(dir, "src.duckdb"), filepath.Join(dir, "dst.duckdb"))); err != nil {
-				t.Fatal(err)
-			}
-			for _, q := range []string{
-				"SELECT * FROM a.contacts EXCEPT ALL SELECT * FROM b.contacts",
-				"SELECT * FROM b.contacts EXCEPT ALL SELECT * FROM a.contacts",
-				"SELECT * EXCLUDE (updated_at) FROM a._leadlex_streams EXCEPT SELECT * EXCLUDE (updated_at) FROM b._leadlex_streams",
-			} {
-				var n int
-				if err := db.QueryRow("SELECT count(*) FROM (" + q + ")").Scan(&n); err != nil || n != 0 {
-					t.Errorf("%s: %d rows (%v)", q, n, err)
+			// Window by window, in groups of about 1,500 rows (of windows of
+			// 1,000), and in one group.
+			for _, group := range []int64{-1, 1500, 0} {
+				dstPath := filepath.Join(dir, fmt.Sprintf("dst%d.duckdb", group))
+				dst := openDB(t, dstPath)
+				rr, err := pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{dst}, GroupRows: group})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if rr.Changes.Deleted != 6 || rr.Windows == 0 {
+					t.Errorf("group %d: the replay: %+v", group, rr)
+				}
+				dst.Close()
+				db := memDuckDB(t)
+				if _, err := db.Exec(fmt.Sprintf("ATTACH '%s' AS a (READ_ONLY); ATTACH '%s' AS b (READ_ONLY)", filepath.Join(dir, "src.duckdb"), dstPath)); err != nil {
+					t.Fatal(err)
+				}
+				for _, q := range []string{
+					"SELECT * FROM a.contacts EXCEPT ALL SELECT * FROM b.contacts",
+					"SELECT * FROM b.contacts EXCEPT ALL SELECT * FROM a.contacts",
+					"SELECT * EXCLUDE (updated_at) FROM a._leadlex_streams EXCEPT SELECT * EXCLUDE (updated_at) FROM b._leadlex_streams",
+					"SELECT * FROM a._leadlex_windows EXCEPT ALL SELECT * FROM b._leadlex_windows",
+					// The replay's one run did what the original runs did.
+					"SELECT 1 WHERE (SELECT count(*) FROM b._leadlex_runs) <> 1",
+					"SELECT * FROM b._leadlex_runs WHERE (inserted, replaced, deleted) IS DISTINCT FROM (SELECT (sum(inserted), sum(replaced), sum(deleted)) FROM a._leadlex_runs)",
+				} {
+					var n int
+					if err := db.QueryRow("SELECT count(*) FROM (" + q + ")").Scan(&n); err != nil || n != 0 {
+						t.Errorf("group %d: %s: %d rows (%v)", group, q, n, err)
+					}
 				}
 			}
 		})
