@@ -54,7 +54,7 @@ lint: $(STATICCHECK) ## gofmt check, go vet, staticcheck
 bench: build ## print speed and call-count ratios against references measured in the same run (medians of LEADLEX_BENCH_REPS runs)
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -benchtime 1x -count 1 -timeout 60m ./... | tee bench.out
 
-rss: build ## peak memory of a full sync into DuckDB and into a lake, per size (the README's table)
+rss: build ## peak memory of a full sync into DuckDB and into a lake, and of a replay, per size (the README's table)
 	./scripts/rss.sh
 
 demo: build ## fake API on a free loopback port -> sync into demo/
