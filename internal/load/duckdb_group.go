@@ -29,7 +29,8 @@ type Grouper interface {
 	// window's changes, but the window is durable only after the group's
 	// transaction commits. A failure rolls back every window of the group.
 	GroupCommits(maxRows int64)
-	// Flush commits the deferred windows.
+	// Flush commits the deferred windows. The other writes (runs, budget,
+	// forgetting a stream), DB() and Close commit them first too.
 	Flush(ctx context.Context) error
 }
 
@@ -55,7 +56,19 @@ func (d *DuckDB) GroupCommits(maxRows int64) { d.groupRows = maxRows }
 
 // Flush implements Grouper.
 func (d *DuckDB) Flush(ctx context.Context) error {
-	return d.with(ctx, func() error { return d.flushGroup(ctx) })
+	return d.with(ctx, func() error {
+		if err := d.groupError(); err != nil {
+			return err
+		}
+		return d.flushGroup(ctx)
+	})
+}
+
+// groupError returns, once, the error of a group DB() flushed.
+func (d *DuckDB) groupError() error {
+	err := d.grpErr
+	d.grpErr = nil
+	return err
 }
 
 // commitGrouped adds the current window to the open group, opening one,
@@ -298,9 +311,9 @@ func (d *DuckDB) flushGroup(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	var n int64
-	if err := d.conn.QueryRowContext(ctx, `SELECT count(*) FROM `+schemas.QuoteIdent(ContactsTable)).Scan(&n); err != nil {
-		return fmt.Errorf("count contacts: %w", err)
+	fp, err := d.fingerprint(ctx)
+	if err != nil {
+		return err
 	}
 	if err := d.exec(ctx, "COMMIT"); err != nil {
 		return err
@@ -308,7 +321,7 @@ func (d *DuckDB) flushGroup(ctx context.Context) (err error) {
 	for _, h := range d.grp.pending {
 		d.known[h] = false
 	}
-	d.knownRows = n
+	d.knownFP = fp
 	d.releaseGroup()
 	return nil
 }

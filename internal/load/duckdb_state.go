@@ -116,13 +116,21 @@ func (d *DuckDB) Streams(ctx context.Context) (out []StreamState, err error) {
 // ForgetStream removes a stream's state; its contacts stay.
 func (d *DuckDB) ForgetStream(ctx context.Context, streamID string) error {
 	return d.with(ctx, func() error {
+		if err := d.flushGroup(ctx); err != nil {
+			return err
+		}
 		return d.exec(ctx, `DELETE FROM _leadlex_streams WHERE stream_id = ?`, streamID)
 	})
 }
 
 // StartRun records a run as running.
 func (d *DuckDB) StartRun(ctx context.Context, r Run) error {
-	return d.with(ctx, func() error { return d.startRun(ctx, r) })
+	return d.with(ctx, func() error {
+		if err := d.flushGroup(ctx); err != nil {
+			return err
+		}
+		return d.startRun(ctx, r)
+	})
 }
 
 func (d *DuckDB) startRun(ctx context.Context, r Run) error {
@@ -134,7 +142,7 @@ func (d *DuckDB) startRun(ctx context.Context, r Run) error {
 // Windows of an open group (GroupCommits) commit first.
 func (d *DuckDB) FinishRun(ctx context.Context, r Run) error {
 	return d.with(ctx, func() error {
-		if err := d.flushGroup(ctx); err != nil {
+		if err := errors.Join(d.groupError(), d.flushGroup(ctx)); err != nil {
 			return err
 		}
 		return d.finishRun(ctx, r)
@@ -184,7 +192,12 @@ func (d *DuckDB) SaveBudget(ctx context.Context, fp string, b extract.RateLimit)
 	if !b.Known {
 		return nil
 	}
-	return d.with(ctx, func() error { return d.saveBudget(ctx, fp, b) })
+	return d.with(ctx, func() error {
+		if err := d.flushGroup(ctx); err != nil {
+			return err
+		}
+		return d.saveBudget(ctx, fp, b)
+	})
 }
 
 func (d *DuckDB) saveBudget(ctx context.Context, fp string, b extract.RateLimit) error {
