@@ -62,8 +62,9 @@ func TestGroupingTurnedOffWithAGroupOpen(t *testing.T) {
 // delete-by-join caught it.)
 func TestAnOutsideWriteKeepingTheCountIsNoticed(t *testing.T) {
 	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	db.GroupCommits(1)
 	st := load.StreamState{StreamID: "s", Identity: "{}"}
-	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n"+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	gwindow(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n"+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req1", st)
 	// An analyst (the file is closed between commits) deletes A and adds C.
 	if _, err := db.DB().Exec(`DELETE FROM contacts WHERE id = '` + idA + `'`); err != nil {
 		t.Fatal(err)
@@ -71,7 +72,7 @@ func TestAnOutsideWriteKeepingTheCountIsNoticed(t *testing.T) {
 	if _, err := db.DB().Exec(`INSERT INTO contacts (id, full_name, created_at, _request_id) VALUES ('` + idC + `', 'C', TIMESTAMPTZ '2024-01-01 00:00:00Z', 'outside')`); err != nil {
 		t.Fatal(err)
 	}
-	window(t, db, header+idC+",C synced,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, false)
+	gwindow(t, db, header+idC+",C synced,,,,,,,2024-01-01T00:00:00Z\n", "req2", st)
 	if rows, distinct := countIDs(t, db); rows != distinct {
 		t.Fatalf("%d rows for %d ids: a duplicate id in contacts", rows, distinct)
 	}

@@ -128,17 +128,18 @@ func TestUpsertKeepsIDsUnique(t *testing.T) {
 	}
 }
 
-// The sink knows the ids of a table that was empty when it first committed
-// and deletes only those a window repeats; a row written behind its back,
+// A grouping sink knows the ids of a table that was empty when it first
+// committed and deletes only those a window repeats; a row written behind its back,
 // or a table that held rows, sends it back to deleting by the whole window.
 func TestUpsertOfATableWhoseIDsAreKnown(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "w.duckdb")
 	db := open(t, path)
+	db.GroupCommits(1) // each window commits at once, grouped
 	st := load.StreamState{StreamID: "s", Identity: "{}"}
 	const idD = "423e4567-e89b-12d3-a456-426614174000"
-	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n"+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
+	gwindow(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n"+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req1", st)
 	// Overlapping windows, as at the planner's edges.
-	window(t, db, header+strings.ToUpper(idB)+",B again,,,,,,,2024-01-01T00:00:00Z\n"+idC+",C,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, false)
+	gwindow(t, db, header+strings.ToUpper(idB)+",B again,,,,,,,2024-01-01T00:00:00Z\n"+idC+",C,,,,,,,2024-01-01T00:00:00Z\n", "req2", st)
 	want := map[string]string{idA: "A/req1", idB: "B again/req2", idC: "C/req2"}
 	if got := names(t, db); !reflect.DeepEqual(got, want) {
 		t.Fatalf("got %v, want %v", got, want)
@@ -147,7 +148,7 @@ func TestUpsertOfATableWhoseIDsAreKnown(t *testing.T) {
 	if _, err := db.DB().Exec(`INSERT INTO contacts (id, full_name, created_at, _request_id) VALUES ('` + idD + `', 'D', TIMESTAMPTZ '2024-01-01 00:00:00Z', 'outside')`); err != nil {
 		t.Fatal(err)
 	}
-	window(t, db, header+idD+",D synced,,,,,,,2024-01-01T00:00:00Z\n", "req3", st, false)
+	gwindow(t, db, header+idD+",D synced,,,,,,,2024-01-01T00:00:00Z\n", "req3", st)
 	want[idD] = "D synced/req3"
 	if got := names(t, db); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after a write behind the sink's back: got %v, want %v", got, want)
@@ -157,7 +158,8 @@ func TestUpsertOfATableWhoseIDsAreKnown(t *testing.T) {
 		t.Fatal(err)
 	}
 	db = open(t, path)
-	window(t, db, header+idA+",A again,,,,,,,2024-01-01T00:00:00Z\n", "req4", st, false)
+	db.GroupCommits(1)
+	gwindow(t, db, header+idA+",A again,,,,,,,2024-01-01T00:00:00Z\n", "req4", st)
 	want[idA] = "A again/req4"
 	if got := names(t, db); !reflect.DeepEqual(got, want) {
 		t.Fatalf("after reopening: got %v, want %v", got, want)
@@ -486,8 +488,11 @@ func TestGroupedCommitsEqualOneByOne(t *testing.T) {
 func TestAFailedGroupLeavesNothingOfIt(t *testing.T) {
 	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
 	st := load.StreamState{StreamID: "s", Identity: "{}"}
-	window(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false)
 	db.GroupCommits(1 << 20)
+	windowAlloc(t, db, header+idA+",A,,,,,,,2024-01-01T00:00:00Z\n", "req1", st, false, memory.NewGoAllocator())
+	if err := db.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	// The group holds the windows' batches until it ends.
 	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	windowAlloc(t, db, header+idB+",B,,,,,,,2024-01-01T00:00:00Z\n", "req2", st, false, alloc)
