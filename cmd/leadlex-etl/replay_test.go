@@ -145,8 +145,13 @@ func TestReplayRebuildsWithTheAPIGone(t *testing.T) {
 		t.Errorf("the replay warned:\n%s", r.stderr)
 	}
 	t.Logf("replay: %s", strings.TrimSpace(r.stdout))
+	// Window by window (--group-rows 0), into DuckDB only.
+	db3 := filepath.Join(dir, "one-by-one.duckdb")
+	if r := cli(t, nil, "replay", "--raw-dir", raw, "--duckdb", db3, "--group-rows", "0", "-q"); r.code != 0 {
+		t.Fatalf("replay --group-rows 0: %d %s", r.code, r.stderr)
+	}
 
-	q := attach(t, db, db2)
+	q := attach(t, db, db2, db3)
 	// Not a trivial workspace: windows split, rows rejected, contacts deleted.
 	if n := queryInt(t, q, "SELECT count(*) FROM a._leadlex_windows"); n < 10 {
 		t.Errorf("only %d windows", n)
@@ -161,6 +166,8 @@ func TestReplayRebuildsWithTheAPIGone(t *testing.T) {
 		t.Errorf("the rebuilt file has %d contacts, want 6040", n)
 	}
 	sameRows(t, q, "contacts", "SELECT * FROM a.contacts", "SELECT * FROM b.contacts")
+	sameRows(t, q, "contacts window by window", "SELECT * FROM a.contacts", "SELECT * FROM c.contacts")
+	sameRows(t, q, "windows window by window", "SELECT * FROM a._leadlex_windows", "SELECT * FROM c._leadlex_windows")
 	sameRows(t, q, "stream state", "SELECT * EXCLUDE (updated_at) FROM a._leadlex_streams", "SELECT * EXCLUDE (updated_at) FROM b._leadlex_streams")
 	sameRows(t, q, "windows", "SELECT * FROM a._leadlex_windows", "SELECT * FROM b._leadlex_windows")
 	sameRows(t, q, "rejects", "SELECT * FROM a._leadlex_rejects", "SELECT * FROM b._leadlex_rejects")
@@ -286,7 +293,7 @@ func TestKeyInNoArchiveFile(t *testing.T) {
 // file.
 func TestReplayUsage(t *testing.T) {
 	r := cli(t, nil, "replay", "--help")
-	for _, w := range []string{"--raw-dir", "--stream", "--duckdb", "--parquet", "--partition-by", "no API call"} {
+	for _, w := range []string{"--raw-dir", "--stream", "--duckdb", "--parquet", "--partition-by", "--group-rows", "no API call"} {
 		if r.code != 0 || !strings.Contains(r.stdout, w) {
 			t.Errorf("replay --help (exit %d) lacks %q", r.code, w)
 		}
@@ -304,6 +311,7 @@ func TestReplayUsage(t *testing.T) {
 		{[]string{"--raw-dir", dir}, "no destination"},
 		{[]string{"--raw-dir", filepath.Join(dir, "missing"), "--duckdb", out}, "--raw-dir"},
 		{[]string{"--raw-dir", dir, "--duckdb", out, "--log-format", "xml"}, "--log-format"},
+		{[]string{"--raw-dir", dir, "--duckdb", out, "--group-rows", "-1"}, "--group-rows"},
 	} {
 		r := cli(t, nil, append([]string{"replay"}, tc.args...)...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
