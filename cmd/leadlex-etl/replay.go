@@ -48,7 +48,7 @@ func (o *replayOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
 	fs.Int64Var(&o.GroupRows, "group-rows", pipeline.DefaultReplayGroupRows,
-		"rows committed to DuckDB at once, held in memory until then (about 200MB per million); 0 commits window by window, slower")
+		"rows committed to DuckDB at once, held in memory until then; 0 commits window by window, in less memory and more time")
 	o.Log.AddFlags(fs)
 }
 
@@ -80,8 +80,8 @@ original destination's, _request_id, _loaded_at and _deleted_at included,
 and so does the stream's coverage, so the next sync goes on from there.
 Into DuckDB the windows commit in groups of --group-rows rows (about a
 million), one INSERT and one transaction each, which holds them in memory
-until then: a replay of a million contacts peaks at about 830MB, against
-440MB window by window (--group-rows 0), which takes half again as long.
+until then: a replay of a million contacts peaks at about 800MB, against
+400MB window by window (--group-rows 0), which takes half again as long.
 
 A corrupted or truncated file stops the replay, naming it; a destination the
 replay created is then removed, so it can be run again once the file is
@@ -102,35 +102,16 @@ Example:
 		return usageError{fmt.Errorf("--raw-dir: %w", err)}
 	}
 	defer arch.Close()
-	var targets []load.Target
-	var dests []destination
+	targets, dests, err := openTargets(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log},
+		o.Parquet, load.LakeOptions{PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
+			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup}})
 	defer func() {
 		for _, t := range targets {
 			_ = t.Close()
 		}
 	}()
-	if o.DuckDB != "" {
-		d := newDestination(o.DuckDB, o.DuckDB+".wal", o.DuckDB+load.LockSuffix)
-		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log})
-		if err != nil {
-			return err
-		}
-		targets, dests = append(targets, db), append(dests, d)
-	}
-	if o.Parquet != "" {
-		d := newDestination(o.Parquet)
-		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
-			PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
-			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
-		})
-		var conflict *load.ConflictError
-		if errors.As(err, &conflict) {
-			return usageError{err}
-		}
-		if err != nil {
-			return err
-		}
-		targets, dests = append(targets, lake), append(dests, d)
+	if err != nil {
+		return err
 	}
 	group := o.GroupRows
 	if group == 0 {

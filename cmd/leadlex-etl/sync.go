@@ -567,37 +567,21 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 		}
 		defer arch.Close()
 	}
-	var targets []load.Target
-	var dests []destination
+	for _, name := range []string{o.DuckDB, o.Parquet} {
+		if name != "" {
+			s.names = append(s.names, name)
+		}
+	}
+	targets, dests, err := openTargets(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log},
+		o.Parquet, load.LakeOptions{PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
+			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup}})
 	defer func() {
 		for _, t := range targets {
 			_ = t.Close()
 		}
 	}()
-	if o.DuckDB != "" {
-		s.names = append(s.names, o.DuckDB)
-		d := newDestination(o.DuckDB, o.DuckDB+".wal", o.DuckDB+load.LockSuffix)
-		db, err := load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{MemoryLimit: o.MemoryLimit, Threads: o.Threads, Logger: log})
-		if err != nil {
-			return err
-		}
-		targets, dests = append(targets, db), append(dests, d)
-	}
-	if o.Parquet != "" {
-		s.names = append(s.names, o.Parquet)
-		d := newDestination(o.Parquet)
-		lake, err := load.OpenLake(ctx, o.Parquet, load.LakeOptions{
-			PartitionBy: o.PartitionBy, TargetFileBytes: o.ParquetTarget,
-			Parquet: parquetio.Options{Compression: o.ParquetCompress, RowGroupRows: o.ParquetRowGroup},
-		})
-		var conflict *load.ConflictError
-		if errors.As(err, &conflict) {
-			return usageError{err}
-		}
-		if err != nil {
-			return err
-		}
-		targets, dests = append(targets, lake), append(dests, d)
+	if err != nil {
+		return err
 	}
 	var budgets pipeline.SharedBudget
 	if path, err := budget.DefaultPath(); err != nil {
@@ -700,6 +684,34 @@ type destination struct {
 	extra   []string // files beside it that belong to it
 	created bool     // missing, or an empty folder, before the run
 	existed bool     // it was there (an empty folder)
+}
+
+// openTargets opens the DuckDB file at duckdbPath and the lake at lakePath,
+// either of which may be "", and notes for each whether this run creates
+// it. It returns the targets it opened even with an error, for the caller
+// to close; a lake made with other partitions is a usage error.
+func openTargets(ctx context.Context, duckdbPath string, dbo load.DuckDBOptions, lakePath string, lo load.LakeOptions) (targets []load.Target, dests []destination, err error) {
+	if duckdbPath != "" {
+		d := newDestination(duckdbPath, duckdbPath+".wal", duckdbPath+load.LockSuffix)
+		db, err := load.OpenDuckDB(ctx, duckdbPath, dbo)
+		if err != nil {
+			return targets, dests, err
+		}
+		targets, dests = append(targets, db), append(dests, d)
+	}
+	if lakePath != "" {
+		d := newDestination(lakePath)
+		lake, err := load.OpenLake(ctx, lakePath, lo)
+		var conflict *load.ConflictError
+		if errors.As(err, &conflict) {
+			return targets, dests, usageError{err}
+		}
+		if err != nil {
+			return targets, dests, err
+		}
+		targets, dests = append(targets, lake), append(dests, d)
+	}
+	return targets, dests, nil
 }
 
 func newDestination(path string, extra ...string) destination {

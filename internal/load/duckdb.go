@@ -84,7 +84,7 @@ type DuckDB struct {
 	// deletes before its INSERT only the few ids the table may hold, by
 	// value, not by joining the whole table with the window, and grouped
 	// windows see which ids they share. Kept only while GroupCommits is
-	// on. About 20 bytes an id.
+	// on.
 	known     map[uint64]bool // true: the id's row is deferred in the open group (GroupCommits), not stored yet
 	knownSeed maphash.Seed
 	knownFP   tableFingerprint
@@ -794,8 +794,6 @@ func (d *DuckDB) knownOverlap() (stored, deferred []string, ok bool) {
 	return stored, deferred, true
 }
 
-func (d *DuckDB) addKnownID(id string) { d.known[maphash.String(d.knownSeed, id)] = false }
-
 // canonicalUUID reports whether s is a UUID as the transform writes them
 // (lowercase 8-4-4-4-12 hex), safe to quote as a literal.
 func canonicalUUID(s string) bool {
@@ -830,7 +828,7 @@ func (d *DuckDB) addKnown(fp tableFingerprint) {
 		return
 	}
 	for id := range d.ids {
-		d.addKnownID(id)
+		d.known[maphash.String(d.knownSeed, id)] = false
 	}
 	d.knownFP = fp
 }

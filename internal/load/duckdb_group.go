@@ -44,8 +44,7 @@ type group struct {
 	windows int
 	rows    int64
 	batches []arrow.RecordBatch // the windows' batches with lineage columns, retained
-	schema  *arrow.Schema
-	cols    []schemas.Column
+	schema  *arrow.Schema       // of every batch: one INSERT reads them all
 	pending []uint64            // the known hashes of the deferred ids
 	dupIDs  map[string]struct{} // ids that may repeat across or within the windows; keys point into batches
 	spans   []extract.Window    // created_at of each batch's rows, [min, max]
@@ -153,7 +152,7 @@ func (d *DuckDB) commitGrouped(ctx context.Context, info WindowInfo, rejects []t
 	}
 	d.grp.spans = append(d.grp.spans, spans...)
 	if len(aug) > 0 {
-		d.grp.schema, d.grp.cols = aug[0].Schema(), d.cols
+		d.grp.schema = aug[0].Schema()
 	}
 	d.grp.windows++
 	if d.grp.rows >= d.groupRows {
@@ -177,9 +176,6 @@ func (d *DuckDB) groupable(info WindowInfo) ([]arrow.RecordBatch, []extract.Wind
 		}
 	}
 	if len(d.columnsNotIn(d.cols)) > 0 {
-		return nil, nil, false
-	}
-	if d.grp.windows > 0 && len(d.batches) > 0 && d.grp.cols != nil && !slices.Equal(d.grp.cols, d.cols) {
 		return nil, nil, false
 	}
 	var aug []arrow.RecordBatch

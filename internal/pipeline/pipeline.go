@@ -489,18 +489,23 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 	return pr, nil
 }
 
+// clockAndLog returns now, or time.Now, and log, or a logger that
+// discards.
+func clockAndLog(now func() time.Time, log *slog.Logger) (func() time.Time, *slog.Logger) {
+	if now == nil {
+		now = time.Now
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return now, log
+}
+
 // Sync runs one sync and returns what it did. Windows committed before an
 // error stay committed, and the state saved with them lets the next run
 // resume where this one stopped.
 func Sync(ctx context.Context, o Options) (res Result, err error) {
-	now := time.Now
-	if o.Now != nil {
-		now = o.Now
-	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	now, log := clockAndLog(o.Now, o.Logger)
 	start := now().UTC()
 	pr, err := prepare(ctx, &o, start, log)
 	if err != nil {

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"log/slog"
 	"math"
 	"time"
 
@@ -42,14 +41,7 @@ type PlanResult struct {
 // Plan works out, from the destinations' state and the budget saved for
 // the key, what Sync with the same options would do, without an API call.
 func Plan(ctx context.Context, o Options) (PlanResult, error) {
-	now := time.Now
-	if o.Now != nil {
-		now = o.Now
-	}
-	log := o.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	now, log := clockAndLog(o.Now, o.Logger)
 	start := now().UTC()
 	pr, err := prepare(ctx, &o, start, log)
 	if err != nil {
