@@ -81,6 +81,8 @@ type Lake struct {
 	cols    []schemas.Column
 	batches []arrow.RecordBatch // the current window's, retained
 	broken  error               // a journaled commit failed half-way
+	ids     *idIndex            // built by the first commit
+	marks   runMarks            // of the deletions the current run marked
 
 	readOnly   bool // OpenLakeReadOnly: no lock, no write
 	hasJournal bool // read-only: a commit is being applied, or was interrupted
