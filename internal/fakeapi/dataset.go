@@ -145,6 +145,7 @@ type Dataset struct {
 	// shares the rest: a response reads one Dataset throughout.
 	version map[int32]uint32 // edits of a contact; nil when none
 	deleted map[int32]bool   // nil when none
+	moved   map[int32]int64  // contacts whose created_at moved (Server.Move): the new unix second; nil when none
 }
 
 // Independent hash streams per contact, so that a filter can read a
@@ -343,7 +344,7 @@ func (d *Dataset) LargestGroup() (t time.Time, n int) {
 // CreatedAt returns the creation time of contact i without generating the
 // rest of it.
 func (d *Dataset) CreatedAt(i int) time.Time {
-	return time.Unix(d.created[i], 0).UTC()
+	return time.Unix(d.createdOf(i), 0).UTC()
 }
 
 // Contact returns contact i, for i in [0, Len()); it panics for other i.
@@ -591,7 +592,7 @@ type parts struct {
 // gen fills p with contact i's choices.
 func (d *Dataset) gen(i int, p *parts) {
 	p.idHi, p.idLo = d.uuid(i)
-	p.created = d.created[i]
+	p.created = d.createdOf(i)
 	p.tags, p.spaced = d.tagInfo(i)
 	p.lists = d.listMask(i)
 
