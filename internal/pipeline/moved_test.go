@@ -71,7 +71,7 @@ func TestAContactWhoseCreatedAtMovesStaysOne(t *testing.T) {
 				}
 				checkEqualsDatasetFrom(t, q, from, ds, nil)
 				var rows, ids, deleted int
-				if err := q.QueryRow(`SELECT count(*), count(DISTINCT id), count(_deleted_at) FROM ` + from).Scan(&rows, &ids, &deleted); err != nil {
+				if err := q.QueryRow(`SELECT count(*), count(DISTINCT id), count(_deleted_at) FROM `+from).Scan(&rows, &ids, &deleted); err != nil {
 					t.Fatal(err)
 				}
 				if rows != 2000 || ids != 2000 || deleted != 0 {
