@@ -205,6 +205,13 @@ func (l *Lake) open(ctx context.Context) error {
 			return fmt.Errorf("convert lake %s to the current layout: %w", l.dir, err)
 		}
 	}
+	adopting := l.state.Files == nil
+	if err := l.checkShape(); err != nil {
+		return err
+	}
+	if adopting {
+		return l.saveState(l.state)
+	}
 	return nil
 }
 
@@ -286,7 +293,8 @@ type dataFile struct {
 }
 
 // listFiles returns the data files under rel (a partition folder, or the
-// data root), skipping hidden and "_" names.
+// data root), skipping hidden and "_" names. A file the lake's manifest
+// does not list as it is is a *ForeignFileError.
 func (l *Lake) listFiles(rel string) ([]dataFile, error) {
 	var out []dataFile
 	err := fs.WalkDir(l.root.FS(), rel, func(p string, d fs.DirEntry, err error) error {
@@ -303,12 +311,21 @@ func (l *Lake) listFiles(rel string) ([]dataFile, error) {
 			}
 			return nil
 		}
-		if d.Type().IsRegular() && strings.HasSuffix(name, ".parquet") && !strings.HasPrefix(name, ".") {
-			info, err := d.Info()
-			if err != nil {
-				return err
+		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !strings.HasPrefix(name, ".") {
+			f := diskFile{rel: p, regular: d.Type().IsRegular()}
+			if f.regular {
+				info, err := d.Info()
+				if err != nil {
+					return err
+				}
+				f.size = info.Size()
 			}
-			out = append(out, dataFile{rel: p, size: info.Size()})
+			// A file that appeared since the lake was opened is not
+			// taken for its data.
+			if e := l.foreign(f); e != nil && l.state.Files != nil {
+				return e
+			}
+			out = append(out, dataFile{rel: p, size: f.size})
 		}
 		return nil
 	})

@@ -232,6 +232,9 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 		ch.Add(pch)
 		j.Deletes = append(j.Deletes, deletes...)
 	}
+	for _, rel := range j.Deletes {
+		delete(next.Files, rel)
+	}
 	if len(rejects) > 0 {
 		rel, err := l.writeRejects(info, rejects)
 		if rel != "" {
@@ -642,9 +645,11 @@ func (l *Lake) writePartition(p string, m *merge, pm *partMerge) (renames [][2]s
 		final := path.Join(dir, name)
 		renames = append(renames, [2]string{tempOf(final), final})
 		first := start
-		if err := l.writeDataFile(tempOf(final), m.cols, pm.src, refs, &start, chunk); err != nil {
+		size, err := l.writeDataFile(tempOf(final), m.cols, pm.src, refs, &start, chunk)
+		if err != nil {
 			return renames, err
 		}
+		m.next.Files[final] = lakeFile{Size: size}
 		hs := make([]uint64, 0, start-first)
 		for _, ref := range refs[first:start] {
 			hs = append(hs, x.sum(keys[ref.Batch].ids[ref.Row]))
@@ -898,20 +903,20 @@ func appendValue(b array.Builder, arr arrow.Array, i int) error {
 
 // writeDataFile writes refs[*start:] to rel until the file reaches the
 // target size, advancing *start, and fsyncs it.
-func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) error {
+func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) (size int64, err error) {
 	f, err := l.root.OpenFile(rel, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	w, err := parquetio.NewWriter(f, cols, l.opts.Parquet)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for *start < len(refs) {
 		end := min(*start+chunk, len(refs))
 		if err := w.Write(src, refs[*start:end]); err != nil {
-			return fmt.Errorf("write %s: %w", rel, err)
+			return 0, fmt.Errorf("write %s: %w", rel, err)
 		}
 		*start = end
 		if w.Size() >= int64(l.opts.TargetFileBytes) {
@@ -919,12 +924,16 @@ func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.Reco
 		}
 	}
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", rel, err)
+		return 0, fmt.Errorf("write %s: %w", rel, err)
 	}
 	if err := f.Sync(); err != nil {
-		return err
+		return 0, err
 	}
-	return f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), f.Close()
 }
 
 // withLineage returns the window's batches with _request_id and _loaded_at

@@ -1,0 +1,276 @@
+package load
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// shapeLake makes a lake partitioned by month with contacts in January and
+// February 2024 and returns its folder and its data files (lake-relative).
+func shapeLake(t *testing.T) (string, []string) {
+	t.Helper()
+	dir := t.TempDir()
+	l, err := OpenLake(context.Background(), dir, LakeOptions{PartitionBy: "month"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := StreamState{StreamID: "s", Identity: "{}"}
+	if err := lakeWindow(t, l, lA+",A,,,,,,,2024-01-05T00:00:00Z\n"+lB+",B,,,,,,,2024-01-06T00:00:00Z\n"+lC+",C,,,,,,,2024-02-01T00:00:00Z\n", st); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir, dataFilesIn(t, dir)
+}
+
+// dataFilesIn lists the .parquet files under dir/contacts, lake-relative.
+func dataFilesIn(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	err := filepath.WalkDir(filepath.Join(dir, dataDir), func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".parquet") {
+			rel, _ := filepath.Rel(dir, p)
+			out = append(out, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// hiddenFiles lists the files under dir whose name starts with a dot.
+func hiddenFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	_ = filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), ".") {
+			out = append(out, p)
+		}
+		return err
+	})
+	return out
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLakeRefusesFilesItDidNotWrite puts into a lake's data folder what
+// users and other tools put there: a copy of January's rows in a
+// zero-padded month=01 folder, an extra.parquet, January's rows under a
+// name like the lake's in February's folder and in January's own, a data
+// file that grew. Opening the lake to sync (before any API call) refuses
+// each with an error that names the file and says how to fix it, and
+// changes nothing; before, the lake took them for its data, kept duplicates,
+// and failed every commit that touched them.
+func TestLakeRefusesFilesItDidNotWrite(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		plant func(t *testing.T, dir, jan string) string // returns the planted file, lake-relative
+		want  string                                     // in the error
+	}{
+		{"a zero-padded folder", func(t *testing.T, dir, jan string) string {
+			rel := "contacts/year=2024/month=01/" + filepath.Base(jan)
+			copyFile(t, filepath.Join(dir, jan), filepath.Join(dir, rel))
+			return rel
+		}, "is not a partition folder the lake writes"},
+		{"extra.parquet", func(t *testing.T, dir, jan string) string {
+			rel := "contacts/year=2024/month=1/extra.parquet"
+			copyFile(t, filepath.Join(dir, jan), filepath.Join(dir, rel))
+			return rel
+		}, "its name is not one the lake gives its files"},
+		{"a lake-style name in the wrong partition", func(t *testing.T, dir, jan string) string {
+			rel := "contacts/year=2024/month=2/part-00000099-0123456789ab.parquet"
+			copyFile(t, filepath.Join(dir, jan), filepath.Join(dir, rel))
+			return rel
+		}, "does not name it"},
+		{"a lake-style name in the right partition", func(t *testing.T, dir, jan string) string {
+			rel := "contacts/year=2024/month=1/part-00000099-0123456789ab.parquet"
+			copyFile(t, filepath.Join(dir, jan), filepath.Join(dir, rel))
+			return rel
+		}, "does not name it"},
+		{"a data file that changed", func(t *testing.T, dir, jan string) string {
+			f, err := os.OpenFile(filepath.Join(dir, jan), os.O_APPEND|os.O_WRONLY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.WriteString("more")
+			f.Close()
+			return jan
+		}, "changed after leadlex-etl wrote it"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir, files := shapeLake(t)
+			jan := files[slices.IndexFunc(files, func(f string) bool { return strings.Contains(f, "month=1/") })]
+			planted := tc.plant(t, dir, jan)
+			before := dataFilesIn(t, dir)
+			state, _ := os.ReadFile(filepath.Join(dir, stateFile))
+			l, err := OpenLake(context.Background(), dir, LakeOptions{})
+			if err == nil {
+				l.Close()
+				t.Fatalf("the lake opened with %s in it", planted)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, filepath.Join(dir, planted)) || !strings.Contains(msg, tc.want) || !strings.Contains(msg, "run again") {
+				t.Errorf("error %q: want it to name %s, say %q and what to do", msg, planted, tc.want)
+			}
+			var fe *ForeignFileError
+			if !errors.As(err, &fe) {
+				t.Errorf("error %T, want a *ForeignFileError", err)
+			}
+			after, _ := os.ReadFile(filepath.Join(dir, stateFile))
+			if !slices.Equal(dataFilesIn(t, dir), before) || string(after) != string(state) {
+				t.Errorf("the refused open changed the lake")
+			}
+		})
+	}
+}
+
+// TestLakeTakesItsPartitioningFromItsFiles edits partition_by in
+// state.json from month to day: opening the lake refuses it, naming the
+// setting, what the files say, and the fix; before, a refresh wrote every
+// row again into day folders.
+func TestLakeTakesItsPartitioningFromItsFiles(t *testing.T) {
+	dir, _ := shapeLake(t)
+	path := filepath.Join(dir, stateFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	st["partition_by"] = "day"
+	b, _ = json.Marshal(st)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, opt := range []Partitioning{"", ByDay} {
+		l, err := OpenLake(context.Background(), dir, LakeOptions{PartitionBy: opt})
+		if err == nil {
+			l.Close()
+			t.Fatalf("--partition-by %q: the lake opened with partition_by edited", opt)
+		}
+		if msg := err.Error(); !strings.Contains(msg, `"partition_by": "day"`) || !strings.Contains(msg, "partitioned by month") || !strings.Contains(msg, `back to "month"`) {
+			t.Errorf("--partition-by %q: error %q", opt, msg)
+		}
+	}
+}
+
+// TestLakeWithoutAManifestIsCheckedAndAdopted opens a lake whose state has
+// no list of data files, as earlier versions wrote it: its own files are
+// adopted, and a file of January's rows in February's folder, named like
+// the lake's, is refused by what its rows say.
+func TestLakeWithoutAManifestIsCheckedAndAdopted(t *testing.T) {
+	dropManifest := func(t *testing.T, dir string) {
+		path := filepath.Join(dir, stateFile)
+		b, _ := os.ReadFile(path)
+		var st map[string]any
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		delete(st, "files")
+		b, _ = json.Marshal(st)
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, files := shapeLake(t)
+	dropManifest(t, dir)
+	rel := "contacts/year=2024/month=2/part-00000099-0123456789ab.parquet"
+	copyFile(t, filepath.Join(dir, files[0]), filepath.Join(dir, rel))
+	_, err := OpenLake(context.Background(), dir, LakeOptions{})
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, rel)) || !strings.Contains(err.Error(), "outside its folder") {
+		t.Fatalf("error %v, want %s refused for its rows", err, rel)
+	}
+	os.Remove(filepath.Join(dir, rel))
+	l, err := OpenLake(context.Background(), dir, LakeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if len(l.state.Files) != len(files) {
+		t.Errorf("adopted %v, want %v", l.state.Files, files)
+	}
+	if err := lakeWindow(t, l, lD+",D,,,,,,,2024-01-09T00:00:00Z\n", StreamState{StreamID: "s", Identity: "{}"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := lakeRows(t, l); len(got) != 4 {
+		t.Errorf("%d contacts, want 4", len(got))
+	}
+}
+
+// TestAFailedCommitLeavesNoTemporaryFiles fails commits before their
+// journal, by a file planted in a partition they reach after writing
+// others and by an error at the last step: the commit names the planted
+// file, and nothing of the commit (no hidden temporary file) is left.
+func TestAFailedCommitLeavesNoTemporaryFiles(t *testing.T) {
+	st := StreamState{StreamID: "s", Identity: "{}"}
+	window := lA + ",A 2,,,,,,,2024-01-05T00:00:00Z\n" + lC + ",C 2,,,,,,,2024-02-01T00:00:00Z\n" + lD + ",D,,,,,,,2024-03-01T00:00:00Z\n"
+	t.Run("a file planted after the lake was opened", func(t *testing.T) {
+		dir, files := shapeLake(t)
+		l, err := OpenLake(context.Background(), dir, LakeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		rel := "contacts/year=2024/month=2/extra.parquet"
+		copyFile(t, filepath.Join(dir, files[0]), filepath.Join(dir, rel))
+		err = lakeWindow(t, l, window, st)
+		if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, rel)) {
+			t.Errorf("commit: %v, want the planted file named", err)
+		}
+		if left := hiddenFiles(t, dir); len(left) > 0 {
+			t.Errorf("the failed commit left %v", left)
+		}
+	})
+	t.Run("an error before the journal", func(t *testing.T) {
+		defer func() { testHookCommit = func(string) error { return nil } }()
+		dir, _ := shapeLake(t)
+		l, err := OpenLake(context.Background(), dir, LakeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		errStop := errors.New("stop")
+		testHookCommit = func(s string) error {
+			if s == "before-journal" {
+				return errStop
+			}
+			return nil
+		}
+		if err := lakeWindow(t, l, window, st); !errors.Is(err, errStop) {
+			t.Fatalf("commit: %v", err)
+		}
+		if left := hiddenFiles(t, dir); len(left) > 0 {
+			t.Errorf("the failed commit left %v", left)
+		}
+		testHookCommit = func(string) error { return nil }
+		if err := lakeWindow(t, l, window, st); err != nil {
+			t.Fatal(err)
+		}
+		if got := lakeRows(t, l); len(got) != 4 || got[lA] != "A 2" {
+			t.Errorf("after the next commit: %v", got)
+		}
+	})
+}
