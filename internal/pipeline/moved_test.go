@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -30,6 +31,7 @@ func TestAContactWhoseCreatedAtMovesStaysOne(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			srv, url := startFake(t, fakeapi.Config{Contacts: 2000, Seed: 41})
 			dir := t.TempDir()
+			arch := openArchive(t, filepath.Join(dir, "raw"))
 			db := openDB(t, filepath.Join(dir, "w.duckdb"))
 			lake := openLake(t, filepath.Join(dir, "lake"), load.LakeOptions{})
 			targets := []load.Target{db, lake}
@@ -41,7 +43,7 @@ func TestAContactWhoseCreatedAtMovesStaysOne(t *testing.T) {
 				c := &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey), Retry: extract.RetryPolicy{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}}
 				res, err := pipeline.Sync(context.Background(), pipeline.Options{
 					Client: c, Query: extract.Query{Limit: 500}, Targets: targets, Now: func() time.Time { return now }, NewStream: true,
-					Refresh: pipeline.RefreshPolicy{Calls: refresh, MinAge: time.Hour},
+					Refresh: pipeline.RefreshPolicy{Calls: refresh, MinAge: time.Hour}, Archive: arch,
 				})
 				if err != nil {
 					t.Fatal(err)
@@ -69,22 +71,39 @@ func TestAContactWhoseCreatedAtMovesStaysOne(t *testing.T) {
 				if from != "contacts" {
 					q = mdb
 				}
-				checkEqualsDatasetFrom(t, q, from, ds, nil)
-				var rows, ids, deleted int
-				if err := q.QueryRow(`SELECT count(*), count(DISTINCT id), count(_deleted_at) FROM `+from).Scan(&rows, &ids, &deleted); err != nil {
-					t.Fatal(err)
-				}
-				if rows != 2000 || ids != 2000 || deleted != 0 {
-					t.Errorf("%s: %d rows, %d ids, %d marked deleted; want 2000, 2000, 0", from, rows, ids, deleted)
-				}
-				for _, c := range []fakeapi.Contact{forward, past} {
-					var n int
-					if err := q.QueryRow(`SELECT count(*) FROM `+from+` WHERE id::VARCHAR = ? AND created_at = ?`, c.ID, ds.Contact(idx(ds, c.ID)).CreatedAt).Scan(&n); err != nil || n != 1 {
-						t.Errorf("%s: %s at its new time: %d rows (%v)", from, c.ID, n, err)
-					}
-				}
+				checkMoved(t, q, from, ds, forward, past)
 			}
+			// A replay of the archive into a new lake does the same.
+			replayed := openLake(t, filepath.Join(dir, "replayed"), load.LakeOptions{})
+			rr, err := pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{replayed}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr.Changes.Deleted != 0 {
+				t.Errorf("the replay reports %+v", rr.Changes)
+			}
+			checkMoved(t, mdb, lakeFrom(filepath.Join(dir, "replayed")), ds, forward, past)
 		})
+	}
+}
+
+// checkMoved checks that from holds the dataset, every id once and live,
+// the moved contacts at their new time.
+func checkMoved(t *testing.T, q *sql.DB, from string, ds *fakeapi.Dataset, moved ...fakeapi.Contact) {
+	t.Helper()
+	checkEqualsDatasetFrom(t, q, from, ds, nil)
+	var rows, ids, deleted int
+	if err := q.QueryRow(`SELECT count(*), count(DISTINCT id), count(_deleted_at) FROM `+from).Scan(&rows, &ids, &deleted); err != nil {
+		t.Fatal(err)
+	}
+	if rows != 2000 || ids != 2000 || deleted != 0 {
+		t.Errorf("%s: %d rows, %d ids, %d marked deleted; want 2000, 2000, 0", from, rows, ids, deleted)
+	}
+	for _, c := range moved {
+		var n int
+		if err := q.QueryRow(`SELECT count(*) FROM `+from+` WHERE id::VARCHAR = ? AND created_at = ?`, c.ID, ds.Contact(idx(ds, c.ID)).CreatedAt).Scan(&n); err != nil || n != 1 {
+			t.Errorf("%s: %s at its new time: %d rows (%v)", from, c.ID, n, err)
+		}
 	}
 }
 
