@@ -186,12 +186,18 @@ func checkLakeDir(dir string) error {
 	return nil
 }
 
-func (l *Lake) open(ctx context.Context) error {
+func (l *Lake) open(ctx context.Context) (err error) {
 	if err := l.readState(); err != nil {
 		return err
 	}
 	if err := l.recover(); err != nil {
 		return fmt.Errorf("finish the interrupted commit in %s: %w", l.dir, err)
+	}
+	if l.state.PartitionBy == "" {
+		// A state that does not say: the files do.
+		if l.state.PartitionBy, err = l.partitioningOnDisk(); err != nil {
+			return err
+		}
 	}
 	switch {
 	case l.state.PartitionBy == "":

@@ -179,6 +179,21 @@ func (l *Lake) checkPartitioning() error {
 	return nil
 }
 
+// partitioningOnDisk returns the partitioning of the first data file
+// under the data root that lies in a partition folder, or "" if none does.
+func (l *Lake) partitioningOnDisk() (Partitioning, error) {
+	disk, err := l.diskDataFiles()
+	if err != nil {
+		return "", fmt.Errorf("list the data files of %s: %w", l.dir, err)
+	}
+	for _, f := range disk {
+		if p, ok := partitioningOf(filePartition(f.rel)); ok {
+			return p, nil
+		}
+	}
+	return "", nil
+}
+
 // partitioningOf returns the partitioning a partition folder of the
 // current layout is of.
 func partitioningOf(folder string) (Partitioning, bool) {

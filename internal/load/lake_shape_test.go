@@ -177,6 +177,40 @@ func TestLakeTakesItsPartitioningFromItsFiles(t *testing.T) {
 	}
 }
 
+// TestLakeStateWithoutPartitioningTakesTheFiles opens a lake of day
+// partitions whose state.json does not say how it is partitioned: it
+// takes the files' partitioning, not the default.
+func TestLakeStateWithoutPartitioningTakesTheFiles(t *testing.T) {
+	dir := t.TempDir()
+	l, err := OpenLake(context.Background(), dir, LakeOptions{PartitionBy: ByDay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lakeWindow(t, l, lA+",A,,,,,,,2024-01-05T00:00:00Z\n", StreamState{StreamID: "s", Identity: "{}"}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	path := filepath.Join(dir, stateFile)
+	b, _ := os.ReadFile(path)
+	var st map[string]any
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatal(err)
+	}
+	delete(st, "partition_by")
+	b, _ = json.Marshal(st)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err = OpenLake(context.Background(), dir, LakeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.PartitionBy() != ByDay {
+		t.Errorf("partitioning %s, want day, as the files are", l.PartitionBy())
+	}
+}
+
 // TestLakeWithoutAManifestIsCheckedAndAdopted opens a lake whose state has
 // no list of data files, as earlier versions wrote it: its own files are
 // adopted, and a file of January's rows in February's folder, named like
