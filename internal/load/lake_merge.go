@@ -308,8 +308,7 @@ func filePartition(rel string) string {
 // readMoved reads the files, of partitions other than their ids', that hold
 // stored rows of the window's ids, and keeps those rows in m.moved: the
 // partition the id moved to replaces them, and keeps their values of the
-// columns the window lacks. Of several stored rows of an id (duplicates an
-// earlier version left), a live one.
+// columns the window lacks.
 func (l *Lake) readMoved(files []string, m *merge) error {
 	m.moved = map[string]RowRef{}
 	for _, rel := range files {
@@ -317,29 +316,42 @@ func (l *Lake) readMoved(files []string, m *merge) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", rel, err)
 		}
-		m.movedSrc = append(m.movedSrc, batches...)
-		p := filePartition(rel)
-		for k, b := range batches {
-			ids, ts, err := rowKeys(b)
-			if err != nil {
+		for _, b := range batches {
+			bi := int32(len(m.window) + len(m.movedSrc))
+			m.movedSrc = append(m.movedSrc, b)
+			if err := m.keepMoved(b, bi, filePartition(rel)); err != nil {
 				return fmt.Errorf("%s: %w", rel, err)
-			}
-			m.movedKeys = append(m.movedKeys, batchKeys{ids, ts})
-			live := liveRows(b)
-			bi := int32(len(m.window) + len(m.movedSrc) - len(batches) + k)
-			for r, id := range ids {
-				home, ok := m.home[id]
-				if !ok || home == p {
-					continue
-				}
-				if old, seen := m.moved[id]; seen && (!live(r) || liveRows(m.movedSrc[old.Batch-int32(len(m.window))])(int(old.Row))) {
-					continue
-				}
-				m.moved[id] = RowRef{Batch: bi, Row: int32(r)}
 			}
 		}
 	}
 	return nil
+}
+
+// keepMoved notes the rows of b, the source bi of a file of partition p,
+// whose ids the window puts in another partition. Of several stored rows
+// of an id (duplicates an earlier version left), a live one.
+func (m *merge) keepMoved(b arrow.RecordBatch, bi int32, p string) error {
+	ids, ts, err := rowKeys(b)
+	if err != nil {
+		return err
+	}
+	m.movedKeys = append(m.movedKeys, batchKeys{ids, ts})
+	live := liveRows(b)
+	for r, id := range ids {
+		if home, ok := m.home[id]; !ok || home == p {
+			continue
+		}
+		if old, seen := m.moved[id]; seen && (!live(r) || m.movedLive(old)) {
+			continue
+		}
+		m.moved[id] = RowRef{Batch: bi, Row: int32(r)}
+	}
+	return nil
+}
+
+// movedLive reports whether a row of m.moved is live.
+func (m *merge) movedLive(ref RowRef) bool {
+	return liveRows(m.movedSrc[int(ref.Batch)-len(m.window)])(int(ref.Row))
 }
 
 // decided reports whether a commit's journal is on disk: the commit is

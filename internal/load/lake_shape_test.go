@@ -308,3 +308,54 @@ func TestAFailedCommitLeavesNoTemporaryFiles(t *testing.T) {
 		}
 	})
 }
+
+// TestLakeRepairsDuplicatesAnEarlierVersionLeft opens a lake of an earlier
+// version that holds an id twice, in January and in March (a contact whose
+// created_at moved, which such versions kept twice): the next window with
+// the id leaves one row of it, wherever the window puts it.
+func TestLakeRepairsDuplicatesAnEarlierVersionLeft(t *testing.T) {
+	for _, at := range []string{"2024-01-05", "2024-03-07", "2024-05-09"} {
+		t.Run(at, func(t *testing.T) {
+			dir := t.TempDir()
+			st := StreamState{StreamID: "s", Identity: "{}"}
+			other := filepath.Join(t.TempDir(), "other")
+			for _, w := range []struct{ dir, csv string }{
+				{dir, lA + ",A in January,,,,,,,2024-01-05T00:00:00Z\n" + lB + ",B,,,,,,,2024-01-06T00:00:00Z\n"},
+				{other, lA + ",A in March,,,,,,,2024-03-07T00:00:00Z\n"},
+			} {
+				l, err := OpenLake(context.Background(), w.dir, LakeOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := lakeWindow(t, l, w.csv, st); err != nil {
+					t.Fatal(err)
+				}
+				l.Close()
+			}
+			march := dataFilesIn(t, other)[0]
+			copyFile(t, filepath.Join(other, march), filepath.Join(dir, march))
+			path := filepath.Join(dir, stateFile)
+			b, _ := os.ReadFile(path)
+			var sj map[string]any
+			if err := json.Unmarshal(b, &sj); err != nil {
+				t.Fatal(err)
+			}
+			delete(sj, "files")
+			b, _ = json.Marshal(sj)
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			l, err := OpenLake(context.Background(), dir, LakeOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if err := lakeWindow(t, l, lA+",A again,,,,,,,"+at+"T00:00:00Z\n", st); err != nil {
+				t.Fatal(err)
+			}
+			if got := lakeRows(t, l); len(got) != 2 || got[lA] != "A again" {
+				t.Errorf("%v, want A once, and B", got)
+			}
+		})
+	}
+}
