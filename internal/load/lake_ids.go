@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"maps"
 	"slices"
 
 	"github.com/apache/arrow-go/v18/parquet"
@@ -16,7 +15,7 @@ import (
 // that hold a window's ids, in its partitions and in others (a contact
 // whose created_at moved). A lake builds it on its first commit, reading
 // the id column of every data file once, and keeps it up to date with its
-// own commits; the lock keeps other writers out. About 12 bytes an id.
+// own commits; the lock keeps other writers out. About 16 bytes an id.
 //
 // Why not the files' bloom filters or statistics: a window holds up to
 // 50,000 ids, and a bloom filter of 10 bits a value answers "maybe" for
@@ -24,105 +23,88 @@ import (
 // them; ids are random (UUID v4), so a file's min and max id span nearly
 // all ids.
 type idIndex struct {
-	seed  maphash.Seed
-	hash  []uint64 // sorted
-	file  []int32  // the file of each hash: an index into files
-	start []int32  // hash[start[b]:start[b+1]] are the hashes whose top bits are b
-	files []string // lake-relative paths; "" once a commit removed the file
-	num   map[string]int32
+	seed    maphash.Seed
+	buckets [1 << bucketBits][]idEntry // by the top bits of the hash; unsorted
+	files   []string                   // lake-relative paths; "" once a commit removed the file
+	count   []int                      // entries of each file
+	num     map[string]int32
+	dead    int // entries of removed files, dropped when they outnumber the others
+	live    int
 }
 
-// bucketBits are the top bits of a hash that pick its bucket.
+// idEntry is one id of a data file: its hash and the file's number.
+type idEntry struct {
+	h uint64
+	f int32
+}
+
+// bucketBits are the top bits of a hash that pick its bucket: a lake of
+// 500,000 contacts has about 8 in each.
 const bucketBits = 16
 
 func (x *idIndex) sum(id string) uint64 { return maphash.String(x.seed, id) }
 
-// holders calls f with every file that may hold the id of hash h (a
+// holders appends to dst every file that may hold the id of hash h (a
 // collision of hashes names a file that does not: one chance in 2^64 per
 // pair).
-func (x *idIndex) holders(h uint64, f func(rel string)) {
-	if x.start == nil {
-		return
-	}
-	b := h >> (64 - bucketBits)
-	for i := x.start[b]; i < x.start[b+1]; i++ {
-		if x.hash[i] == h {
-			f(x.files[x.file[i]])
+func (x *idIndex) holders(dst []string, h uint64) []string {
+	for _, e := range x.buckets[h>>(64-bucketBits)] {
+		if e.h == h && x.files[e.f] != "" {
+			dst = append(dst, x.files[e.f])
 		}
 	}
+	return dst
 }
 
-// update removes the entries of the files removed and adds those of the
-// files added (their ids' hashes), keeping the hashes sorted.
+// update forgets the files removed and adds the files added (their ids'
+// hashes). The entries of removed files stay until they outnumber the
+// others, so that a commit costs what it changed, not the lake's size.
 func (x *idIndex) update(removed []string, added map[string][]uint64) {
-	gone := map[int32]bool{}
 	for _, rel := range removed {
 		if n, ok := x.num[rel]; ok {
-			gone[n] = true
 			x.files[n] = ""
+			x.dead += x.count[n]
+			x.live -= x.count[n]
 			delete(x.num, rel)
 		}
 	}
+	x.reserve(added)
+	for rel, hs := range added {
+		n := x.fileNum(rel)
+		for _, h := range hs {
+			b := &x.buckets[h>>(64-bucketBits)]
+			*b = append(*b, idEntry{h, n})
+		}
+		x.count[n] += len(hs)
+		x.live += len(hs)
+	}
+	if x.dead > x.live {
+		for b := range x.buckets {
+			x.buckets[b] = slices.DeleteFunc(x.buckets[b], func(e idEntry) bool { return x.files[e.f] == "" })
+		}
+		x.dead = 0
+	}
+}
+
+// reserve grows the buckets for the entries to add, when they are many
+// (the first commit adds every id of the lake).
+func (x *idIndex) reserve(added map[string][]uint64) {
 	var n int
 	for _, hs := range added {
 		n += len(hs)
 	}
-	fh, ff := make([]uint64, 0, n), make([]int32, 0, n)
-	for _, rel := range slices.Sorted(maps.Keys(added)) {
-		num := x.fileNum(rel)
-		for _, h := range added[rel] {
-			fh, ff = append(fh, h), append(ff, num)
+	if n < len(x.buckets) {
+		return
+	}
+	need := make([]int32, len(x.buckets))
+	for _, hs := range added {
+		for _, h := range hs {
+			need[h>>(64-bucketBits)]++
 		}
 	}
-	fh, ff = sortHashes(fh, ff)
-	hash, fileOf := make([]uint64, 0, len(x.hash)+len(fh)), make([]int32, 0, len(x.hash)+len(fh))
-	i := 0
-	for k, h := range x.hash {
-		if gone[x.file[k]] {
-			continue
-		}
-		for ; i < len(fh) && fh[i] < h; i++ {
-			hash, fileOf = append(hash, fh[i]), append(fileOf, ff[i])
-		}
-		hash, fileOf = append(hash, h), append(fileOf, x.file[k])
+	for b, k := range need {
+		x.buckets[b] = slices.Grow(x.buckets[b], int(k))
 	}
-	hash, fileOf = append(hash, fh[i:]...), append(fileOf, ff[i:]...)
-	x.hash, x.file = hash, fileOf
-	x.start = make([]int32, 1<<bucketBits+1)
-	for _, h := range hash {
-		x.start[h>>(64-bucketBits)+1]++
-	}
-	for b := 1; b < len(x.start); b++ {
-		x.start[b] += x.start[b-1]
-	}
-}
-
-// sortHashes sorts hashes, and files with them, by a counting sort on
-// their top bits (hashes are uniform) and an insertion sort of each bucket.
-func sortHashes(hs []uint64, fs []int32) ([]uint64, []int32) {
-	var count [1<<bucketBits + 1]int
-	for _, h := range hs {
-		count[h>>(64-bucketBits)+1]++
-	}
-	for b := 1; b < len(count); b++ {
-		count[b] += count[b-1]
-	}
-	oh, of := make([]uint64, len(hs)), make([]int32, len(fs))
-	next := count
-	for i, h := range hs {
-		b := h >> (64 - bucketBits)
-		oh[next[b]], of[next[b]] = h, fs[i]
-		next[b]++
-	}
-	for b := 0; b < 1<<bucketBits; b++ {
-		for i := count[b] + 1; i < count[b+1]; i++ {
-			for j := i; j > count[b] && oh[j-1] > oh[j]; j-- {
-				oh[j-1], oh[j] = oh[j], oh[j-1]
-				of[j-1], of[j] = of[j], of[j-1]
-			}
-		}
-	}
-	return oh, of
 }
 
 func (x *idIndex) fileNum(rel string) int32 {
@@ -131,6 +113,7 @@ func (x *idIndex) fileNum(rel string) int32 {
 	}
 	n := int32(len(x.files))
 	x.files = append(x.files, rel)
+	x.count = append(x.count, 0)
 	x.num[rel] = n
 	return n
 }

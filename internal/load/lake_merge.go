@@ -189,7 +189,7 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 	}
 	defer releaseAll(src)
 	m := merge{info: info, cols: cols, window: src, scope: toSpans(info.Deletes), rewriteAll: schemaChanged, next: &next,
-		latest: map[string]RowRef{}, home: map[string]string{}, added: map[string][]uint64{}}
+		latest: map[string]RowRef{}, incoming: map[string]map[string]RowRef{}, added: map[string][]uint64{}}
 	for bi, b := range src {
 		ids, ts, err := rowKeys(b)
 		if err != nil {
@@ -200,10 +200,9 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 			m.latest[ids[r]] = RowRef{Batch: int32(bi), Row: int32(r)} // later rows win
 		}
 	}
-	incoming := map[string]map[string]RowRef{} // partition -> id -> row
+	incoming := m.incoming
 	for id, ref := range m.latest {
 		p := l.partitionOf(m.windowKeys[ref.Batch].ts[ref.Row])
-		m.home[id] = p
 		if incoming[p] == nil {
 			incoming[p] = map[string]RowRef{}
 		}
@@ -272,13 +271,17 @@ func (l *Lake) partsToMerge(ctx context.Context, m *merge, incoming map[string]m
 	// there; in another, read first for the stored values.
 	m.holding = map[string]bool{}
 	away := map[string]bool{}
-	for id, p := range m.home {
-		x.holders(x.sum(id), func(rel string) {
-			m.holding[rel] = true
-			if filePartition(rel) != p {
-				away[rel] = true
+	var holders []string
+	for p, in := range incoming {
+		for id := range in {
+			holders = x.holders(holders[:0], x.sum(id))
+			for _, rel := range holders {
+				m.holding[rel] = true
+				if filePartition(rel) != p {
+					away[rel] = true
+				}
 			}
-		})
+		}
 	}
 	for rel := range away {
 		parts[filePartition(rel)] = true
@@ -338,7 +341,10 @@ func (m *merge) keepMoved(b arrow.RecordBatch, bi int32, p string) error {
 	m.movedKeys = append(m.movedKeys, batchKeys{ids, ts})
 	live := liveRows(b)
 	for r, id := range ids {
-		if home, ok := m.home[id]; !ok || home == p {
+		if _, ok := m.latest[id]; !ok {
+			continue
+		}
+		if _, home := m.incoming[p][id]; home {
 			continue
 		}
 		if old, seen := m.moved[id]; seen && (!live(r) || m.movedLive(old)) {
@@ -377,9 +383,9 @@ type merge struct {
 	cols       []schemas.Column
 	window     []arrow.RecordBatch // with lineage
 	windowKeys []batchKeys
-	latest     map[string]RowRef // each id of the window: its last row
-	home       map[string]string // each id of the window: its partition
-	holding    map[string]bool   // data files that (may) hold an id of the window
+	latest     map[string]RowRef            // each id of the window: its last row
+	incoming   map[string]map[string]RowRef // the same by partition
+	holding    map[string]bool              // data files that (may) hold an id of the window
 	// The stored rows of ids the window puts in another partition, in
 	// movedSrc, which come after window in a partition's sources.
 	moved      map[string]RowRef

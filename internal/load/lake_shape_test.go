@@ -359,3 +359,38 @@ func TestLakeRepairsDuplicatesAnEarlierVersionLeft(t *testing.T) {
 		})
 	}
 }
+
+// TestIDIndex checks the lake's index of ids as commits change files: a
+// hash names the files that hold it, and no file a commit removed, before
+// and after the entries of removed files are dropped.
+func TestIDIndex(t *testing.T) {
+	x := &idIndex{num: map[string]int32{}}
+	top := func(b, low uint64) uint64 { return b<<(64-bucketBits) | low }
+	h1, h2, h3 := top(1, 1), top(1, 2), top(7, 1)
+	x.update(nil, map[string][]uint64{"a": {h1, h2}, "b": {h3, h1}})
+	check := func(when string, h uint64, want ...string) {
+		t.Helper()
+		got := x.holders(nil, h)
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: holders of %x: %v, want %v", when, h, got, want)
+		}
+	}
+	check("first", h1, "a", "b")
+	check("first", h2, "a")
+	check("first", h3, "b")
+	check("first", top(1, 3))
+	x.update([]string{"a"}, map[string][]uint64{"c": {h2}})
+	check("a replaced by c", h1, "b")
+	check("a replaced by c", h2, "c")
+	if x.dead != 2 || x.live != 3 {
+		t.Errorf("dead %d, live %d, want 2, 3", x.dead, x.live)
+	}
+	x.update([]string{"b", "c"}, map[string][]uint64{"d": {h3}})
+	if x.dead != 0 || x.live != 1 {
+		t.Errorf("after the entries of removed files were dropped: dead %d, live %d, want 0, 1", x.dead, x.live)
+	}
+	check("b and c removed", h1)
+	check("b and c removed", h2)
+	check("b and c removed", h3, "d")
+}
