@@ -272,12 +272,14 @@ func (l *Lake) partsToMerge(ctx context.Context, m *merge, incoming map[string]m
 	m.holding = map[string]bool{}
 	away := map[string]bool{}
 	var holders []string
-	for p, in := range incoming {
-		for id := range in {
-			holders = x.holders(holders[:0], x.sum(id))
+	for _, k := range m.windowKeys {
+		for _, id := range k.ids {
+			if holders = x.holders(holders[:0], x.sum(id)); len(holders) == 0 {
+				continue // a new contact
+			}
 			for _, rel := range holders {
 				m.holding[rel] = true
-				if filePartition(rel) != p {
+				if _, home := incoming[filePartition(rel)][id]; !home {
 					away[rel] = true
 				}
 			}
