@@ -78,6 +78,33 @@ func TestALargeFileIsBounded(t *testing.T) {
 	}
 }
 
+// TestAnswersOfOneHour saves answers of one hour in the order two
+// processes may save them: the lower count of calls left is the later
+// answer, whichever is saved last; an answer of a later hour replaces it.
+func TestAnswersOfOneHour(t *testing.T) {
+	s, _ := openStore(t)
+	now := time.Now()
+	reset := now.Add(40 * time.Minute)
+	for i, tc := range []struct {
+		remaining int
+		reset     time.Time
+		seen      time.Time
+		want      int
+	}{
+		{5, reset, now.Add(-3 * time.Second), 5},
+		{4, reset.Add(time.Second), now.Add(-2 * time.Second), 4},
+		{5, reset, now.Add(-time.Second), 4}, // answered before the 4, saved after it
+		{9, reset.Add(time.Hour), now, 9},    // the next hour
+	} {
+		if err := s.Save("k", extract.RateLimit{Limit: 10, Remaining: tc.remaining, Reset: tc.reset, Known: true}, tc.seen); err != nil {
+			t.Fatal(err)
+		}
+		if b, _, err := s.Load("k"); err != nil || b.Remaining != tc.want {
+			t.Errorf("save %d: %d left (%v), want %d", i, b.Remaining, err, tc.want)
+		}
+	}
+}
+
 // TestClaims: runs of one key claim the calls of the hour they mean to
 // spend; together they never claim into the reserve; a released claim
 // frees its calls; an expired or implausible claim counts for nothing; an
@@ -117,10 +144,10 @@ func TestClaims(t *testing.T) {
 	if n := claim("b", 7, 2, b); n != 3 {
 		t.Errorf("claim beside a smaller one: %d, want 3 (7 left, 2 reserved, 2 claimed)", n)
 	}
-	if err := s.Release("k", "a"); err != nil {
+	if err := s.Release("k", "a", extract.RateLimit{}, now); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Release("k", "b"); err != nil {
+	if err := s.Release("k", "b", extract.RateLimit{}, now); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := s.Claimed("k"); n != 0 {

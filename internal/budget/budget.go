@@ -170,9 +170,15 @@ func (s *Store) Save(key string, b extract.RateLimit, seen time.Time) error {
 	})
 }
 
+// sameHourSlack is how far apart two resets of one rate-limit hour may
+// be: an API that says the seconds until the reset rounds them.
+const sameHourSlack = 5 * time.Second
+
 // observe records b seen at seen under key in f, and says whether f changed.
-// An answer of the API replaces any entry no answer could have left; a time
-// ahead of the clock is taken as now.
+// Within one hour (the same reset) the calls left only go down, so the
+// lower count is the later answer, whichever process saved first; across
+// hours the answer seen later wins. An answer of the API replaces any entry
+// no answer could have left; a time ahead of the clock is taken as now.
 func observe(f *file, key string, b extract.RateLimit, seen, now time.Time) bool {
 	if !b.Known {
 		return false
@@ -180,15 +186,22 @@ func observe(f *file, key string, b extract.RateLimit, seen, now time.Time) bool
 	if seen.After(now) {
 		seen = now
 	}
-	e, ok := f.Budgets[key]
-	if ok && believable(e, now) && e.UpdatedAt.After(seen) {
-		return false
-	}
-	if !ok || !believable(e, now) {
-		e = entry{}
-	}
 	if lim := seen.Add(extract.MaxResetAhead); b.Reset.After(lim) {
 		b.Reset = lim
+	}
+	e, ok := f.Budgets[key]
+	switch {
+	case !ok || !believable(e, now):
+		e = entry{}
+	case e.Reset.Sub(b.Reset).Abs() <= sameHourSlack:
+		if b.Remaining >= e.Remaining && b.Limit == e.Limit {
+			return false
+		}
+		if e.UpdatedAt.After(seen) {
+			seen = e.UpdatedAt
+		}
+	case e.UpdatedAt.After(seen):
+		return false
 	}
 	e.Limit, e.Remaining, e.Reset, e.UpdatedAt = b.Limit, b.Remaining, b.Reset.UTC(), seen.UTC()
 	f.Budgets[key] = e
@@ -229,12 +242,16 @@ func (s *Store) Claim(key, id string, want, reserve int, b extract.RateLimit, se
 	return granted, err
 }
 
-// Release gives back what is left of run id's claim on the budget under key.
-func (s *Store) Release(key, id string) error {
-	return s.locked(key, func(f *file, _ time.Time) bool {
+// Release records b (the run's latest answer, seen at seen) and gives
+// back what is left of run id's claim on the budget under key, in one
+// write: the calls the run spent are then in what the file says is left,
+// as they leave its claim.
+func (s *Store) Release(key, id string, b extract.RateLimit, seen time.Time) error {
+	return s.locked(key, func(f *file, now time.Time) bool {
+		changed := observe(f, key, b, seen, now)
 		e, ok := f.Budgets[key]
 		if _, had := e.Claims[id]; !ok || !had {
-			return false
+			return changed
 		}
 		delete(e.Claims, id)
 		f.Budgets[key] = e
