@@ -142,4 +142,3 @@ func TestSymlinksAreNeverWrittenThrough(t *testing.T) {
 		}
 	})
 }
-

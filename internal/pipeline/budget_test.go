@@ -365,3 +365,56 @@ func TestALargeBudgetFileStaysBounded(t *testing.T) {
 		t.Errorf("calls: %d at the API, %d said", srv.Calls(), res.Calls)
 	}
 }
+
+// TestPlanPredictsTheRefresh plans, then syncs, in a fresh hour whose
+// budget a check saved, next to the claim a crashed run left on the key's
+// calls: plan predicts the refresh calls the sync then spends, the reserve
+// and the claim left, with no minimum age and with one nothing is old
+// enough for.
+func TestPlanPredictsTheRefresh(t *testing.T) {
+	for _, minAge := range []time.Duration{0, time.Hour} {
+		t.Run(minAge.String(), func(t *testing.T) {
+			clk := &fakeClock{}
+			srv, url := startFake(t, fakeapi.Config{Contacts: 600, Seed: 56, RateLimit: 10, Hour: time.Hour, Now: clk.now})
+			dir := t.TempDir()
+			db := openDB(t, filepath.Join(dir, "w.duckdb"))
+			// Segments of at most a call's rows, so that each refresh window
+			// takes one call.
+			clk.off.Store(int64(-3 * time.Hour))
+			if _, _, err := (budgetRun{limit: 100}).sync(context.Background(), url, db); err != nil {
+				t.Fatal(err)
+			}
+			clk.off.Store(0)
+			store := openBudgets(t, filepath.Join(dir, "state", "budgets.json"))
+			key := pipeline.BudgetKey(extract.NewAPIKey(testKey).Fingerprint(), url)
+			now := time.Now()
+			if err := store.Save(key, extract.RateLimit{Limit: 10, Remaining: 10, Reset: now.Add(time.Hour), Known: true}, now); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := store.Claim(key, "crashed", 3, 0, extract.RateLimit{}, now); err != nil || n != 3 {
+				t.Fatalf("claim: %d %v", n, err)
+			}
+			pol := pipeline.RefreshPolicy{Calls: pipeline.RefreshAuto, ReserveCalls: 2, MinAge: minAge}
+			p, err := pipeline.Plan(context.Background(), pipeline.Options{
+				Client: &extract.Client{BaseURL: url, Key: extract.NewAPIKey(testKey)}, Query: extract.Query{Limit: 100},
+				Lookback: time.Minute, Targets: []load.Target{db}, Refresh: pol, Budgets: store,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls := srv.Calls()
+			res, _, err := budgetRun{limit: 100, refresh: pol, budgets: store}.sync(context.Background(), url, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 4 // 10 - 1 for the new data - 2 in reserve - 3 claimed
+			if minAge > 0 {
+				want = 0
+			}
+			if len(p.Refresh) != want || res.Refresh.Calls != want || p.TotalCalls != res.Calls || int(srv.Calls()-calls) != res.Calls {
+				t.Errorf("plan: %d refresh calls of %d (%s); sync: %d of %d (%s); want %d refresh calls",
+					len(p.Refresh), p.TotalCalls, p.RefreshSkipped, res.Refresh.Calls, res.Calls, res.Refresh.Skipped, want)
+			}
+		})
+	}
+}

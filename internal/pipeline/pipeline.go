@@ -659,6 +659,11 @@ type handler struct {
 
 	requestIDs []string     // of the committed windows, the last MaxRunRequestIDs
 	budgetKey  string       // where the shared budget is kept
+	canDelete  bool         // the stream can tell deletions
+	refreshing bool         // windows are the rolling refresh's
+	changes    load.Changes // what the run's commits did
+	refreshed  load.Changes // of which the refresh's
+
 	// The budget as the shared file holds it (as far as the run knows), as
 	// the client last heard it and when (zero: no answer has told it yet),
 	// and whether the run holds a claim there and has warned of the file.
@@ -666,10 +671,6 @@ type handler struct {
 	heardAt       time.Time
 	claiming      bool
 	budgetWarned  bool
-	canDelete  bool         // the stream can tell deletions
-	refreshing bool         // windows are the rolling refresh's
-	changes    load.Changes // what the run's commits did
-	refreshed  load.Changes // of which the refresh's
 
 	// The raw archive (nil: none) and the attempt whose body is being
 	// archived; a retry discards it, Commit moves it into place.
