@@ -40,10 +40,12 @@ func budgetNews(shared, b extract.RateLimit) bool {
 	return b.Remaining == 0 && shared.Remaining > 0
 }
 
-// noteBudget takes in what the client last heard of the budget.
+// noteBudget takes in what the client last heard of the budget, and when:
+// by the machine's clock, the client's and the shared file's, not the run's
+// (Options.Now).
 func (h *handler) noteBudget() {
 	if b := h.o.Client.Budget(); !sameBudget(b, h.heard) {
-		h.heard, h.heardAt = b, h.now()
+		h.heard, h.heardAt = b, time.Now()
 	}
 }
 
