@@ -589,6 +589,7 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	} else if store, err := budget.Open(path); err != nil {
 		log.Warn("no shared rate-limit budget: each destination keeps its own", "err", err.Error())
 	} else {
+		store.Warn = log.Warn
 		budgets = store
 	}
 	q := o.query()

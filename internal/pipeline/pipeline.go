@@ -112,10 +112,25 @@ type WindowProgress struct {
 }
 
 // SharedBudget is what budget.Store does: the rate-limit budget of a
-// workspace key and base URL, shared by every run on the machine.
+// workspace key and base URL, shared by every run on the machine, and the
+// calls of its hour that runs have claimed for their refresh.
 type SharedBudget interface {
+	// Load returns the budget last seen under key, and when; not Known when
+	// none is, or none can be believed.
 	Load(key string) (b extract.RateLimit, seen time.Time, err error)
+	// Save records what an answer of the API said of the budget at seen.
 	Save(key string, b extract.RateLimit, seen time.Time) error
+	// Claim records b (the run's latest answer, seen at seen) and that run
+	// id means to spend up to want calls of the budget, and returns how many
+	// it may: at most the calls left less reserve and less what other runs
+	// claimed. It replaces id's earlier claim.
+	Claim(key, id string, want, reserve int, b extract.RateLimit, seen time.Time) (int, error)
+	// Release records b (the run's latest answer, seen at seen) and gives
+	// back what is left of id's claim, at once.
+	Release(key, id string, b extract.RateLimit, seen time.Time) error
+	// Claimed returns the calls runs have claimed of the budget and not
+	// released.
+	Claimed(key string) (int, error)
 }
 
 // RefreshPolicy is how a run re-verifies covered ranges with the calls of
@@ -417,7 +432,8 @@ type prepared struct {
 	st                 load.StreamState
 	runSince, runUntil time.Time
 	budgetKey          string
-	budgetFrom         string // where the budget the client was given came from ("" none)
+	budgetFrom         string            // where the budget the client was given came from ("" none)
+	shared             extract.RateLimit // what the shared budget file said for the key
 }
 
 // prepare works out, without an API call, what a run of o starting at
@@ -473,15 +489,15 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 		b, _, err := o.Budgets.Load(pr.budgetKey)
 		if err != nil {
 			log.Warn("the shared rate-limit budget could not be read", "err", err.Error())
-		} else if b.Known && b.Reset.After(start) {
+		} else if believed(b, start) {
 			o.Client.SetBudget(b)
-			pr.budgetFrom = "the shared budget file"
+			pr.budgetFrom, pr.shared = "the shared budget file", b
 		}
 	}
 	for _, t := range o.Targets {
 		if b, err := t.LoadBudget(ctx, pr.budgetKey); err != nil {
 			return nil, err
-		} else if pr.budgetFrom != "the shared budget file" && b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
+		} else if pr.budgetFrom != "the shared budget file" && believed(b, start) && b.Reset.After(o.Client.Budget().Reset) {
 			o.Client.SetBudget(b)
 			pr.budgetFrom = "the destination"
 		}
@@ -546,7 +562,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	}
 	res.CanDelete = canDelete
 	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(),
-		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey, arch: o.Archive, runStarted: start}
+		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey, arch: o.Archive, runStarted: start,
+		shared: pr.shared, heard: o.Client.Budget()}
 	defer h.discardAttempt()
 	planner := extract.NewPlanner(limit, windows...)
 	if o.Progress != nil {
@@ -591,7 +608,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	for _, t := range o.Targets {
 		finishErr = errors.Join(finishErr, t.FinishRun(bg, run), t.SaveBudget(bg, budgetKey, o.Client.Budget()))
 	}
-	h.shareBudget()
+	h.flushBudget()
 	if runErr != nil {
 		return res, runErr
 	}
@@ -646,6 +663,14 @@ type handler struct {
 	refreshing bool         // windows are the rolling refresh's
 	changes    load.Changes // what the run's commits did
 	refreshed  load.Changes // of which the refresh's
+
+	// The budget as the shared file holds it (as far as the run knows), as
+	// the client last heard it and when (zero: no answer has told it yet),
+	// and whether the run holds a claim there and has warned of the file.
+	shared, heard extract.RateLimit
+	heardAt       time.Time
+	claiming      bool
+	budgetWarned  bool
 
 	// The raw archive (nil: none) and the attempt whose body is being
 	// archived; a retry discards it, Commit moves it into place.
@@ -963,17 +988,6 @@ func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load
 	return len(h.o.Targets), nil
 }
 
-// shareBudget saves what the API last said of the budget where every run
-// on the machine reads it. A failure is logged: the budget is a hint.
-func (h *handler) shareBudget() {
-	if h.o.Budgets == nil {
-		return
-	}
-	if err := h.o.Budgets.Save(h.budgetKey, h.o.Client.Budget(), h.now()); err != nil {
-		h.log.Warn("the shared rate-limit budget could not be saved", "err", err.Error())
-	}
-}
-
 // lastDeleted is a log helper: deletions so far in the run.
 func (h *handler) lastDeleted() int64 { return h.changes.Deleted }
 
@@ -981,35 +995,38 @@ func (h *handler) lastDeleted() int64 { return h.changes.Deleted }
 // says is left in the hour less the reserve, on re-exporting the covered
 // range verified longest ago: edits reach the copy as upserts, and
 // contacts missing from a complete re-export are found deleted. It never
-// waits for the rate limit: a spent budget ends it quietly.
+// waits for the rate limit: a spent budget ends it quietly. With the shared
+// budget file, it first claims the calls it means to spend there, so that
+// runs of the key at once share the spare calls rather than each assume
+// them, and releases what it did not spend at its end.
 func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Result, callsLeft int) (extract.Summary, error) {
 	pol := h.o.Refresh
 	rr := &res.Refresh
-	if pol.Calls == 0 {
-		rr.Skipped = "turned off (--refresh-calls 0)"
-		return extract.Summary{}, nil
-	}
-	calls := pol.Calls
 	b := h.o.Client.Budget()
-	switch {
-	case pol.Calls == RefreshAuto && !b.Known:
-		rr.Skipped = "the API said nothing of the calls left this hour"
-		return extract.Summary{}, nil
-	case pol.Calls == RefreshAuto:
-		calls = b.Remaining - pol.ReserveCalls
-	case b.Known:
-		calls = min(calls, b.Remaining)
+	if h.o.MaxCalls <= 0 {
+		callsLeft = -1
 	}
-	if h.o.MaxCalls > 0 {
-		calls = min(calls, callsLeft)
-	}
-	if calls <= 0 {
-		rr.Skipped = fmt.Sprintf("no spare call this hour (%d left, %d reserved)", b.Remaining, pol.ReserveCalls)
+	ceiling, skipped := refreshCalls(pol, b, callsLeft)
+	if skipped != "" {
+		rr.Skipped = skipped
 		return extract.Summary{}, nil
 	}
 	limit := h.o.Query.Limit
 	now := h.now().UTC()
-	notAfter := now.Add(-pol.MinAge)
+	notAfter := pol.notAfter(now)
+	planned := refreshWindows(h.st.Coverage, notAfter, now, ceiling, limit)
+	if len(planned) == 0 {
+		rr.Skipped = fmt.Sprintf("every covered range was verified less than %s ago", pol.MinAge)
+		return extract.Summary{}, nil
+	}
+	calls := h.claimRefresh(len(planned), ceiling)
+	if h.claiming {
+		defer h.releaseRefresh()
+	}
+	if calls <= 0 {
+		rr.Skipped = fmt.Sprintf("the spare calls of this hour are claimed by other runs of the key (%d left, %d reserved)", b.Remaining, pol.reserve())
+		return extract.Summary{}, nil
+	}
 	h.refreshing = true
 	defer func() { h.refreshing = false }()
 	noWait := h.o.Client.NoWait
@@ -1031,23 +1048,38 @@ func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Resul
 		}
 		rr.Ranges = append(rr.Ranges, w)
 		p := extract.NewPlanner(limit, ws...)
-		sum, err := ex.Run(ctx, p, h, calls-total.Calls)
-		total.Windows += sum.Windows
-		total.Rows += sum.Rows
-		total.Calls += sum.Calls
-		total.RateLimited += sum.RateLimited
-		total.Elapsed += sum.Elapsed
-		rr.Calls, rr.Changes = total.Calls, h.refreshed
-		var rl *extract.RateLimitError
-		switch {
-		case errors.As(err, &rl):
-			rr.Verified = false
-			h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
-			return total, nil
-		case err != nil:
-			rr.Verified = false
-			return total, err
-		case len(p.Pending()) > 0 || sum.Calls == 0:
+		var sum extract.Summary
+		for {
+			var err error
+			sum, err = ex.Run(ctx, p, h, calls-total.Calls)
+			total.Windows += sum.Windows
+			total.Rows += sum.Rows
+			total.Calls += sum.Calls
+			total.RateLimited += sum.RateLimited
+			total.Elapsed += sum.Elapsed
+			rr.Calls, rr.Changes = total.Calls, h.refreshed
+			var rl *extract.RateLimitError
+			switch {
+			case errors.As(err, &rl):
+				rr.Verified = false
+				h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
+				return total, nil
+			case err != nil:
+				rr.Verified = false
+				return total, err
+			}
+			// A window held more than its counts said and split: claim calls
+			// for the rest, within what the run may spend.
+			if len(p.Pending()) == 0 || sum.Calls == 0 || !h.claiming || total.Calls >= ceiling {
+				break
+			}
+			more := h.claimRefresh(min(len(p.Pending()), ceiling-total.Calls), 0)
+			if more <= 0 {
+				break
+			}
+			calls = total.Calls + more
+		}
+		if len(p.Pending()) > 0 || sum.Calls == 0 {
 			rr.Verified = rr.Verified && len(p.Pending()) == 0
 			return total, nil
 		}

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"time"
 
@@ -66,44 +67,49 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 	for _, w := range pr.windows {
 		cov = cov.Add(load.Segment{From: w.From, To: w.To, VerifiedAt: start})
 	}
-	pol := o.Refresh
-	calls := pol.Calls
-	b := p.Budget
-	switch {
-	case pol.Calls == 0:
-		p.RefreshSkipped = "turned off (--refresh-calls 0)"
-	case pol.Calls == RefreshAuto && !b.Known:
-		p.RefreshSkipped = "the calls left this hour are not known yet (the first call tells)"
-	case pol.Calls == RefreshAuto:
-		calls = b.Remaining - p.Calls - pol.ReserveCalls
-	case b.Known:
-		calls = min(calls, b.Remaining-p.Calls)
-	}
-	if o.MaxCalls > 0 {
-		calls = min(calls, o.MaxCalls-p.Calls)
-	}
-	if p.RefreshSkipped == "" && calls <= 0 {
-		p.RefreshSkipped = "no spare call left this hour after the new data"
-	}
-	if p.RefreshSkipped == "" {
-		notAfter := start.Add(-pol.MinAge)
-		for len(p.Refresh) < calls {
-			ws, ok := pickRefresh(cov, notAfter, start, calls-len(p.Refresh), limit)
-			if !ok {
-				break
-			}
-			p.Refresh = append(p.Refresh, ws...)
-			for _, w := range ws {
-				cov = cov.Add(load.Segment{From: w.From, To: w.To, VerifiedAt: start.Add(time.Nanosecond)})
-			}
-		}
-		if len(p.Refresh) == 0 {
-			p.RefreshSkipped = "every covered range was verified less than " + pol.MinAge.String() + " ago"
-		}
-	}
+	p.Refresh, p.RefreshSkipped = planRefresh(&o, pr, cov, p.Budget, p.Calls, start, limit)
 	p.TotalCalls = p.Calls + len(p.Refresh)
-	p.LastCallAt = lastCallAt(p.TotalCalls, b, start)
+	p.LastCallAt = lastCallAt(p.TotalCalls, p.Budget, start)
 	return p, nil
+}
+
+// planRefresh is what the refresh of a sync of o would re-export of
+// coverage cov after newCalls calls of new data, with the budget b believed
+// left before them, and why nothing when nothing: Sync's rule
+// (refreshCalls, refreshWindows), and its claim in the shared budget file,
+// less what other runs of the key have claimed there.
+func planRefresh(o *Options, pr *prepared, cov load.Coverage, b extract.RateLimit, newCalls int, start time.Time, limit int) ([]extract.Window, string) {
+	pol := o.Refresh
+	after := b
+	after.Remaining -= newCalls
+	left := -1
+	if o.MaxCalls > 0 {
+		left = o.MaxCalls - newCalls
+	}
+	calls, skipped := refreshCalls(pol, after, left)
+	switch {
+	case skipped != "" && pol.Calls == RefreshAuto && !b.Known:
+		return nil, "the calls left this hour are not known yet (the first call tells)"
+	case skipped != "":
+		return nil, skipped
+	}
+	notAfter := pol.notAfter(start)
+	planned := refreshWindows(cov, notAfter, start, calls, limit)
+	if len(planned) == 0 {
+		return nil, "every covered range was verified less than " + pol.MinAge.String() + " ago"
+	}
+	if o.Budgets == nil || !after.Known {
+		return planned, ""
+	}
+	claimed, err := o.Budgets.Claimed(pr.budgetKey)
+	if err != nil {
+		return planned, ""
+	}
+	granted := min(len(planned), after.Remaining-pol.reserve()-claimed)
+	if granted <= 0 {
+		return nil, fmt.Sprintf("the spare calls of this hour are claimed by other runs of the key (%d left, %d reserved)", after.Remaining, pol.reserve())
+	}
+	return refreshWindows(cov, notAfter, start, granted, limit), ""
 }
 
 // estimateRows estimates the contacts of w from coverage: the rows of the
