@@ -185,6 +185,10 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	return d, nil
 }
 
+// Path returns the file's path, its symbolic links resolved: the file
+// written, beside which its lock file and WAL lie.
+func (d *DuckDB) Path() string { return d.path }
+
 // prepare checks the file's tables and makes those missing, then closes
 // the file until the first read or write.
 func (d *DuckDB) prepare(ctx context.Context) error {
@@ -345,6 +349,10 @@ func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
 func openError(path string, err error) error {
 	if msg := err.Error(); strings.Contains(msg, "Could not set lock") || strings.Contains(msg, "Conflicting lock") {
 		return &LockedError{Kind: "DuckDB file", Path: path, Detail: msg}
+	}
+	if strings.Contains(err.Error(), "Permission denied") {
+		return fmt.Errorf("cannot open DuckDB file %s: permission denied (%w): the file must be readable by this user, and for a sync writable, "+
+			"with its folder (DuckDB writes a WAL file beside it); change their permissions, or give another path", path, err)
 	}
 	return fmt.Errorf("open DuckDB file %s: %w", path, err)
 }

@@ -5,6 +5,7 @@ package load
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -151,6 +152,10 @@ func (d *DuckDB) checkShape(ctx context.Context) error {
 			}
 		}
 	}
+	fields, err := d.streamFields(ctx, have)
+	if err != nil {
+		return err
+	}
 	var problems []string
 	for _, table := range sortedKeys(want.cols) {
 		view, ok := have.views[table]
@@ -161,7 +166,7 @@ func (d *DuckDB) checkShape(ctx context.Context) error {
 			problems = append(problems, fmt.Sprintf("%s is a view, not the table leadlex-etl made (drop the view and put the table back)", table))
 			continue
 		}
-		problems = append(problems, columnProblems(table, want.cols[table], have.cols[table])...)
+		problems = append(problems, columnProblems(table, want.cols[table], have.cols[table], fields)...)
 	}
 	if len(problems) == 0 {
 		return nil
@@ -171,15 +176,17 @@ func (d *DuckDB) checkShape(ctx context.Context) error {
 }
 
 // columnProblems compares the columns of one table with those the tool
-// makes. Columns the tool does not know are extra fields in contacts
-// (text), and columns of a newer version in its own tables.
-func columnProblems(table string, want, have map[string]string) []string {
+// makes. Of the columns it does not know, those a stream asks for (fields)
+// are extra fields of contacts, text; others are the user's own columns in
+// contacts, which upserts keep, and columns of a newer version in the
+// tool's tables.
+func columnProblems(table string, want, have map[string]string, fields map[string]bool) []string {
 	var out []string
 	for _, col := range sortedKeys(have) {
 		typ := have[col]
 		wantType, known := want[col]
 		if !known {
-			if table != ContactsTable {
+			if table != ContactsTable || !fields[col] {
 				continue
 			}
 			wantType = "VARCHAR"
@@ -200,6 +207,35 @@ func columnProblems(table string, want, have map[string]string) []string {
 			table, col, schemas.QuoteIdent(table), schemas.QuoteIdent(col), want[col]))
 	}
 	return out
+}
+
+// streamFields returns the fields the file's streams ask for beyond the
+// standard set (their identities say which): the extra columns of
+// contacts the tool made.
+func (d *DuckDB) streamFields(ctx context.Context, have duckdbShape) (map[string]bool, error) {
+	fields := map[string]bool{}
+	if _, ok := have.cols["_leadlex_streams"]["identity"]; !ok {
+		return fields, nil
+	}
+	rows, err := d.conn.QueryContext(ctx, `SELECT identity FROM _leadlex_streams`)
+	if err != nil {
+		return nil, fmt.Errorf("read streams of %s: %w", d.path, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var identity sql.NullString
+		if err := rows.Scan(&identity); err != nil {
+			return nil, fmt.Errorf("read streams of %s: %w", d.path, err)
+		}
+		var id struct {
+			Fields []string `json:"fields"`
+		}
+		_ = json.Unmarshal([]byte(identity.String), &id) // an identity of another form names no field
+		for _, f := range id.Fields {
+			fields[f] = true
+		}
+	}
+	return fields, rows.Err()
 }
 
 // checkNoContacts refuses a file without contacts whose streams say

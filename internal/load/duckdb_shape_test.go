@@ -49,18 +49,20 @@ func columnType(t *testing.T, path, table, column string) string {
 
 // syncedFile returns a DuckDB file a sync wrote: one stream s1 whose
 // coverage says contacts created before 2025 are synced, two contacts,
-// one with the extra field city.
+// one with the extra field city, which the stream asks for, and a column
+// of the user's own.
 func syncedFile(t *testing.T) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "w.duckdb")
 	db := open(t, path)
-	st := load.StreamState{StreamID: "s1", Identity: `{"base_url":"http://x"}`,
+	st := load.StreamState{StreamID: "s1", Identity: `{"base_url":"http://x","fields":["city","created_at","full_name","id","tags"]}`,
 		Coverage: load.Coverage{{To: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2025, 1, 2, 0, 0, 0, 0, time.UTC), Rows: 2}}}
 	window(t, db, header+idA+",A,,,,,,\"a,b\",2024-01-01T00:00:00Z\n", "req1", st, false)
 	window(t, db, "id,created_at,city\n"+idB+",2024-02-01T00:00:00Z,Oslo\n", "req2", st, false)
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	handEdit(t, path, `ALTER TABLE contacts ADD COLUMN score INTEGER`)
 	return path
 }
 

@@ -33,8 +33,11 @@ func lockPath(path, kind, dest string) (*fileLock, error) {
 				continue // removed meanwhile
 			}
 		}
-		if err != nil {
+		if err != nil && created {
 			return nil, notWritable(kind, dest, "creating its lock file", err)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("cannot open the lock file %s of %s %s (%w): a sync needs to write it; make it writable by this user, or give another path", path, kind, dest, err)
 		}
 		l, err := lockOpenFile(f, kind, dest, path)
 		if err != nil {
