@@ -243,7 +243,7 @@ func (d *DuckDB) connect(ctx context.Context) error {
 }
 
 func (d *DuckDB) open(ctx context.Context) error {
-	connector, err := duckdb.NewConnector(duckdbDSN(d.path, d.opts.ReadOnly)+"&"+noExternalAccess, func(ex driver.ExecerContext) error {
+	connector, err := duckdb.NewConnector(duckdbDSN(d.path, d.opts.ReadOnly), func(ex driver.ExecerContext) error {
 		if d.opts.ReadOnly {
 			return nil
 		}

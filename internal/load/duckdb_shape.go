@@ -37,14 +37,10 @@ func (e *ShapeError) Error() string {
 // run time: the automatic install and load of known extensions (DuckDB
 // fetches sqlite_scanner to open a SQLite file it is given, httpfs for a
 // URL in a query) and community extensions. The extensions the tool uses
-// (parquet, json, icu) are built in.
+// (parquet, json, icu) are built in. External access (reading other files)
+// stays on: query reads Parquet lakes, and so do the tests through a
+// sink's DB, and DuckDB cannot turn it back on in a running database.
 const noFetchSettings = "autoinstall_known_extensions=false&autoload_known_extensions=false&allow_community_extensions=false"
-
-// noExternalAccess keeps the sink's connections from reading or writing
-// any file but the database (and its WAL and spill files): they run only
-// the tool's own statements, on its tables and the Arrow batches it
-// registers. query keeps external access, to read Parquet lakes.
-const noExternalAccess = "enable_external_access=false"
 
 // duckdbDSN is the DSN of every DuckDB database the tool opens: the file
 // at path ("" in memory), read-only if asked, never fetching code.

@@ -243,32 +243,31 @@ func TestNoConnectionFetchesCode(t *testing.T) {
 	// One at a time: DuckDB refuses a second configuration of a file
 	// that one process has open.
 	for _, tc := range []struct {
-		name     string
-		external string // enable_external_access: the sink's connections read no other file
-		open     func() (*sql.DB, func() error, error)
+		name string
+		open func() (*sql.DB, func() error, error)
 	}{
-		{"sync", "false", func() (*sql.DB, func() error, error) {
+		{"sync", func() (*sql.DB, func() error, error) {
 			db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{})
 			if err != nil {
 				return nil, nil, err
 			}
 			return db.DB(), db.Close, nil
 		}},
-		{"read-only", "false", func() (*sql.DB, func() error, error) {
+		{"read-only", func() (*sql.DB, func() error, error) {
 			db, err := load.OpenDuckDB(context.Background(), path, load.DuckDBOptions{ReadOnly: true})
 			if err != nil {
 				return nil, nil, err
 			}
 			return db.DB(), db.Close, nil
 		}},
-		{"query", "true", func() (*sql.DB, func() error, error) {
+		{"query", func() (*sql.DB, func() error, error) {
 			db, err := load.OpenDuckDBReadOnly(path)
 			if err != nil {
 				return nil, nil, err
 			}
 			return db, db.Close, nil
 		}},
-		{"query in memory", "true", func() (*sql.DB, func() error, error) {
+		{"query in memory", func() (*sql.DB, func() error, error) {
 			db, err := load.OpenDuckDBReadOnly("")
 			if err != nil {
 				return nil, nil, err
@@ -280,16 +279,13 @@ func TestNoConnectionFetchesCode(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		var install, autoload, community, external string
+		var install, autoload, community string
 		if err := db.QueryRow(`SELECT current_setting('autoinstall_known_extensions')::VARCHAR, current_setting('autoload_known_extensions')::VARCHAR,
-			current_setting('allow_community_extensions')::VARCHAR, current_setting('enable_external_access')::VARCHAR`).Scan(&install, &autoload, &community, &external); err != nil {
+			current_setting('allow_community_extensions')::VARCHAR`).Scan(&install, &autoload, &community); err != nil {
 			t.Fatal(err)
 		}
 		if install != "false" || autoload != "false" || community != "false" {
 			t.Errorf("%s: autoinstall %s, autoload %s, community extensions %s; want all false", tc.name, install, autoload, community)
-		}
-		if external != tc.external {
-			t.Errorf("%s: enable_external_access %s, want %s", tc.name, external, tc.external)
 		}
 		// What would need the sqlite extension fails without fetching it.
 		_, err = db.Exec(`SELECT * FROM sqlite_scan('` + sqlite + `', 'contacts')`)
