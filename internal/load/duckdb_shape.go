@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -138,7 +139,9 @@ func (d *DuckDB) checkShape(ctx context.Context) error {
 		return fmt.Errorf("read the tables of %s: %w", d.path, err)
 	}
 	if _, ok := have.views[ContactsTable]; !ok {
-		return d.checkNoContacts(ctx, have)
+		if err := d.checkNoContacts(ctx, have); err != nil {
+			return err
+		}
 	}
 	if cols := have.cols[ContactsTable]; cols != nil {
 		for _, c := range []string{"_request_id", "_loaded_at"} {
@@ -153,7 +156,7 @@ func (d *DuckDB) checkShape(ctx context.Context) error {
 		return err
 	}
 	var problems []string
-	for _, table := range sortedKeys(want.cols) {
+	for _, table := range slices.Sorted(maps.Keys(want.cols)) {
 		view, ok := have.views[table]
 		switch {
 		case !ok:
@@ -178,7 +181,7 @@ func (d *DuckDB) checkShape(ctx context.Context) error {
 // tool's tables.
 func columnProblems(table string, want, have map[string]string, fields map[string]bool) []string {
 	var out []string
-	for _, col := range sortedKeys(have) {
+	for _, col := range slices.Sorted(maps.Keys(have)) {
 		typ := have[col]
 		wantType, known := want[col]
 		if !known {
@@ -195,7 +198,7 @@ func columnProblems(table string, want, have map[string]string, fields map[strin
 	if table != ContactsTable {
 		return out
 	}
-	for _, col := range sortedKeys(want) {
+	for _, col := range slices.Sorted(maps.Keys(want)) {
 		if _, ok := have[col]; ok || col == schemas.DeletedAt { // _deleted_at came later: createTables adds it
 			continue
 		}
@@ -291,15 +294,6 @@ func (d *DuckDB) checkNoContacts(ctx context.Context, have duckdbShape) error {
 	return &ShapeError{Path: d.path, Fix: fix.String(), Problems: []string{fmt.Sprintf(
 		"table %s is gone, but %s contacts are synced (was it dropped by hand?); a sync would make it again, empty, and count every synced range as there",
 		ContactsTable, say)}}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:=@%+,-]+$`)

@@ -374,6 +374,8 @@ func TestRefusesRetypedColumns(t *testing.T) {
 		{"stream state", []string{`ALTER TABLE _leadlex_streams ALTER coverage TYPE JSON`}, "_leadlex_streams", "coverage", []string{"_leadlex_streams.coverage"}},
 		{"runs", []string{`ALTER TABLE _leadlex_runs ALTER calls TYPE BIGINT`}, "_leadlex_runs", "calls", []string{"_leadlex_runs.calls", "INTEGER"}},
 		{"windows", []string{`ALTER TABLE _leadlex_windows ALTER window_from TYPE TIMESTAMP`}, "_leadlex_windows", "window_from", []string{"_leadlex_windows.window_from"}},
+		{"runs, in a file without contacts or streams", []string{`DROP TABLE contacts`, `DELETE FROM _leadlex_streams`, `ALTER TABLE _leadlex_runs ALTER calls TYPE BIGINT`},
+			"_leadlex_runs", "calls", []string{"_leadlex_runs.calls", "INTEGER"}},
 		{"contacts a view", []string{`CREATE TABLE kept AS SELECT * FROM contacts`, `DROP TABLE contacts`, `CREATE VIEW contacts AS SELECT * FROM kept`},
 			"kept", "tags", []string{"contacts", "view"}},
 	} {
