@@ -71,6 +71,10 @@ func TestDroppedContactsTableIsRefusedWithItsFix(t *testing.T) {
 	if len(fix) != 1 {
 		t.Fatalf("the refusal gives %d commands, want 1:\n%s", len(fix), r.stderr)
 	}
+	// streams lists the stream the command names.
+	if r := cli(t, env, "streams", "--duckdb", db); r.code != 0 || !strings.Contains(r.stdout, strings.Fields(fix[0])[3]) {
+		t.Errorf("streams after the drop: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := cli(t, env, strings.Fields(fix[0])[1:]...); r.code != 0 {
 		t.Fatalf("%s: exit %d\n%s%s", fix[0], r.code, r.stdout, r.stderr)
 	}
