@@ -24,6 +24,9 @@ import (
 type destOptions struct {
 	DuckDB  string
 	Parquet string
+	// forStreams opens a DuckDB file whose contacts table was dropped by
+	// hand, which streams lists and resets (the fix a sync names).
+	forStreams bool
 }
 
 func (o *destOptions) AddFlags(fs *pflag.FlagSet) {
@@ -44,7 +47,7 @@ func (o *destOptions) path() string { return o.DuckDB + o.Parquet }
 // lock, so that a running sync is not disturbed.
 func (o *destOptions) openReadOnly(ctx context.Context) (load.Target, error) {
 	if o.DuckDB != "" {
-		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{ReadOnly: true})
+		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{ReadOnly: true, ContactsMayBeMissing: o.forStreams})
 	}
 	return load.OpenLakeReadOnly(o.Parquet)
 }
@@ -55,7 +58,7 @@ func (o *destOptions) openWrite(ctx context.Context) (load.Target, error) {
 		if _, err := os.Stat(o.DuckDB); err != nil {
 			return nil, fmt.Errorf("--duckdb: %w", err)
 		}
-		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{})
+		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{ContactsMayBeMissing: o.forStreams})
 	}
 	if _, err := load.OpenLakeReadOnly(o.Parquet); err != nil {
 		return nil, err
@@ -429,7 +432,7 @@ func coveredRanges(c []segmentReport) []string {
 }
 
 func runStreams(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var d destOptions
+	d := destOptions{forStreams: true}
 	var yes bool
 	fs := newFlagSet("streams", `List the streams of a destination (a stream is one base URL, filter set and
 field list, with its own synced ranges), or forget one:

@@ -690,14 +690,34 @@ type destination struct {
 // openTargets opens the DuckDB file at duckdbPath and the lake at lakePath,
 // either of which may be "", and notes for each whether this run creates
 // it. It returns the targets it opened even with an error, for the caller
-// to close; a lake made with other partitions is a usage error.
+// to close; a lake made with other partitions is a usage error. When one
+// does not open, those this call created are removed again (a new DuckDB
+// file beside a folder refused as a lake, say).
 func openTargets(ctx context.Context, duckdbPath string, dbo load.DuckDBOptions, lakePath string, lo load.LakeOptions) (targets []load.Target, dests []destination, err error) {
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Removed while their locks are held, so that no other sync
+		// starts on them meanwhile.
+		for _, d := range dests {
+			if d.created {
+				d.remove()
+			}
+		}
+		for _, t := range targets {
+			_ = t.Close()
+		}
+		targets = nil
+	}()
 	if duckdbPath != "" {
-		d := newDestination(duckdbPath, duckdbPath+".wal", duckdbPath+load.LockSuffix)
+		d := newDestination(duckdbPath)
 		db, err := load.OpenDuckDB(ctx, duckdbPath, dbo)
 		if err != nil {
 			return targets, dests, err
 		}
+		// The file behind any symbolic link, with what lies beside it.
+		d.path, d.extra = db.Path(), []string{db.Path() + ".wal", db.Path() + load.LockSuffix}
 		targets, dests = append(targets, db), append(dests, d)
 	}
 	if lakePath != "" {
