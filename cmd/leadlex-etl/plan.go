@@ -155,7 +155,7 @@ func printPlan(w io.Writer, p pipeline.PlanResult, dest string, newStreamOK bool
 	fmt.Fprintf(w, "plan for %s: stream %s %s (%s)\n", dest, p.StreamID, p.Identity, state)
 	rows := fmt.Sprintf("about %d contacts", p.Rows)
 	if !p.RowsKnown {
-		rows = "an unknown number of contacts (nothing synced to estimate from: the first call tells)"
+		rows = "an unknown number of contacts (the stream's synced ranges do not tell for this range: the first call does)"
 	}
 	fmt.Fprintf(w, "  new data: %s in %s: %s, %s at least\n", rangeText(extract.Window{From: p.Since, To: p.Until}), plural(len(p.Windows), "window"),
 		rows, plural(p.Calls, "call"))

@@ -432,7 +432,7 @@ var conformanceCases = []struct {
 	{"StateRoundTripAndReopen", func(c *conformance) {
 		ctx := context.Background()
 		st := load.StreamState{
-			StreamID: "s1", Identity: st1.Identity,
+			StreamID: "s1", Identity: st1.Identity, KeyFingerprint: "s1:0011:aabb",
 			Coverage: load.Coverage{
 				{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 10},
 				{From: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC), Rows: 49999},
@@ -446,7 +446,7 @@ var conformanceCases = []struct {
 			PendingUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		}
 		c.commit(header+uA+",A,,,,,,,2024-01-01T00:00:00Z\n", st)
-		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`,
+		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`, Start: time.Date(2022, 6, 1, 0, 0, 0, 0, time.UTC),
 			Coverage: load.Coverage{{From: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 3}}}
 		c.commit(header+uB+",B,,,,,,,2024-01-01T00:00:00Z\n", other)
 		check := func(when string) {

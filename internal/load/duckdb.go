@@ -381,6 +381,10 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 		// Coverage (JSON) came after the cursor; a file with only a cursor is
 		// read as covered from the beginning up to it.
 		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS coverage VARCHAR`,
+		// Where the history begins ('' the beginning, NULL unknown: start
+		// where the coverage does) and the key's fingerprint came later.
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS history_start VARCHAR`,
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS key_fingerprint VARCHAR`,
 		`CREATE TABLE IF NOT EXISTS _leadlex_runs (
 			run_id VARCHAR PRIMARY KEY, stream_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
 			status VARCHAR NOT NULL, since TIMESTAMPTZ, "until" TIMESTAMPTZ, windows INTEGER, "rows" BIGINT, rejects BIGINT,

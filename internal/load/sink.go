@@ -69,11 +69,21 @@ type StreamState struct {
 	Pending      []extract.Window
 	PendingSince time.Time
 	PendingUntil time.Time
+	// Start is where the stream's synced history begins: the --since of its
+	// first run (zero: the beginning of time). Ranges synced before it are
+	// backfills, which do not move the cursor. A state saved by a version
+	// without it starts where its coverage does.
+	Start time.Time
+	// KeyFingerprint is a salted one-way hash of the API key the stream was
+	// last synced with (never the key), by which a run tells another
+	// workspace's key; "" when a version before it saved the stream.
+	KeyFingerprint string
 }
 
-// Cursor is where the stream's synced history ends (Coverage.Frontier):
-// an incremental run starts there, less its lookback.
-func (st StreamState) Cursor() time.Time { return st.Coverage.Frontier() }
+// Cursor is where the stream's synced history ends
+// (Coverage.FrontierFrom its Start): an incremental run starts there, less
+// its lookback.
+func (st StreamState) Cursor() time.Time { return st.Coverage.FrontierFrom(st.Start) }
 
 // WindowStats is what a committed window held.
 type WindowStats struct {

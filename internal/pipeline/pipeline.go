@@ -335,6 +335,8 @@ func PlanRun(st load.StreamState, since, until time.Time, lookback time.Duration
 	}
 	if cursor := st.Cursor(); since.IsZero() && !cursor.IsZero() {
 		since = cursor.Add(-lookback)
+	} else if since.IsZero() {
+		since = st.Start // nothing of the history synced yet
 	}
 	if !since.IsZero() && !until.After(since) {
 		return nil, since, until
@@ -446,6 +448,10 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 		if err != nil {
 			return nil, err
 		}
+		if len(tst.Coverage) == 0 && len(tst.Pending) == 0 {
+			// The stream's history begins with this run.
+			tst.Start = o.Since
+		}
 		w, tSince, tUntil := PlanRun(tst, o.Since, until, o.Lookback)
 		pr.windows = append(pr.windows, w...)
 		if i == 0 {
@@ -456,6 +462,9 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 		// every target covers, the latest end.
 		if tSince.IsZero() || (!pr.runSince.IsZero() && tSince.Before(pr.runSince)) {
 			pr.runSince = tSince
+		}
+		if tst.Start.IsZero() || tst.Start.Before(pr.st.Start) {
+			pr.st.Start = tst.Start
 		}
 		pr.st.Coverage = pr.st.Coverage.Intersect(tst.Coverage)
 		pr.st.Pending = append(pr.st.Pending, tst.Pending...)

@@ -102,6 +102,10 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 		}
 	}
 	p.TotalCalls = p.Calls + len(p.Refresh)
+	if o.MaxCalls > 0 {
+		// The run stops there, as Sync's extractor does.
+		p.TotalCalls = min(p.TotalCalls, o.MaxCalls)
+	}
 	p.LastCallAt = lastCallAt(p.TotalCalls, b, start)
 	return p, nil
 }
@@ -109,8 +113,11 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 // estimateRows estimates the contacts of w from coverage: the rows of the
 // segments it overlaps, shared out by time, and for the parts no segment
 // covers the rate of the most recent covered segments. known is false when
-// an uncovered part has no bound or there is no rate to go by (a first
-// export).
+// a part no segment covers cannot be judged by that rate: a part with no
+// bound, one before the end of the synced history (a gap a backfill left,
+// or the rest of a first export: their density is not the recent one), one
+// longer than the time the rate was measured over, or no rate at all (a
+// first export).
 func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
 	wl, wh := micros(w.From, math.MinInt64), micros(w.To, math.MaxInt64)
 	var covered float64
@@ -136,13 +143,15 @@ func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
 			rateSpan += micros(s.To, 0) - micros(s.From, 0)
 		}
 	}
+	frontier := micros(c.Frontier(), math.MinInt64)
 	known = true
 	for _, part := range subtract(w, segs) {
-		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 {
+		span := micros(part.To, 0) - micros(part.From, 0)
+		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 || micros(part.From, 0) < frontier || span > rateSpan {
 			known = false
 			continue
 		}
-		covered += rateRows * float64(micros(part.To, 0)-micros(part.From, 0)) / float64(rateSpan)
+		covered += rateRows * float64(span) / float64(rateSpan)
 	}
 	return int64(math.Round(covered)), known
 }
