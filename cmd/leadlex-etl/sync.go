@@ -56,6 +56,7 @@ type syncOptions struct {
 	RefreshMinAge     time.Duration
 	Deletes           deleteMode
 	NewStream         bool
+	KeyRotated        keyRotated
 	SummaryJSON       string
 	ProgressInterval  time.Duration
 	Log               logOptions
@@ -91,7 +92,9 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RefreshMinAge, "refresh-min-age", time.Hour, "do not re-export a range verified less than this ago (0s allows it, for tests with a short rate-limit hour)")
 	o.Deletes = deleteSoft
 	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
-	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
+	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL, or an API key of another workspace) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
+	fs.Var(&o.KeyRotated, "key-rotated", "the API key is a new key of the workspace the stream was synced with: continue the stream and remember the new key (=ID names the stream, when the destination holds several workspaces' of these flags); a key that is not the stream's is refused (exit 2) before any call without it, or --new-stream if it is another workspace's")
+	fs.Lookup("key-rotated").NoOptDefVal = "true"
 	fs.StringVar(&o.RawDir, "raw-dir", "", "keep every committed response body here, zstd-compressed, with what leadlex-etl replay needs to rebuild a destination without the API (created if missing; may be shared by runs)")
 	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
@@ -220,6 +223,44 @@ func (r *refreshCalls) Set(s string) error {
 }
 
 func (*refreshCalls) Type() string { return "N|auto" }
+
+// keyRotated is --key-rotated[=STREAM]: off; on, for the one stream of
+// these flags; or on for the stream with this id.
+type keyRotated struct {
+	on     bool
+	stream string
+}
+
+// streamIDPattern is what a stream id looks like.
+var streamIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+func (k keyRotated) String() string {
+	switch {
+	case !k.on:
+		return "false"
+	case k.stream != "":
+		return k.stream
+	}
+	return "true"
+}
+
+func (k *keyRotated) Set(s string) error {
+	switch s = strings.TrimSpace(s); s {
+	case "true", "":
+		*k = keyRotated{on: true}
+	case "false":
+		*k = keyRotated{}
+	default:
+		if !streamIDPattern.MatchString(s) {
+			return fmt.Errorf("%q is not a stream id (16 hexadecimal digits, as leadlex-etl status shows)", s)
+		}
+		*k = keyRotated{on: true, stream: s}
+	}
+	return nil
+}
+
+// Type is empty, so that help shows --key-rotated[=true]: the usual form.
+func (*keyRotated) Type() string { return "" }
 
 // deleteMode is --deletes.
 type deleteMode string
@@ -453,9 +494,13 @@ func (j *syncJob) preflight(ctx context.Context, stderr io.Writer) error {
 	p, err := pipeline.Plan(ctx, pipeline.Options{
 		Client: &extract.Client{BaseURL: j.o.API.BaseURL, Key: j.key}, Query: j.o.query(),
 		Since: j.since, Until: j.until, Lookback: j.o.Lookback, Targets: targets, Siblings: j.siblings,
+		NewStream: j.o.NewStream, KeyRotated: j.o.KeyRotated.on, RotatedStream: j.o.KeyRotated.stream,
 	})
 	if err != nil {
 		return err
+	}
+	if p.NeedsKeyConsent {
+		return usageError{&pipeline.KeyMismatchError{StreamID: p.StreamID, Identity: p.Identity}}
 	}
 	if p.NeedsConsent && !j.o.NewStream {
 		ns := &pipeline.NewStreamError{StreamID: p.StreamID, Identity: p.Identity, Existing: p.Others}
@@ -594,12 +639,15 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	q := o.query()
 	popts := pipeline.Options{
 		Client: s.client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream, Siblings: s.siblings,
+		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream, KeyRotated: o.KeyRotated.on, RotatedStream: o.KeyRotated.stream, Siblings: s.siblings,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 		Progress: s.progress, Archive: arch,
 	}
 	res, err := pipeline.Sync(ctx, popts)
+	if km, rs := (*pipeline.KeyMismatchError)(nil), (*pipeline.RotatedStreamError)(nil); errors.As(err, &km) || errors.As(err, &rs) {
+		return usageError{err}
+	}
 	var ns *pipeline.NewStreamError
 	if errors.As(err, &ns) {
 		if !confirmNewStream(s.stderr, ns) {
@@ -794,7 +842,7 @@ func printSummary(w io.Writer, r pipeline.Result, err error, dest string, remove
 		fmt.Fprintf(w, "refresh: none, %s\n", rf.Skipped)
 	}
 	if !r.CanDelete {
-		fmt.Fprintln(w, "deletions: not tracked for this stream (it is filtered, or its destination holds streams of another API)")
+		fmt.Fprintln(w, "deletions: not tracked for this stream (it is filtered, or its destination holds streams of another API or another key)")
 	}
 	if oldest := r.Coverage.Oldest(); !oldest.IsZero() {
 		fmt.Fprintf(w, "staleness: every synced contact was exported completely since %s (%s ago)\n",

@@ -108,6 +108,10 @@ type Meta struct {
 	// the pipeline): a later sync compares it with a destination's state to
 	// learn whether a killed run's last archived window committed.
 	StateAfter string
+	// HistoryStart and KeyFingerprint are the stream state's Start and
+	// KeyFingerprint (see load.StreamState), which a replay restores.
+	HistoryStart   time.Time
+	KeyFingerprint string
 
 	// Bytes is the size of the body, uncompressed.
 	Bytes int64

@@ -17,9 +17,14 @@ type PlanResult struct {
 	// NeedsConsent: sync would refuse to start the new stream without
 	// Options.NewStream, next to streams that are not its siblings.
 	NeedsConsent bool
-	Since, Until time.Time        // the range the new-data part covers
-	Resume       bool             // it resumes an interrupted run's pending windows
-	Windows      []extract.Window // the new-data part's windows before any split
+	// Key is how the API key compares with the one the stream was last
+	// synced with; NeedsKeyConsent: sync would refuse it, as maybe another
+	// workspace's, without Options.KeyRotated or NewStream.
+	Key             KeyCheck `json:"key"`
+	NeedsKeyConsent bool
+	Since, Until    time.Time        // the range the new-data part covers
+	Resume          bool             // it resumes an interrupted run's pending windows
+	Windows         []extract.Window // the new-data part's windows before any split
 	// Rows estimates the contacts the new-data part exports, from the
 	// rows the stream's covered ranges held (RowsKnown false: nothing to go
 	// by, as for a first export).
@@ -52,6 +57,7 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 		limit = extract.MaxLimit
 	}
 	p := PlanResult{StreamID: pr.streamID, Identity: pr.identity, NewStream: !pr.found, Others: pr.others, NeedsConsent: pr.needsConsent(&o),
+		Key: pr.key, NeedsKeyConsent: pr.key == KeyDiffers && !o.KeyRotated,
 		Since: pr.runSince, Until: pr.runUntil, Resume: len(pr.st.Pending) > 0, Windows: pr.windows,
 		Budget: o.Client.Budget(), BudgetFrom: pr.budgetFrom}
 	p.RowsKnown = true
