@@ -55,6 +55,7 @@ type syncOptions struct {
 	ReserveCalls      int
 	RefreshMinAge     time.Duration
 	Deletes           deleteMode
+	MaxDeleteRatio    float64
 	NewStream         bool
 	KeyRotated        keyRotated
 	SummaryJSON       string
@@ -92,6 +93,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RefreshMinAge, "refresh-min-age", time.Hour, "do not re-export a range verified less than this ago (0s allows it, for tests with a short rate-limit hour)")
 	o.Deletes = deleteSoft
 	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
+	fs.Float64Var(&o.MaxDeleteRatio, "max-delete-ratio", 0.2, fmt.Sprintf("a window whose complete export would mark or remove more than this share of the contacts stored for its range is not applied (once the run has deleted more than %d): the run keeps what it has and exits 1, since an empty answer or another workspace's key look like that; 1 applies such deletions, once you have checked them", pipeline.DeletesAllowed))
 	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL, or an API key of another workspace) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
 	fs.Var(&o.KeyRotated, "key-rotated", "the API key is a new key of the workspace the stream was synced with: continue the stream and remember the new key (=ID names the stream, when the destination holds several workspaces' of these flags); a key that is not the stream's is refused (exit 2) before any call without it, or --new-stream if it is another workspace's")
 	fs.Lookup("key-rotated").NoOptDefVal = "true"
@@ -154,6 +156,9 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if o.RejectsAllowed < 0 {
 		return key, since, until, usagef("--rejects-allowed %d must not be negative", o.RejectsAllowed)
+	}
+	if !(o.MaxDeleteRatio > 0 && o.MaxDeleteRatio <= 1) {
+		return key, since, until, usagef("--max-delete-ratio %g must be above 0 and at most 1 (1 applies every deletion)", o.MaxDeleteRatio)
 	}
 	if o.RejectRatio < 0 || o.RejectRatio > 1 {
 		return key, since, until, usagef("--reject-ratio %g must be between 0 and 1", o.RejectRatio)
@@ -325,7 +330,8 @@ numbers, the exit code and, after exit 75, resume_at, as a JSON object, for
 schedulers; the log's last event, "run finished", has the same fields.
 
 Exit codes: 0 ok (also when --max-calls stopped the run; run again to go
-on), 1 error, 2 bad usage, 3 key refused (401/403), 75 rate-limited with
+on), 1 error (also deletions the guard held back: see --max-delete-ratio),
+2 bad usage, 3 key refused (401/403), 75 rate-limited with
 --no-wait (the message says when to resume), 130/143 interrupted by
 SIGINT/SIGTERM (committed windows are kept; run again to resume).
 
@@ -639,7 +645,7 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	q := o.query()
 	popts := pipeline.Options{
 		Client: s.client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream, KeyRotated: o.KeyRotated.on, RotatedStream: o.KeyRotated.stream, Siblings: s.siblings,
+		HardDelete: o.Deletes == deleteHard, MaxDeleteRatio: o.MaxDeleteRatio, Budgets: budgets, NewStream: o.NewStream, KeyRotated: o.KeyRotated.on, RotatedStream: o.KeyRotated.stream, Siblings: s.siblings,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 		Progress: s.progress, Archive: arch,
@@ -688,6 +694,10 @@ func explain(err error) error {
 	var apiErr *extract.APIError
 	if errors.As(err, &apiErr) && apiErr.Status == 400 {
 		return fmt.Errorf("%w%s", err, badRequestHint(apiErr.Message))
+	}
+	if ge := (*load.DeleteGuardError)(nil); errors.As(err, &ge) {
+		return fmt.Errorf("%w; if those contacts were deleted at the source, run again with --max-delete-ratio 1 to apply it; "+
+			"if not, the API answered wrongly or the key or --base-url is not this stream's (an empty answer, another workspace)", err)
 	}
 	return err
 }

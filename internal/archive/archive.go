@@ -112,6 +112,11 @@ type Meta struct {
 	// KeyFingerprint (see load.StreamState), which a replay restores.
 	HistoryStart   time.Time
 	KeyFingerprint string
+	// MaxDeleteRatio and DeletesAllowed are the deletion guard the window's
+	// deletions passed (load.DeleteGuard): 1 when the user confirmed them
+	// with --max-delete-ratio 1, which a replay applies again.
+	MaxDeleteRatio float64
+	DeletesAllowed int64
 
 	// Bytes is the size of the body, uncompressed.
 	Bytes int64

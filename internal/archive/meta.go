@@ -39,8 +39,10 @@ type metaJSON struct {
 	RefreshMinAge string       `json:"refresh_min_age"`
 	StateAfter    string       `json:"state_after"`
 	// Absent from the archives of versions before them.
-	HistoryStart   string `json:"history_start,omitempty"`
-	KeyFingerprint string `json:"key_fingerprint,omitempty"`
+	HistoryStart   string  `json:"history_start,omitempty"`
+	KeyFingerprint string  `json:"key_fingerprint,omitempty"`
+	MaxDeleteRatio float64 `json:"max_delete_ratio,omitempty"`
+	DeletesAllowed int64   `json:"deletes_allowed,omitempty"`
 
 	Body      string `json:"body"`
 	Bytes     int64  `json:"bytes"`
@@ -134,6 +136,7 @@ func toJSON(e Entry) metaJSON {
 		Rows: m.Rows, Rejects: m.Rejects, Calls: m.Calls,
 		Pending: toWindowsJSON(m.Pending), Refresh: m.Refresh, Deletes: toWindowsJSON(m.Deletes), HardDelete: m.HardDelete,
 		RefreshMinAge: m.RefreshMinAge.String(), StateAfter: m.StateAfter, HistoryStart: fmtTime(m.HistoryStart), KeyFingerprint: m.KeyFingerprint,
+		MaxDeleteRatio: m.MaxDeleteRatio, DeletesAllowed: m.DeletesAllowed,
 		Body: name, Bytes: m.Bytes, ZstdBytes: e.ZstdBytes,
 	}
 }
@@ -191,6 +194,10 @@ func fromJSON(j metaJSON) (Entry, error) {
 	}
 	m.Rows, m.Rejects, m.Calls, m.Refresh, m.HardDelete, m.StateAfter, m.Bytes = j.Rows, j.Rejects, j.Calls, j.Refresh, j.HardDelete, j.StateAfter, j.Bytes
 	m.KeyFingerprint = j.KeyFingerprint
+	if j.MaxDeleteRatio < 0 || j.MaxDeleteRatio > 1 || j.DeletesAllowed < 0 {
+		return e, errors.New("max_delete_ratio or deletes_allowed out of range")
+	}
+	m.MaxDeleteRatio, m.DeletesAllowed = j.MaxDeleteRatio, j.DeletesAllowed
 	e.ZstdBytes = j.ZstdBytes
 	return e, nil
 }

@@ -689,6 +689,10 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 			added = append(added, c.Name)
 		}
 	}
+	stored, err := d.guardStored(ctx, info)
+	if err != nil {
+		return ch, err
+	}
 	if len(d.batches) > 0 {
 		if ch, err = d.upsert(ctx, info); err != nil {
 			return ch, err
@@ -696,6 +700,9 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 	}
 	if len(info.Deletes) > 0 {
 		if ch.Deleted, err = d.markDeleted(ctx, info); err != nil {
+			return ch, err
+		}
+		if err := info.DeleteGuard.check(info, ch.Deleted, stored); err != nil {
 			return ch, err
 		}
 	}

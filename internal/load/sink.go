@@ -36,6 +36,10 @@ type WindowInfo struct {
 	Deletes []extract.Window
 	// HardDelete removes such contacts; otherwise their _deleted_at is set.
 	HardDelete bool
+	// DeleteGuard is the rule those deletions are applied under (the zero
+	// value: none); a window that trips it fails with a *DeleteGuardError
+	// and commits nothing.
+	DeleteGuard DeleteGuard
 	// Refresh marks a window that re-exports a covered range: Commit counts
 	// the stored contacts it changes.
 	Refresh bool
@@ -109,7 +113,8 @@ type Sink interface {
 	// (highest _line); ids already stored are replaced, live again if they
 	// were marked deleted; columns the window lacks keep their stored
 	// values. Stored contacts in info.Deletes the window lacks are marked
-	// deleted (or removed with HardDelete).
+	// deleted (or removed with HardDelete), unless that trips
+	// info.DeleteGuard: then nothing is committed.
 	Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, state StreamState) (Changes, error)
 	// Abort discards the current window attempt.
 	Abort(ctx context.Context) error

@@ -61,6 +61,12 @@ type Options struct {
 	// HardDelete removes contacts found deleted at the source instead of
 	// setting their _deleted_at.
 	HardDelete bool
+	// MaxDeleteRatio guards deletions: a window whose complete export would
+	// mark or remove more than this share of the contacts stored for its
+	// range, once the run has deleted more than DeletesAllowed, commits
+	// nothing and fails with a *load.DeleteGuardError (see
+	// load.DeleteGuard). 0 or 1: no guard.
+	MaxDeleteRatio float64
 	// Refresh says how the run spends the calls its incremental part left.
 	Refresh RefreshPolicy
 	// Progress, if set, is told how the run advances (nil: nothing is).
@@ -141,6 +147,16 @@ type RefreshPolicy struct {
 	// MinAge: a range verified less than this ago is not exported again.
 	MinAge time.Duration
 }
+
+// DeletesAllowed is how many contacts a run marks or removes as deleted
+// before the deletion guard weighs its windows' deletions against what they
+// had stored (Options.MaxDeleteRatio): a few legitimate deletions in a
+// small range (the lookback hour of a quiet workspace) never trip it, while
+// an empty answer or another workspace's contacts trip it as soon as a run
+// would delete more, at the latest on the first refresh window, which holds
+// up to 45,000 stored contacts. Counted over the run, not per window, so
+// that many small windows cannot slip a broken answer's deletions under it.
+const DeletesAllowed = 10
 
 // RefreshAuto is RefreshPolicy.Calls's default: the calls left in the hour,
 // less the reserve.
@@ -959,6 +975,7 @@ func (h *handler) advance(w extract.Window, pending []extract.Window) load.Windo
 		h.log.Warn("rows of this window did not parse, so it tells no deletion", "window", w.String(), "rejects", len(h.rejected))
 	default:
 		info.Deletes, info.HardDelete = complete, h.o.HardDelete
+		info.DeleteGuard = load.DeleteGuard{MaxRatio: h.o.MaxDeleteRatio, Allowed: max(0, DeletesAllowed-h.changes.Deleted)}
 	}
 	info.Refresh = h.refreshing
 	return info
@@ -973,6 +990,7 @@ func (h *handler) archiveMeta(w extract.Window, pending []extract.Window, info l
 		Rows: stats.Rows, Rejects: stats.Rejects, Calls: stats.Calls,
 		Pending: pending, Refresh: info.Refresh, Deletes: info.Deletes, HardDelete: info.HardDelete,
 		RefreshMinAge: h.o.Refresh.MinAge, StateAfter: stateDigest(h.st), HistoryStart: h.st.Start, KeyFingerprint: h.st.KeyFingerprint,
+		MaxDeleteRatio: info.DeleteGuard.MaxRatio, DeletesAllowed: info.DeleteGuard.Allowed,
 	}
 }
 

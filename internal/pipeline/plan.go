@@ -20,7 +20,7 @@ type PlanResult struct {
 	// Key is how the API key compares with the one the stream was last
 	// synced with; NeedsKeyConsent: sync would refuse it, as maybe another
 	// workspace's, without Options.KeyRotated or NewStream.
-	Key             KeyCheck `json:"key"`
+	Key             KeyCheck
 	NeedsKeyConsent bool
 	Since, Until    time.Time        // the range the new-data part covers
 	Resume          bool             // it resumes an interrupted run's pending windows
