@@ -153,6 +153,10 @@ func TestPlanMatchesSyncAroundGaps(t *testing.T) {
 			if n := count(t, db, `SELECT count(*) FROM contacts WHERE created_at >= '2021-06-01' AND created_at < '2022-12-31'`); n != 0 {
 				t.Errorf("%d contacts of the gap the user left out were synced", n)
 			}
+			// The gap is no recent range whose rate the plan could go by.
+			if p := plan("--since", "2022-01-01", "--until", "2022-03-01"); p.RowsKnown {
+				t.Errorf("plan of a range in the gap claims to know its rows: %d", p.Rows)
+			}
 			// A re-export of a synced range, stopped at --max-calls, and
 			// the plain run that resumes it.
 			again := []string{"--since", "2024-06-01", "--max-calls", "3"}

@@ -62,7 +62,7 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 		Budget: o.Client.Budget(), BudgetFrom: pr.budgetFrom}
 	p.RowsKnown = true
 	for _, w := range pr.windows {
-		rows, known := estimateRows(pr.st.Coverage, w)
+		rows, known := estimateRows(pr.st.Coverage, pr.st.Cursor(), w)
 		p.Rows += rows
 		p.RowsKnown = p.RowsKnown && known
 		p.Calls += max(1, int(math.Ceil(float64(rows)/float64(limit))))
@@ -120,11 +120,11 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 // segments it overlaps, shared out by time, and for the parts no segment
 // covers the rate of the most recent covered segments. known is false when
 // a part no segment covers cannot be judged by that rate: a part with no
-// bound, one before the end of the synced history (a gap a backfill left,
-// or the rest of a first export: their density is not the recent one), one
-// longer than the time the rate was measured over, or no rate at all (a
-// first export).
-func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
+// bound, one before frontier, where the synced history ends (a gap a
+// backfill left, or the rest of a first export: their density is not the
+// recent one), one longer than the time the rate was measured over, or no
+// rate at all (a first export).
+func estimateRows(c load.Coverage, frontier time.Time, w extract.Window) (rows int64, known bool) {
 	wl, wh := micros(w.From, math.MinInt64), micros(w.To, math.MaxInt64)
 	var covered float64
 	segs := make([]extract.Window, 0, len(c))
@@ -149,11 +149,11 @@ func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
 			rateSpan += micros(s.To, 0) - micros(s.From, 0)
 		}
 	}
-	frontier := micros(c.Frontier(), math.MinInt64)
+	end := micros(frontier, math.MinInt64)
 	known = true
 	for _, part := range subtract(w, segs) {
 		span := micros(part.To, 0) - micros(part.From, 0)
-		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 || micros(part.From, 0) < frontier || span > rateSpan {
+		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 || micros(part.From, 0) < end || span > rateSpan {
 			known = false
 			continue
 		}
