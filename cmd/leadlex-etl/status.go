@@ -100,6 +100,10 @@ type streamReport struct {
 	StalenessSec   float64         `json:"staleness_seconds"`
 	Pending        []windowReport  `json:"pending"`
 	TellsDeletions bool            `json:"tells_deletions"`
+	// Key is how the API key at hand compares with the one the stream was
+	// last synced with: "matches", "differs", "not recorded"; absent
+	// without a key.
+	Key pipeline.KeyCheck `json:"key,omitempty"`
 }
 
 type runReport struct {
@@ -158,6 +162,7 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, ke
 	if err != nil {
 		return rep, err
 	}
+	key, haveKey := optionalKey(keyEnv, keyFile)
 	for _, st := range streams {
 		sr := streamReport{ID: st.StreamID, Identity: json.RawMessage(st.Identity), Cursor: timePtr(st.Cursor()),
 			Coverage: []segmentReport{}, Pending: windowsReport(st.Pending)}
@@ -172,6 +177,9 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, ke
 			sr.OldestVerified, sr.StalenessSec = timePtr(oldest), now.Sub(oldest).Seconds()
 		}
 		sr.TellsDeletions = pipeline.TellsDeletions(st.Identity, streams)
+		if haveKey {
+			sr.Key = pipeline.StreamKey(st, key)
+		}
 		rep.Streams = append(rep.Streams, sr)
 	}
 	rr, err := tgt.Runs(ctx, runs)
@@ -192,8 +200,7 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, ke
 	rep.Rejects = rejectsReport{Count: len(rej), Last: rej[max(0, len(rej)-5):]}
 	// The budget is kept per key and base URL: with the key at hand, show
 	// what the machine's shared file and the destination know of it.
-	key, ok := optionalKey(keyEnv, keyFile)
-	if !ok {
+	if !haveKey {
 		return rep, nil
 	}
 	var store *budget.Store
@@ -387,7 +394,10 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 			fmt.Fprintf(w, "  pending: %d window(s) of an interrupted run, which the next sync resumes\n", len(s.Pending))
 		}
 		if !s.TellsDeletions {
-			fmt.Fprintln(w, "  deletions: not tracked (a filtered stream beside others, or streams of another API)")
+			fmt.Fprintln(w, "  deletions: not tracked (a filtered stream beside others, or streams of another API or workspace)")
+		}
+		if s.Key == pipeline.KeyDiffers {
+			fmt.Fprintln(w, "  key: NOT the one at hand, which may be another workspace's (sync asks for --key-rotated or --new-stream)")
 		}
 	}
 	if len(rep.Runs) > 0 {

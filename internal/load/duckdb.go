@@ -426,6 +426,10 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 		// Coverage (JSON) came after the cursor; a file with only a cursor is
 		// read as covered from the beginning up to it.
 		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS coverage VARCHAR`,
+		// Where the history begins ('' the beginning, NULL unknown: start
+		// where the coverage does) and the key's fingerprint came later.
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS history_start VARCHAR`,
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS key_fingerprint VARCHAR`,
 		`CREATE TABLE IF NOT EXISTS _leadlex_runs (
 			run_id VARCHAR PRIMARY KEY, stream_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
 			status VARCHAR NOT NULL, since TIMESTAMPTZ, "until" TIMESTAMPTZ, windows INTEGER, "rows" BIGINT, rejects BIGINT,
@@ -730,6 +734,10 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 			added = append(added, c.Name)
 		}
 	}
+	stored, err := d.guardStored(ctx, info)
+	if err != nil {
+		return ch, err
+	}
 	if len(d.batches) > 0 {
 		if ch, err = d.upsert(ctx, info); err != nil {
 			return ch, err
@@ -737,6 +745,9 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 	}
 	if len(info.Deletes) > 0 {
 		if ch.Deleted, err = d.markDeleted(ctx, info); err != nil {
+			return ch, err
+		}
+		if err := info.DeleteGuard.check(info, ch.Deleted, stored); err != nil {
 			return ch, err
 		}
 	}

@@ -247,6 +247,10 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 		j.Renames = append(j.Renames, renames...)
 		j.Deletes = append(j.Deletes, deletes...)
 	}
+	if err := info.DeleteGuard.check(info, ch.Deleted, ch.Deleted+m.keptInScope); err != nil {
+		l.removeTemps(j)
+		return ch, err
+	}
 	if len(rejects) > 0 {
 		rel, err := l.writeRejects(info, rejects)
 		if err != nil {
@@ -258,6 +262,14 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 	return ch, l.commitJournal(j)
 }
 
+// removeTemps removes the files a commit that will not happen wrote under
+// temporary names.
+func (l *Lake) removeTemps(j journal) {
+	for _, r := range j.Renames {
+		_ = l.root.Remove(r[0])
+	}
+}
+
 // merge is what every partition of one Commit shares.
 type merge struct {
 	info       WindowInfo
@@ -267,6 +279,10 @@ type merge struct {
 	scope      []span // info.Deletes in µs
 	rewriteAll bool
 	next       *lakeState
+	// keptInScope counts the live stored contacts in scope that the window
+	// returned (those it lacks are Changes.Deleted): with them, what the
+	// DeleteGuard weighs the deletions against.
+	keptInScope int64
 }
 
 // span is a created_at range in Unix µs, [lo, hi).
@@ -394,6 +410,9 @@ func (l *Lake) mergePartition(ctx context.Context, p string, m *merge, in map[st
 			for r, id := range ids {
 				if _, newer := in[id]; newer {
 					stored[id] = RowRef{Batch: bi, Row: int32(r)}
+					if live(r) && m.inScope(ts[r]) {
+						m.keptInScope++
+					}
 					continue
 				}
 				if live(r) && m.inScope(ts[r]) {

@@ -18,9 +18,14 @@ type PlanResult struct {
 	// NeedsConsent: sync would refuse to start the new stream without
 	// Options.NewStream, next to streams that are not its siblings.
 	NeedsConsent bool
-	Since, Until time.Time        // the range the new-data part covers
-	Resume       bool             // it resumes an interrupted run's pending windows
-	Windows      []extract.Window // the new-data part's windows before any split
+	// Key is how the API key compares with the one the stream was last
+	// synced with; NeedsKeyConsent: sync would refuse it, as maybe another
+	// workspace's, without Options.KeyRotated or NewStream.
+	Key             KeyCheck
+	NeedsKeyConsent bool
+	Since, Until    time.Time        // the range the new-data part covers
+	Resume          bool             // it resumes an interrupted run's pending windows
+	Windows         []extract.Window // the new-data part's windows before any split
 	// Rows estimates the contacts the new-data part exports, from the
 	// rows the stream's covered ranges held (RowsKnown false: nothing to go
 	// by, as for a first export).
@@ -53,11 +58,12 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 		limit = extract.MaxLimit
 	}
 	p := PlanResult{StreamID: pr.streamID, Identity: pr.identity, NewStream: !pr.found, Others: pr.others, NeedsConsent: pr.needsConsent(&o),
+		Key: pr.key, NeedsKeyConsent: pr.key == KeyDiffers && !o.KeyRotated,
 		Since: pr.runSince, Until: pr.runUntil, Resume: len(pr.st.Pending) > 0, Windows: pr.windows,
 		Budget: o.Client.Budget(), BudgetFrom: pr.budgetFrom}
 	p.RowsKnown = true
 	for _, w := range pr.windows {
-		rows, known := estimateRows(pr.st.Coverage, w)
+		rows, known := estimateRows(pr.st.Coverage, pr.st.Cursor(), w)
 		p.Rows += rows
 		p.RowsKnown = p.RowsKnown && known
 		p.Calls += max(1, int(math.Ceil(float64(rows)/float64(limit))))
@@ -69,6 +75,10 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 	}
 	p.Refresh, p.RefreshSkipped = planRefresh(&o, pr, cov, p.Budget, p.Calls, start, limit)
 	p.TotalCalls = p.Calls + len(p.Refresh)
+	if o.MaxCalls > 0 {
+		// The run stops there, as Sync's extractor does.
+		p.TotalCalls = min(p.TotalCalls, o.MaxCalls)
+	}
 	p.LastCallAt = lastCallAt(p.TotalCalls, p.Budget, start)
 	return p, nil
 }
@@ -115,9 +125,12 @@ func planRefresh(o *Options, pr *prepared, cov load.Coverage, b extract.RateLimi
 // estimateRows estimates the contacts of w from coverage: the rows of the
 // segments it overlaps, shared out by time, and for the parts no segment
 // covers the rate of the most recent covered segments. known is false when
-// an uncovered part has no bound or there is no rate to go by (a first
-// export).
-func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
+// a part no segment covers cannot be judged by that rate: a part with no
+// bound, one before frontier, where the synced history ends (a gap a
+// backfill left, or the rest of a first export: their density is not the
+// recent one), one longer than the time the rate was measured over, or no
+// rate at all (a first export).
+func estimateRows(c load.Coverage, frontier time.Time, w extract.Window) (rows int64, known bool) {
 	wl, wh := micros(w.From, math.MinInt64), micros(w.To, math.MaxInt64)
 	var covered float64
 	segs := make([]extract.Window, 0, len(c))
@@ -142,13 +155,15 @@ func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
 			rateSpan += micros(s.To, 0) - micros(s.From, 0)
 		}
 	}
+	end := micros(frontier, math.MinInt64)
 	known = true
 	for _, part := range subtract(w, segs) {
-		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 {
+		span := micros(part.To, 0) - micros(part.From, 0)
+		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 || micros(part.From, 0) < end || span > rateSpan {
 			known = false
 			continue
 		}
-		covered += rateRows * float64(micros(part.To, 0)-micros(part.From, 0)) / float64(rateSpan)
+		covered += rateRows * float64(span) / float64(rateSpan)
 	}
 	return int64(math.Round(covered)), known
 }
