@@ -597,7 +597,8 @@ func TestMistakesLeaveNoDebris(t *testing.T) {
 	if r := cli(t, []string{"LEADLEX_API_KEY=" + cliKey}, "sync", "--base-url", url, "--duckdb", db, "-q"); r.code != 0 {
 		t.Fatalf("sync: %d %s", r.code, r.stderr)
 	}
-	if r := cli(t, []string{"LEADLEX_API_KEY=wbk_noread"}, "sync", "--base-url", url, "--duckdb", db, "-q", "--since", "2020-01-01"); r.code != 3 {
+	// (Another key of the workspace: --key-rotated lets it reach the API.)
+	if r := cli(t, []string{"LEADLEX_API_KEY=wbk_noread"}, "sync", "--base-url", url, "--duckdb", db, "-q", "--since", "2020-01-01", "--key-rotated"); r.code != 3 {
 		t.Fatalf("exit %d", r.code)
 	}
 	if n := count(t, db, "SELECT count(*) FROM contacts"); n != 500 {

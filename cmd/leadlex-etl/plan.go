@@ -126,7 +126,7 @@ func planOne(ctx context.Context, name string, o *planOptions, key extract.APIKe
 	client := &extract.Client{BaseURL: o.API.BaseURL, Key: key}
 	p, err := pipeline.Plan(ctx, pipeline.Options{Siblings: siblings,
 		Client: client, Query: o.query(), Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls,
-		IgnoreSavedBudget: o.IgnoreSavedBudget, Budgets: budgets, Targets: targets,
+		IgnoreSavedBudget: o.IgnoreSavedBudget, Budgets: budgets, Targets: targets, NewStream: o.NewStream, KeyRotated: o.KeyRotated.on, RotatedStream: o.KeyRotated.stream,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 	})
 	if err != nil {
@@ -153,9 +153,17 @@ func printPlan(w io.Writer, p pipeline.PlanResult, dest string, newStreamOK bool
 		state = "new"
 	}
 	fmt.Fprintf(w, "plan for %s: stream %s %s (%s)\n", dest, p.StreamID, p.Identity, state)
+	switch {
+	case p.NeedsKeyConsent:
+		fmt.Fprintln(w, "  key: NOT the one the stream was synced with, so maybe another workspace's: sync would refuse it without --key-rotated (a new key of the same workspace) or --new-stream (another workspace)")
+	case p.Key == pipeline.KeyDiffers:
+		fmt.Fprintln(w, "  key: a new key of the stream's workspace (--key-rotated): sync remembers it")
+	case p.Key == pipeline.KeyUnrecorded:
+		fmt.Fprintln(w, "  key: the stream keeps none (an earlier version saved it): sync remembers this one")
+	}
 	rows := fmt.Sprintf("about %d contacts", p.Rows)
 	if !p.RowsKnown {
-		rows = "an unknown number of contacts (nothing synced to estimate from: the first call tells)"
+		rows = "an unknown number of contacts (the stream's synced ranges do not tell for this range: the first call does)"
 	}
 	fmt.Fprintf(w, "  new data: %s in %s: %s, %s at least\n", rangeText(extract.Window{From: p.Since, To: p.Until}), plural(len(p.Windows), "window"),
 		rows, plural(p.Calls, "call"))

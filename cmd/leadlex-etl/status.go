@@ -24,6 +24,9 @@ import (
 type destOptions struct {
 	DuckDB  string
 	Parquet string
+	// forStreams opens a DuckDB file whose contacts table was dropped by
+	// hand, which streams lists and resets (the fix a sync names).
+	forStreams bool
 }
 
 func (o *destOptions) AddFlags(fs *pflag.FlagSet) {
@@ -44,7 +47,7 @@ func (o *destOptions) path() string { return o.DuckDB + o.Parquet }
 // lock, so that a running sync is not disturbed.
 func (o *destOptions) openReadOnly(ctx context.Context) (load.Target, error) {
 	if o.DuckDB != "" {
-		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{ReadOnly: true})
+		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{ReadOnly: true, ContactsMayBeMissing: o.forStreams})
 	}
 	return load.OpenLakeReadOnly(o.Parquet)
 }
@@ -55,7 +58,7 @@ func (o *destOptions) openWrite(ctx context.Context) (load.Target, error) {
 		if _, err := os.Stat(o.DuckDB); err != nil {
 			return nil, fmt.Errorf("--duckdb: %w", err)
 		}
-		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{})
+		return load.OpenDuckDB(ctx, o.DuckDB, load.DuckDBOptions{ContactsMayBeMissing: o.forStreams})
 	}
 	if _, err := load.OpenLakeReadOnly(o.Parquet); err != nil {
 		return nil, err
@@ -97,6 +100,10 @@ type streamReport struct {
 	StalenessSec   float64         `json:"staleness_seconds"`
 	Pending        []windowReport  `json:"pending"`
 	TellsDeletions bool            `json:"tells_deletions"`
+	// Key is how the API key at hand compares with the one the stream was
+	// last synced with: "matches", "differs", "not recorded"; absent
+	// without a key.
+	Key pipeline.KeyCheck `json:"key,omitempty"`
 }
 
 type runReport struct {
@@ -155,6 +162,7 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, ke
 	if err != nil {
 		return rep, err
 	}
+	key, haveKey := optionalKey(keyEnv, keyFile)
 	for _, st := range streams {
 		sr := streamReport{ID: st.StreamID, Identity: json.RawMessage(st.Identity), Cursor: timePtr(st.Cursor()),
 			Coverage: []segmentReport{}, Pending: windowsReport(st.Pending)}
@@ -169,6 +177,9 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, ke
 			sr.OldestVerified, sr.StalenessSec = timePtr(oldest), now.Sub(oldest).Seconds()
 		}
 		sr.TellsDeletions = pipeline.TellsDeletions(st.Identity, streams)
+		if haveKey {
+			sr.Key = pipeline.StreamKey(st, key)
+		}
 		rep.Streams = append(rep.Streams, sr)
 	}
 	rr, err := tgt.Runs(ctx, runs)
@@ -189,8 +200,7 @@ func buildStatus(ctx context.Context, d destOptions, tgt load.Target, keyEnv, ke
 	rep.Rejects = rejectsReport{Count: len(rej), Last: rej[max(0, len(rej)-5):]}
 	// The budget is kept per key and base URL: with the key at hand, show
 	// what the machine's shared file and the destination know of it.
-	key, ok := optionalKey(keyEnv, keyFile)
-	if !ok {
+	if !haveKey {
 		return rep, nil
 	}
 	var store *budget.Store
@@ -384,7 +394,10 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 			fmt.Fprintf(w, "  pending: %d window(s) of an interrupted run, which the next sync resumes\n", len(s.Pending))
 		}
 		if !s.TellsDeletions {
-			fmt.Fprintln(w, "  deletions: not tracked (a filtered stream beside others, or streams of another API)")
+			fmt.Fprintln(w, "  deletions: not tracked (a filtered stream beside others, or streams of another API or workspace)")
+		}
+		if s.Key == pipeline.KeyDiffers {
+			fmt.Fprintln(w, "  key: NOT the one at hand, which may be another workspace's (sync asks for --key-rotated or --new-stream)")
 		}
 	}
 	if len(rep.Runs) > 0 {
@@ -429,7 +442,7 @@ func coveredRanges(c []segmentReport) []string {
 }
 
 func runStreams(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var d destOptions
+	d := destOptions{forStreams: true}
 	var yes bool
 	fs := newFlagSet("streams", `List the streams of a destination (a stream is one base URL, filter set and
 field list, with its own synced ranges), or forget one:

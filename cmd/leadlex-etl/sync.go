@@ -55,7 +55,9 @@ type syncOptions struct {
 	ReserveCalls      int
 	RefreshMinAge     time.Duration
 	Deletes           deleteMode
+	MaxDeleteRatio    float64
 	NewStream         bool
+	KeyRotated        keyRotated
 	SummaryJSON       string
 	ProgressInterval  time.Duration
 	Log               logOptions
@@ -91,7 +93,10 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RefreshMinAge, "refresh-min-age", time.Hour, "do not re-export a range verified less than this ago (0s allows it, for tests with a short rate-limit hour)")
 	o.Deletes = deleteSoft
 	fs.Var(&o.Deletes, "deletes", "contacts a complete export no longer has: soft sets their _deleted_at (NULL while live), hard removes them")
-	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
+	fs.Float64Var(&o.MaxDeleteRatio, "max-delete-ratio", 0.2, fmt.Sprintf("a window whose complete export would mark or remove more than this share of the contacts stored for its range is not applied (once the run has deleted more than %d): the run keeps what it has and exits 1, since an empty answer or another workspace's key look like that; 1 applies such deletions, once you have checked them", pipeline.DeletesAllowed))
+	fs.BoolVar(&o.NewStream, "new-stream", false, "allow a sync that starts a new stream (other filters, fields or base URL, or an API key of another workspace) from the beginning next to a destination's existing streams; without it, such a run asks on a terminal and is refused (exit 2) otherwise, before any call")
+	fs.Var(&o.KeyRotated, "key-rotated", "the API key is a new key of the workspace the stream was synced with: continue the stream and remember the new key (=ID names the stream, when the destination holds several workspaces' of these flags); a key that is not the stream's is refused (exit 2) before any call without it, or --new-stream if it is another workspace's")
+	fs.Lookup("key-rotated").NoOptDefVal = "true"
 	fs.StringVar(&o.RawDir, "raw-dir", "", "keep every committed response body here, zstd-compressed, with what leadlex-etl replay needs to rebuild a destination without the API (created if missing; may be shared by runs)")
 	fs.BoolVar(&o.IgnoreSavedBudget, "ignore-saved-budget", false, "ask the API even if an earlier run saved that the rate limit is spent (it is saved per key and base URL, and forgotten at its reset)")
 	fs.StringVar(&o.MemoryLimit, "memory-limit", "2GB", "DuckDB memory_limit")
@@ -151,6 +156,9 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 	}
 	if o.RejectsAllowed < 0 {
 		return key, since, until, usagef("--rejects-allowed %d must not be negative", o.RejectsAllowed)
+	}
+	if !(o.MaxDeleteRatio > 0 && o.MaxDeleteRatio <= 1) {
+		return key, since, until, usagef("--max-delete-ratio %g must be above 0 and at most 1 (1 applies every deletion)", o.MaxDeleteRatio)
 	}
 	if o.RejectRatio < 0 || o.RejectRatio > 1 {
 		return key, since, until, usagef("--reject-ratio %g must be between 0 and 1", o.RejectRatio)
@@ -221,6 +229,44 @@ func (r *refreshCalls) Set(s string) error {
 
 func (*refreshCalls) Type() string { return "N|auto" }
 
+// keyRotated is --key-rotated[=STREAM]: off; on, for the one stream of
+// these flags; or on for the stream with this id.
+type keyRotated struct {
+	on     bool
+	stream string
+}
+
+// streamIDPattern is what a stream id looks like.
+var streamIDPattern = regexp.MustCompile(`^[0-9a-f]{16}$`)
+
+func (k keyRotated) String() string {
+	switch {
+	case !k.on:
+		return "false"
+	case k.stream != "":
+		return k.stream
+	}
+	return "true"
+}
+
+func (k *keyRotated) Set(s string) error {
+	switch s = strings.TrimSpace(s); s {
+	case "true", "":
+		*k = keyRotated{on: true}
+	case "false":
+		*k = keyRotated{}
+	default:
+		if !streamIDPattern.MatchString(s) {
+			return fmt.Errorf("%q is not a stream id (16 hexadecimal digits, as leadlex-etl status shows)", s)
+		}
+		*k = keyRotated{on: true, stream: s}
+	}
+	return nil
+}
+
+// Type is empty, so that help shows --key-rotated[=true]: the usual form.
+func (*keyRotated) Type() string { return "" }
+
 // deleteMode is --deletes.
 type deleteMode string
 
@@ -284,7 +330,8 @@ numbers, the exit code and, after exit 75, resume_at, as a JSON object, for
 schedulers; the log's last event, "run finished", has the same fields.
 
 Exit codes: 0 ok (also when --max-calls stopped the run; run again to go
-on), 1 error, 2 bad usage, 3 key refused (401/403), 75 rate-limited with
+on), 1 error (also deletions the guard held back: see --max-delete-ratio),
+2 bad usage, 3 key refused (401/403), 75 rate-limited with
 --no-wait (the message says when to resume), 130/143 interrupted by
 SIGINT/SIGTERM (committed windows are kept; run again to resume).
 
@@ -453,9 +500,13 @@ func (j *syncJob) preflight(ctx context.Context, stderr io.Writer) error {
 	p, err := pipeline.Plan(ctx, pipeline.Options{
 		Client: &extract.Client{BaseURL: j.o.API.BaseURL, Key: j.key}, Query: j.o.query(),
 		Since: j.since, Until: j.until, Lookback: j.o.Lookback, Targets: targets, Siblings: j.siblings,
+		NewStream: j.o.NewStream, KeyRotated: j.o.KeyRotated.on, RotatedStream: j.o.KeyRotated.stream,
 	})
 	if err != nil {
 		return err
+	}
+	if p.NeedsKeyConsent {
+		return usageError{&pipeline.KeyMismatchError{StreamID: p.StreamID, Identity: p.Identity}}
 	}
 	if p.NeedsConsent && !j.o.NewStream {
 		ns := &pipeline.NewStreamError{StreamID: p.StreamID, Identity: p.Identity, Existing: p.Others}
@@ -589,17 +640,21 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	} else if store, err := budget.Open(path); err != nil {
 		log.Warn("no shared rate-limit budget: each destination keeps its own", "err", err.Error())
 	} else {
+		store.Warn = log.Warn
 		budgets = store
 	}
 	q := o.query()
 	popts := pipeline.Options{
 		Client: s.client, Query: q, Since: since, Until: until, Lookback: o.Lookback, MaxCalls: o.MaxCalls, IgnoreSavedBudget: o.IgnoreSavedBudget,
-		HardDelete: o.Deletes == deleteHard, Budgets: budgets, NewStream: o.NewStream, Siblings: s.siblings,
+		HardDelete: o.Deletes == deleteHard, MaxDeleteRatio: o.MaxDeleteRatio, Budgets: budgets, NewStream: o.NewStream, KeyRotated: o.KeyRotated.on, RotatedStream: o.KeyRotated.stream, Siblings: s.siblings,
 		Refresh: pipeline.RefreshPolicy{Calls: int(o.RefreshCalls), ReserveCalls: o.ReserveCalls, MinAge: o.RefreshMinAge},
 		Targets: targets, Transform: transform.Options{MaxRejectRatio: o.RejectRatio, RejectsAllowed: o.RejectsAllowed}, Logger: log,
 		Progress: s.progress, Archive: arch,
 	}
 	res, err := pipeline.Sync(ctx, popts)
+	if km, rs := (*pipeline.KeyMismatchError)(nil), (*pipeline.RotatedStreamError)(nil); errors.As(err, &km) || errors.As(err, &rs) {
+		return usageError{err}
+	}
 	var ns *pipeline.NewStreamError
 	if errors.As(err, &ns) {
 		if !confirmNewStream(s.stderr, ns) {
@@ -640,6 +695,10 @@ func explain(err error) error {
 	var apiErr *extract.APIError
 	if errors.As(err, &apiErr) && apiErr.Status == 400 {
 		return fmt.Errorf("%w%s", err, badRequestHint(apiErr.Message))
+	}
+	if ge := (*load.DeleteGuardError)(nil); errors.As(err, &ge) {
+		return fmt.Errorf("%w; if those contacts were deleted at the source, run again with --max-delete-ratio 1 to apply it; "+
+			"if not, the API answered wrongly or the key or --base-url is not this stream's (an empty answer, another workspace)", err)
 	}
 	return err
 }
@@ -689,14 +748,34 @@ type destination struct {
 // openTargets opens the DuckDB file at duckdbPath and the lake at lakePath,
 // either of which may be "", and notes for each whether this run creates
 // it. It returns the targets it opened even with an error, for the caller
-// to close; a lake made with other partitions is a usage error.
+// to close; a lake made with other partitions is a usage error. When one
+// does not open, those this call created are removed again (a new DuckDB
+// file beside a folder refused as a lake, say).
 func openTargets(ctx context.Context, duckdbPath string, dbo load.DuckDBOptions, lakePath string, lo load.LakeOptions) (targets []load.Target, dests []destination, err error) {
+	defer func() {
+		if err == nil {
+			return
+		}
+		// Removed while their locks are held, so that no other sync
+		// starts on them meanwhile.
+		for _, d := range dests {
+			if d.created {
+				d.remove()
+			}
+		}
+		for _, t := range targets {
+			_ = t.Close()
+		}
+		targets = nil
+	}()
 	if duckdbPath != "" {
-		d := newDestination(duckdbPath, duckdbPath+".wal", duckdbPath+load.LockSuffix)
+		d := newDestination(duckdbPath)
 		db, err := load.OpenDuckDB(ctx, duckdbPath, dbo)
 		if err != nil {
 			return targets, dests, err
 		}
+		// The file behind any symbolic link, with what lies beside it.
+		d.path, d.extra = db.Path(), []string{db.Path() + ".wal", db.Path() + load.LockSuffix}
 		targets, dests = append(targets, db), append(dests, d)
 	}
 	if lakePath != "" {
@@ -794,7 +873,7 @@ func printSummary(w io.Writer, r pipeline.Result, err error, dest string, remove
 		fmt.Fprintf(w, "refresh: none, %s\n", rf.Skipped)
 	}
 	if !r.CanDelete {
-		fmt.Fprintln(w, "deletions: not tracked for this stream (it is filtered, or its destination holds streams of another API)")
+		fmt.Fprintln(w, "deletions: not tracked for this stream (it is filtered, or its destination holds streams of another API or another key)")
 	}
 	if oldest := r.Coverage.Oldest(); !oldest.IsZero() {
 		fmt.Fprintf(w, "staleness: every synced contact was exported completely since %s (%s ago)\n",

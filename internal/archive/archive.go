@@ -108,6 +108,15 @@ type Meta struct {
 	// the pipeline): a later sync compares it with a destination's state to
 	// learn whether a killed run's last archived window committed.
 	StateAfter string
+	// HistoryStart and KeyFingerprint are the stream state's Start and
+	// KeyFingerprint (see load.StreamState), which a replay restores.
+	HistoryStart   time.Time
+	KeyFingerprint string
+	// MaxDeleteRatio and DeletesAllowed are the deletion guard the window's
+	// deletions passed (load.DeleteGuard): 1 when the user confirmed them
+	// with --max-delete-ratio 1, which a replay applies again.
+	MaxDeleteRatio float64
+	DeletesAllowed int64
 
 	// Bytes is the size of the body, uncompressed.
 	Bytes int64

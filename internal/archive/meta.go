@@ -38,6 +38,11 @@ type metaJSON struct {
 	HardDelete    bool         `json:"hard_delete"`
 	RefreshMinAge string       `json:"refresh_min_age"`
 	StateAfter    string       `json:"state_after"`
+	// Absent from the archives of versions before them.
+	HistoryStart   string  `json:"history_start,omitempty"`
+	KeyFingerprint string  `json:"key_fingerprint,omitempty"`
+	MaxDeleteRatio float64 `json:"max_delete_ratio,omitempty"`
+	DeletesAllowed int64   `json:"deletes_allowed,omitempty"`
 
 	Body      string `json:"body"`
 	Bytes     int64  `json:"bytes"`
@@ -130,7 +135,8 @@ func toJSON(e Entry) metaJSON {
 		RequestID: m.RequestID, ReceivedAt: fmtTime(m.ReceivedAt), LoadedAt: fmtTime(m.LoadedAt),
 		Rows: m.Rows, Rejects: m.Rejects, Calls: m.Calls,
 		Pending: toWindowsJSON(m.Pending), Refresh: m.Refresh, Deletes: toWindowsJSON(m.Deletes), HardDelete: m.HardDelete,
-		RefreshMinAge: m.RefreshMinAge.String(), StateAfter: m.StateAfter,
+		RefreshMinAge: m.RefreshMinAge.String(), StateAfter: m.StateAfter, HistoryStart: fmtTime(m.HistoryStart), KeyFingerprint: m.KeyFingerprint,
+		MaxDeleteRatio: m.MaxDeleteRatio, DeletesAllowed: m.DeletesAllowed,
 		Body: name, Bytes: m.Bytes, ZstdBytes: e.ZstdBytes,
 	}
 }
@@ -160,7 +166,7 @@ func fromJSON(j metaJSON) (Entry, error) {
 		s    string
 	}{
 		{&m.RunStartedAt, "run_started_at", j.RunStartedAt}, {&m.RunSince, "run_since", j.RunSince}, {&m.RunUntil, "run_until", j.RunUntil},
-		{&m.ReceivedAt, "received_at", j.ReceivedAt}, {&m.LoadedAt, "loaded_at", j.LoadedAt},
+		{&m.ReceivedAt, "received_at", j.ReceivedAt}, {&m.LoadedAt, "loaded_at", j.LoadedAt}, {&m.HistoryStart, "history_start", j.HistoryStart},
 		{&m.Query.CreatedAfter, "request.created_after", j.Request.CreatedAfter}, {&m.Query.CreatedBefore, "request.created_before", j.Request.CreatedBefore},
 	} {
 		if *f.dst, err = parseTime(f.name, f.s); err != nil {
@@ -187,6 +193,11 @@ func fromJSON(j metaJSON) (Entry, error) {
 		return e, fmt.Errorf("refresh_min_age %q is not a duration", j.RefreshMinAge)
 	}
 	m.Rows, m.Rejects, m.Calls, m.Refresh, m.HardDelete, m.StateAfter, m.Bytes = j.Rows, j.Rejects, j.Calls, j.Refresh, j.HardDelete, j.StateAfter, j.Bytes
+	m.KeyFingerprint = j.KeyFingerprint
+	if j.MaxDeleteRatio < 0 || j.MaxDeleteRatio > 1 || j.DeletesAllowed < 0 {
+		return e, errors.New("max_delete_ratio or deletes_allowed out of range")
+	}
+	m.MaxDeleteRatio, m.DeletesAllowed = j.MaxDeleteRatio, j.DeletesAllowed
 	e.ZstdBytes = j.ZstdBytes
 	return e, nil
 }

@@ -108,6 +108,13 @@ type Key struct {
 	ReadContacts bool   // the read:contacts permission
 }
 
+// Workspace is a workspace with contacts of its own (Config.Workspaces).
+type Workspace struct {
+	Name     string
+	Contacts int   // 0 means Config.Contacts
+	Seed     int64 // seed of its contacts: another seed than Config.Seed gives other contacts
+}
+
 // MaxExtraColumns is the most columns ExtraColumns adds.
 const MaxExtraColumns = 8
 
@@ -126,6 +133,12 @@ type Config struct {
 	ResetStyle ResetStyle    // "" means ResetEpoch
 	TimeFormat TimeFormat    // "" means TimeUTC
 	Keys       []Key         // nil means DemoKey and NoReadKey
+	// Workspaces gives workspaces contacts of their own: a key of a
+	// workspace listed here exports that workspace's contacts, any other
+	// key the main ones (Contacts, Seed), which Append, Edit and Delete
+	// change. A destination synced with two workspaces' keys is how a
+	// client learns to tell them apart.
+	Workspaces []Workspace
 
 	FailRate  float64       // probability that a counted call answers 500, 502 or 503
 	CutRate   float64       // probability that a body is cut off mid-row and the connection dropped
@@ -200,10 +213,12 @@ func (f Fault) String() string {
 
 // Server is the fake export API. It is safe for concurrent use.
 type Server struct {
-	cfg  Config
-	ds   atomic.Pointer[Dataset] // the workspace now; a mutation swaps in a new one
-	keys map[string]Key
-	now  func() time.Time
+	cfg Config
+	ds  atomic.Pointer[Dataset] // the workspace now; a mutation swaps in a new one
+	// others are the contacts of Config.Workspaces, by name; they do not change.
+	others map[string]*Dataset
+	keys   map[string]Key
+	now    func() time.Time
 	// seq numbers the requests for their ids; idBase mixes in the seed.
 	seq    atomic.Uint64
 	idBase uint64
@@ -272,6 +287,16 @@ func New(cfg Config) (*Server, error) {
 		s.now = time.Now
 	}
 	s.ds.Store(newDataset(cfg.Contacts, cfg.Seed))
+	for _, w := range cfg.Workspaces {
+		if s.others == nil {
+			s.others = map[string]*Dataset{}
+		}
+		n := w.Contacts
+		if n == 0 {
+			n = cfg.Contacts
+		}
+		s.others[w.Name] = newDataset(n, w.Seed)
+	}
 	for _, k := range cfg.Keys {
 		s.keys[k.Token] = k
 	}
@@ -349,6 +374,18 @@ func (c *Config) validate() error {
 			bad("%s %v outside [0, 1]", r.name, r.v)
 		}
 	}
+	names := map[string]bool{}
+	for i, w := range c.Workspaces {
+		switch {
+		case w.Name == "":
+			bad("Workspaces[%d] has an empty Name", i)
+		case names[w.Name]:
+			bad("Workspaces[%d] repeats the Name %q", i, w.Name)
+		case w.Contacts < 0 || w.Contacts > MaxContacts:
+			bad("Workspaces[%d] Contacts %d out of range [0, %d]", i, w.Contacts, MaxContacts)
+		}
+		names[w.Name] = true
+	}
 	seen := make(map[string]bool, len(c.Keys))
 	for i, k := range c.Keys {
 		switch {
@@ -364,8 +401,17 @@ func (c *Config) validate() error {
 	return errors.Join(errs...)
 }
 
-// Dataset returns the contacts the server exports.
+// Dataset returns the contacts the server exports (to the keys of
+// workspaces without contacts of their own).
 func (s *Server) Dataset() *Dataset { return s.ds.Load() }
+
+// WorkspaceDataset returns the contacts a key of workspace name exports.
+func (s *Server) WorkspaceDataset(name string) *Dataset {
+	if d := s.others[name]; d != nil {
+		return d
+	}
+	return s.ds.Load()
+}
 
 // Append adds n contacts created at t (whole seconds), which must not be
 // before the workspace's last contact: a workspace that grows, as the real

@@ -111,7 +111,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		<-r.Context().Done()
 		return
 	}
-	s.stream(w, r, s.ds.Load(), q, dec)
+	s.stream(w, r, s.WorkspaceDataset(key.Workspace), q, dec)
 }
 
 // authenticate returns the key named by an Authorization header, or the

@@ -686,6 +686,8 @@ func TestNewValidation(t *testing.T) {
 		{"empty token", Config{Keys: []Key{{Workspace: "w"}}}, "Keys[0] has an empty Token"},
 		{"repeated token", Config{Keys: []Key{{Token: "a", Workspace: "w"}, {Token: "a", Workspace: "w"}}}, "Keys[1] repeats a Token"},
 		{"empty workspace", Config{Keys: []Key{{Token: "a"}}}, "Keys[0] has an empty Workspace"},
+		{"unnamed workspace of its own", Config{Workspaces: []Workspace{{Seed: 2}}}, "Workspaces[0] has an empty Name"},
+		{"workspace of its own twice", Config{Workspaces: []Workspace{{Name: "w"}, {Name: "w"}}}, `Workspaces[1] repeats the Name "w"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -709,4 +711,41 @@ func TestNewValidation(t *testing.T) {
 func nan() float64 {
 	zero := 0.0
 	return zero / zero
+}
+
+// TestWorkspacesOfTheirOwn exports with the keys of two workspaces, one
+// with contacts of its own: each key sees only its workspace's contacts,
+// and a change of the main dataset does not reach the other.
+func TestWorkspacesOfTheirOwn(t *testing.T) {
+	srv, ts := newTestServer(t, Config{Contacts: 30, Seed: 1,
+		Keys:       []Key{{Token: "wbk_a", Workspace: "a", ReadContacts: true}, {Token: "wbk_b", Workspace: "b", ReadContacts: true}},
+		Workspaces: []Workspace{{Name: "b", Contacts: 20, Seed: 2}}})
+	ids := func(key string) map[string]bool {
+		t.Helper()
+		resp, body, err := doRequest(t, ts, http.MethodGet, ExportPath, "", "Bearer "+key)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("export with %s: %d %v %s", key, resp.StatusCode, err, body)
+		}
+		out := map[string]bool{}
+		for _, rec := range parseCSV(t, body)[1:] {
+			out[rec[0]] = true
+		}
+		return out
+	}
+	a, b := ids("wbk_a"), ids("wbk_b")
+	if len(a) != 30 || len(b) != 20 {
+		t.Fatalf("workspace a exports %d contacts, b %d; want 30 and 20", len(a), len(b))
+	}
+	for id := range b {
+		if a[id] {
+			t.Errorf("contact %s is in both workspaces", id)
+		}
+	}
+	srv.Delete(0, 1, 2)
+	if n, m := len(ids("wbk_a")), len(ids("wbk_b")); n != 27 || m != 20 {
+		t.Errorf("after deleting 3 of the main contacts: a %d, b %d; want 27 and 20", n, m)
+	}
+	if srv.WorkspaceDataset("b").Len() != 20 || srv.WorkspaceDataset("a") != srv.Dataset() {
+		t.Error("WorkspaceDataset")
+	}
 }

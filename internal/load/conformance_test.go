@@ -3,6 +3,7 @@ package load_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -432,7 +433,7 @@ var conformanceCases = []struct {
 	{"StateRoundTripAndReopen", func(c *conformance) {
 		ctx := context.Background()
 		st := load.StreamState{
-			StreamID: "s1", Identity: st1.Identity,
+			StreamID: "s1", Identity: st1.Identity, KeyFingerprint: "s1:0011:aabb",
 			Coverage: load.Coverage{
 				{To: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 10},
 				{From: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2025, 5, 1, 12, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC), Rows: 49999},
@@ -446,7 +447,7 @@ var conformanceCases = []struct {
 			PendingUntil: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		}
 		c.commit(header+uA+",A,,,,,,,2024-01-01T00:00:00Z\n", st)
-		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`,
+		other := load.StreamState{StreamID: "s2", Identity: `{"base_url":"http://x","tags":["vip"]}`, Start: time.Date(2022, 6, 1, 0, 0, 0, 0, time.UTC),
 			Coverage: load.Coverage{{From: time.Date(2023, 1, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 3}}}
 		c.commit(header+uB+",B,,,,,,,2024-01-01T00:00:00Z\n", other)
 		check := func(when string) {
@@ -891,6 +892,111 @@ func init() {
 				c.t.Errorf("%s:\n got  %v\n want %v", when, got, want)
 			}
 			c.reopen()
+		}
+	}})
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, struct {
+		name string
+		run  func(c *conformance)
+	}{"TheDeletionGuardHoldsBackAWindow", func(c *conformance) {
+		// 20 contacts in January, 4 in March; a refresh of January that
+		// lacks half of them, or all, is held back: nothing of it (rows,
+		// deletions, state) is committed, soft or hard; a few deletions
+		// (the allowance) or a small share pass; at MaxRatio 1 all pass.
+		ctx := context.Background()
+		jan := []extract.Window{{From: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2024, 2, 1, 0, 0, 0, 0, time.UTC)}}
+		mar := []extract.Window{{From: time.Date(2024, 3, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2024, 4, 1, 0, 0, 0, 0, time.UTC)}}
+		id := func(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i) }
+		body := func(name string, ids ...int) string {
+			var b strings.Builder
+			b.WriteString(header)
+			for _, i := range ids {
+				day, month := 1+i%20, 1
+				if i >= 20 {
+					day, month = 1+i-20, 3
+				}
+				fmt.Fprintf(&b, "%s,%s %d,,,,,,,2024-%02d-%02dT00:00:00Z\n", id(i), name, i, month, day)
+			}
+			return b.String()
+		}
+		all := make([]int, 24)
+		for i := range all {
+			all[i] = i
+		}
+		st := st1
+		st.Coverage = load.Coverage{{To: time.Date(2024, 7, 1, 0, 0, 0, 0, time.UTC), VerifiedAt: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 24}}
+		c.commit(body("A", all...), st)
+		before, committed := c.rows("id", "full_name", "_deleted_at"), st
+		guard := load.DeleteGuard{MaxRatio: 0.2, Allowed: 3}
+		next := st
+		next.Coverage = st.Coverage.Add(load.Segment{From: jan[0].From, To: jan[0].To, VerifiedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Rows: 10})
+		tryCommit := func(csv string, f func(*load.WindowInfo)) (load.Changes, error) {
+			c.t.Helper()
+			info := c.info()
+			info.Deletes, info.Refresh, info.DeleteGuard = jan, true, guard
+			if f != nil {
+				f(&info)
+			}
+			rejects, rows := c.attempt(csv, info)
+			ch, err := c.tgt.Commit(ctx, info, rejects, load.WindowStats{Rows: rows, Calls: 1}, next)
+			if err != nil {
+				if aerr := c.tgt.Abort(ctx); aerr != nil {
+					c.t.Fatal(aerr)
+				}
+			}
+			return ch, err
+		}
+		held := func(what string, err error, deleted, stored int64) {
+			c.t.Helper()
+			var ge *load.DeleteGuardError
+			if !errors.As(err, &ge) || ge.Deleted != deleted || ge.Stored != stored {
+				c.t.Fatalf("%s: %v, want a *load.DeleteGuardError of %d deletions of %d stored", what, err, deleted, stored)
+			}
+			if got := c.rows("id", "full_name", "_deleted_at"); !reflect.DeepEqual(got, before) {
+				c.t.Errorf("%s: the stored contacts changed", what)
+			}
+			if got, err := c.tgt.LoadState(ctx, st.StreamID, st.Identity); err != nil || !reflect.DeepEqual(got.Coverage, committed.Coverage) {
+				c.t.Errorf("%s: the stream state moved: %+v (%v)", what, got, err)
+			}
+		}
+		firstHalf := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+		_, err := tryCommit(body("B", firstHalf...), nil)
+		held("half of January missing", err, 10, 20)
+		_, err = tryCommit(body("B", firstHalf...), func(i *load.WindowInfo) { i.HardDelete = true })
+		held("half of January missing, hard", err, 10, 20)
+		_, err = tryCommit(header, nil)
+		held("an empty answer", err, 20, 20)
+		c.reopen()
+		// A window that can be grouped (not a refresh) is held back too.
+		_, err = tryCommit(header, func(i *load.WindowInfo) { i.Refresh = false })
+		held("an empty answer in a window that is no refresh", err, 20, 20)
+		// Within the allowance, or a small share: applied.
+		ch, err := tryCommit(body("A", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16), nil)
+		if err != nil || ch.Deleted != 3 {
+			c.t.Fatalf("3 deletions of 20 (the allowance): %+v %v", ch, err)
+		}
+		before, committed = c.rows("id", "full_name", "_deleted_at"), next
+		_, err = tryCommit(body("A", 20, 21), func(i *load.WindowInfo) { i.Deletes, i.DeleteGuard.Allowed = mar, 0 })
+		held("half of March missing, no allowance left", err, 2, 4)
+		ch, err = tryCommit(body("A", 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), func(i *load.WindowInfo) { i.DeleteGuard.Allowed = 0 })
+		if err != nil || ch.Deleted != 1 {
+			c.t.Fatalf("1 deletion of 17, no allowance left: %+v %v", ch, err)
+		}
+		// MaxRatio 1 (the user's confirmation): applied.
+		ch, err = tryCommit(body("A", 0, 1), func(i *load.WindowInfo) { i.DeleteGuard = load.DeleteGuard{MaxRatio: 1} })
+		if err != nil || ch.Deleted != 14 {
+			c.t.Fatalf("with MaxRatio 1: %+v %v", ch, err)
+		}
+		live := 0
+		for _, r := range c.rows("id", "_deleted_at") {
+			if r["_deleted_at"] == "<null>" {
+				live++
+			}
+		}
+		if live != 6 {
+			c.t.Errorf("%d live contacts at the end, want 6 (2 of January, 4 of March)", live)
 		}
 	}})
 }

@@ -48,16 +48,28 @@ func fromMicro(us int64) time.Time {
 	return time.UnixMicro(us).UTC()
 }
 
-// Frontier is where the stream's synced history ends: the end of the
-// segment it starts with and of those that follow it without a gap. An
-// incremental run starts there, less its lookback. Zero when nothing is
-// covered.
-func (c Coverage) Frontier() time.Time {
-	if len(c) == 0 {
+// Frontier is where the stream's synced history ends when it begins at the
+// beginning of time: FrontierFrom(time.Time{}).
+func (c Coverage) Frontier() time.Time { return c.FrontierFrom(time.Time{}) }
+
+// FrontierFrom is where the synced history that begins at start ends: the
+// end of the first segment that ends after start, and of those that follow
+// it without a gap. An incremental run continues there, less its lookback:
+// a gap after it is one a run with a later --since skipped, which the next
+// run fills; ranges before start are backfills (--since and --until before
+// the history), which neither pull the cursor back to their end nor make a
+// plain run export the gap the user left between them and the history.
+// Zero when no segment ends after start.
+func (c Coverage) FrontierFrom(start time.Time) time.Time {
+	i := 0
+	for i < len(c) && !start.IsZero() && !c[i].To.IsZero() && !c[i].To.After(start) {
+		i++
+	}
+	if i == len(c) {
 		return time.Time{}
 	}
-	end := c[0].To
-	for _, s := range c[1:] {
+	end := c[i].To
+	for _, s := range c[i+1:] {
 		if end.IsZero() || s.From.After(end) {
 			break
 		}

@@ -70,6 +70,14 @@ func TestCoverage(t *testing.T) {
 	if len(Coverage(nil).Intersect(d)) != 0 || !Coverage(nil).Frontier().IsZero() {
 		t.Error("an empty coverage intersects to nothing and has no frontier")
 	}
+	// A history that begins at 20 ends at 30, whatever was synced before
+	// it; one that begins in a gap ends where the segments after it do.
+	gaps := Coverage{{To: at(5)}, {From: at(5), To: at(15)}, {From: at(20), To: at(30)}}
+	for start, want := range map[int]time.Time{20: at(30), 25: at(30), 17: at(30), 30: {}, 3: at(15)} {
+		if f := gaps.FrontierFrom(at(start)); !f.Equal(want) {
+			t.Errorf("frontier from %d: %s, want %s", start, f, want)
+		}
+	}
 }
 
 // TestCoverageFromTheOldCursor reads states written before coverage: a

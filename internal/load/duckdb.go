@@ -48,6 +48,12 @@ type DuckDBOptions struct {
 	// no lock file is taken, nothing is created, and a running sync is not
 	// disturbed. Writing methods fail.
 	ReadOnly bool
+	// ContactsMayBeMissing opens a file whose contacts table was dropped by
+	// hand although its streams say their contacts are synced, which is
+	// otherwise a *ShapeError: for streams, to list and reset them. The
+	// tables are neither made nor upgraded, so the file stays refused to a
+	// sync until every such stream is reset.
+	ContactsMayBeMissing bool
 }
 
 // DuckDB is the DuckDB sink and state store. The file is open only while
@@ -112,7 +118,10 @@ const LockSuffix = ".leadlex-lock"
 
 // OpenDuckDB prepares the DuckDB file at path (creating it and the tables
 // the tool needs if missing) for a sync, taking its lock file; the file
-// itself is closed again until the first read or write.
+// itself is closed again until the first read or write. Symbolic links in
+// path are resolved first. Before anything is written, a path that is not
+// a DuckDB database is a *NotDuckDBError, and tables changed behind the
+// tool's back a *ShapeError; a refused open leaves no lock file it made.
 func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, error) {
 	if opts.MemoryLimit == "" {
 		opts.MemoryLimit = "2GB"
@@ -129,12 +138,25 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	// Every name of the file (a symbolic link, a linked folder) locks and
+	// opens the file itself.
+	given := path
+	path, err := resolvePath(path)
+	if err != nil {
+		return nil, fmt.Errorf("DuckDB file %s: %w", given, err)
+	}
+	if err := checkDuckDBFile(path); err != nil {
+		return nil, err
+	}
 	if opts.ReadOnly {
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("DuckDB file %s: %w", path, err)
 		}
 		d := &DuckDB{path: path, opts: opts}
 		if err := d.with(ctx, func() error {
+			if err := d.checkShape(ctx); err != nil {
+				return err
+			}
 			if err := d.loadTableColumns(ctx); err != nil {
 				return err
 			}
@@ -147,7 +169,7 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("create folder for %s: %w", path, err)
+			return nil, notWritable("DuckDB file", path, "creating its folder", err)
 		}
 	}
 	lock, err := lockPath(path+LockSuffix, "DuckDB file", path)
@@ -155,19 +177,40 @@ func OpenDuckDB(ctx context.Context, path string, opts DuckDBOptions) (*DuckDB, 
 		return nil, err
 	}
 	d := &DuckDB{path: path, opts: opts, lock: lock}
-	if err := d.connect(ctx); err != nil {
-		_ = d.Close()
-		return nil, err
-	}
-	if err := d.createTables(ctx); err != nil {
-		_ = d.Close()
-		return nil, fmt.Errorf("prepare %s: %w", path, err)
-	}
-	if err := d.disconnect(); err != nil {
+	if err := d.prepare(ctx); err != nil {
+		// Nothing of the tool's is left beside a file it refused.
+		_ = d.lock.discard()
 		_ = d.Close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// Path returns the file's path, its symbolic links resolved: the file
+// written, beside which its lock file and WAL lie.
+func (d *DuckDB) Path() string { return d.path }
+
+// prepare checks the file's tables and makes those missing, then closes
+// the file until the first read or write.
+func (d *DuckDB) prepare(ctx context.Context) error {
+	if err := d.connect(ctx); err != nil {
+		return err
+	}
+	if err := d.checkShape(ctx); err != nil {
+		return err
+	}
+	if d.opts.ContactsMayBeMissing {
+		// streams reset: the tables stay as they are.
+		if err := d.loadTableColumns(ctx); err != nil {
+			return err
+		}
+		if err := d.loadStateColumns(ctx); err != nil {
+			return err
+		}
+	} else if err := d.createTables(ctx); err != nil {
+		return fmt.Errorf("prepare %s: %w", d.path, err)
+	}
+	return d.disconnect()
 }
 
 // connect opens the file if it is closed. When another process has it open
@@ -201,11 +244,7 @@ func (d *DuckDB) connect(ctx context.Context) error {
 }
 
 func (d *DuckDB) open(ctx context.Context) error {
-	dsn := d.path
-	if d.opts.ReadOnly {
-		dsn += "?access_mode=read_only"
-	}
-	connector, err := duckdb.NewConnector(dsn, func(ex driver.ExecerContext) error {
+	connector, err := duckdb.NewConnector(duckdbDSN(d.path, d.opts.ReadOnly), func(ex driver.ExecerContext) error {
 		if d.opts.ReadOnly {
 			return nil
 		}
@@ -288,13 +327,15 @@ func (d *DuckDB) with(ctx context.Context, f func() error) error {
 }
 
 // OpenDuckDBReadOnly opens an existing DuckDB file for reading only, or an
-// in-memory database when path is "".
+// in-memory database when path is "". It never downloads or loads an
+// extension; a path that is not a DuckDB database is a *NotDuckDBError.
 func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
-	dsn := ""
 	if path != "" {
-		dsn = path + "?access_mode=read_only"
+		if err := checkDuckDBFile(path); err != nil {
+			return nil, err
+		}
 	}
-	connector, err := duckdb.NewConnector(dsn, nil)
+	connector, err := duckdb.NewConnector(duckdbDSN(path, path != ""), nil)
 	if err != nil {
 		return nil, openError(path, err)
 	}
@@ -309,6 +350,10 @@ func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
 func openError(path string, err error) error {
 	if msg := err.Error(); strings.Contains(msg, "Could not set lock") || strings.Contains(msg, "Conflicting lock") {
 		return &LockedError{Kind: "DuckDB file", Path: path, Detail: msg}
+	}
+	if strings.Contains(err.Error(), "Permission denied") {
+		return fmt.Errorf("cannot open DuckDB file %s: permission denied (%w): the file must be readable by this user, and for a sync writable, "+
+			"with its folder (DuckDB writes a WAL file beside it); change their permissions, or give another path", path, err)
 	}
 	return fmt.Errorf("open DuckDB file %s: %w", path, err)
 }
@@ -382,6 +427,10 @@ func (d *DuckDB) createTables(ctx context.Context) error {
 		// Coverage (JSON) came after the cursor; a file with only a cursor is
 		// read as covered from the beginning up to it.
 		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS coverage VARCHAR`,
+		// Where the history begins ('' the beginning, NULL unknown: start
+		// where the coverage does) and the key's fingerprint came later.
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS history_start VARCHAR`,
+		`ALTER TABLE _leadlex_streams ADD COLUMN IF NOT EXISTS key_fingerprint VARCHAR`,
 		`CREATE TABLE IF NOT EXISTS _leadlex_runs (
 			run_id VARCHAR PRIMARY KEY, stream_id VARCHAR NOT NULL, started_at TIMESTAMPTZ NOT NULL, finished_at TIMESTAMPTZ,
 			status VARCHAR NOT NULL, since TIMESTAMPTZ, "until" TIMESTAMPTZ, windows INTEGER, "rows" BIGINT, rejects BIGINT,
@@ -686,6 +735,10 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 			added = append(added, c.Name)
 		}
 	}
+	stored, err := d.guardStored(ctx, info)
+	if err != nil {
+		return ch, err
+	}
 	if len(d.batches) > 0 {
 		if ch, err = d.upsert(ctx, info); err != nil {
 			return ch, err
@@ -693,6 +746,9 @@ func (d *DuckDB) commit(ctx context.Context, info WindowInfo, rejects []transfor
 	}
 	if len(info.Deletes) > 0 {
 		if ch.Deleted, err = d.markDeleted(ctx, info); err != nil {
+			return ch, err
+		}
+		if err := info.DeleteGuard.check(info, ch.Deleted, stored); err != nil {
 			return ch, err
 		}
 	}

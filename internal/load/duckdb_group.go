@@ -115,6 +115,10 @@ func (d *DuckDB) commitGrouped(ctx context.Context, info WindowInfo, rejects []t
 			err = d.failGroup(ctx, err)
 		}
 	}()
+	stored, err := d.guardStored(ctx, info)
+	if err != nil {
+		return ch, false, err
+	}
 	if len(overlap) > 0 {
 		if ch.Revived, err = d.countRevived(ctx, info); err != nil {
 			return ch, false, err
@@ -132,6 +136,9 @@ func (d *DuckDB) commitGrouped(ctx context.Context, info WindowInfo, rejects []t
 	ch.Inserted = int64(len(d.ids)) - ch.Replaced
 	if len(info.Deletes) > 0 {
 		if ch.Deleted, err = d.markDeleted(ctx, info); err != nil {
+			return ch, false, err
+		}
+		if err := info.DeleteGuard.check(info, ch.Deleted, stored); err != nil {
 			return ch, false, err
 		}
 	}

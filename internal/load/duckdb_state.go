@@ -28,10 +28,10 @@ func (d *DuckDB) saveState(ctx context.Context, st StreamState) error {
 	if err != nil {
 		return err
 	}
-	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams (stream_id, identity, cursor, pending, pending_since, pending_until, updated_at, coverage)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+	return d.exec(ctx, `INSERT OR REPLACE INTO _leadlex_streams (stream_id, identity, cursor, pending, pending_since, pending_until, updated_at, coverage,
+		history_start, key_fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		st.StreamID, st.Identity, nullTime(st.Cursor()), nullString(pending), nullTime(st.PendingSince), nullTime(st.PendingUntil), time.Now().UTC(),
-		nullString(coverage))
+		nullString(coverage), fmtTime(st.Start), nullString(st.KeyFingerprint))
 }
 
 func nullString(s string) any {
@@ -53,10 +53,13 @@ func (d *DuckDB) LoadState(ctx context.Context, streamID, identity string) (st S
 func (d *DuckDB) loadState(ctx context.Context, streamID, identity string) (StreamState, error) {
 	st := StreamState{StreamID: streamID, Identity: identity}
 	var cursor, since, until, updated sql.NullTime
-	var pending, coverage sql.NullString
-	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until, updated_at, `+d.col("_leadlex_streams", "coverage", "coverage", "NULL::VARCHAR")+
+	var pending, coverage, start, keyFP sql.NullString
+	err := d.conn.QueryRowContext(ctx, `SELECT cursor, pending, pending_since, pending_until, updated_at, `+
+		d.col("_leadlex_streams", "coverage", "coverage", "NULL::VARCHAR")+`, `+
+		d.col("_leadlex_streams", "history_start", "history_start", "NULL::VARCHAR")+`, `+
+		d.col("_leadlex_streams", "key_fingerprint", "key_fingerprint", "NULL::VARCHAR")+
 		` FROM _leadlex_streams WHERE stream_id = ?`, streamID).
-		Scan(&cursor, &pending, &since, &until, &updated, &coverage)
+		Scan(&cursor, &pending, &since, &until, &updated, &coverage, &start, &keyFP)
 	if errors.Is(err, sql.ErrNoRows) {
 		return st, nil
 	}
@@ -77,6 +80,10 @@ func (d *DuckDB) loadState(ctx context.Context, streamID, identity string) (Stre
 	} else {
 		st.Coverage = coverageFromCursor(validTime(cursor), validTime(updated))
 	}
+	if st.Start, err = historyStart(start.String, start.Valid, st.Coverage); err != nil {
+		return bad(err)
+	}
+	st.KeyFingerprint = keyFP.String
 	return st, nil
 }
 

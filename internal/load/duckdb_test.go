@@ -335,6 +335,27 @@ func TestOldCursorReadsAsCoverage(t *testing.T) {
 	}
 }
 
+// TestAStateWithoutAStartKeepsItsCursor reads a stream row of the versions
+// before the history's start was kept: its history begins where its
+// coverage does, so its cursor stays where those versions had it.
+func TestAStateWithoutAStartKeepsItsCursor(t *testing.T) {
+	db := open(t, filepath.Join(t.TempDir(), "w.duckdb"))
+	at := func(m int) time.Time { return time.Date(2025, time.Month(m), 1, 0, 0, 0, 0, time.UTC) }
+	coverage := `[{"from":"2025-01-01T00:00:00Z","to":"2025-03-01T00:00:00Z","verified_at":"2025-06-01T00:00:00Z","rows":5},` +
+		`{"from":"2025-04-01T00:00:00Z","to":"2025-05-01T00:00:00Z","verified_at":"2025-06-01T00:00:00Z","rows":5}]`
+	if _, err := db.DB().Exec(`INSERT INTO _leadlex_streams (stream_id, identity, cursor, updated_at, coverage) VALUES ('old', '{}', ?, ?, ?)`,
+		at(3), at(6), coverage); err != nil {
+		t.Fatal(err)
+	}
+	st, err := db.LoadState(context.Background(), "old", "{}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Start.Equal(at(1)) || !st.Cursor().Equal(at(3)) || st.KeyFingerprint != "" {
+		t.Errorf("start %s, cursor %s, key fingerprint %q; want %s, %s and none", st.Start, st.Cursor(), st.KeyFingerprint, at(1), at(3))
+	}
+}
+
 // TestReadOnlyOpensBesideASync opens a DuckDB file and a lake read-only
 // while a sync holds them (their locks taken): their state reads, and a
 // write fails.

@@ -231,6 +231,9 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 		ch.Add(pch)
 		j.Deletes = append(j.Deletes, deletes...)
 	}
+	if err := info.DeleteGuard.check(info, ch.Deleted, ch.Deleted+m.keptInScope); err != nil {
+		return ch, err // the deferred removeTemps removes what the commit wrote
+	}
 	for _, rel := range j.Deletes {
 		delete(next.Files, rel)
 	}
@@ -397,6 +400,10 @@ type merge struct {
 	rewriteAll bool
 	next       *lakeState
 	added      map[string][]uint64 // the files written: their ids' hashes, for the index
+	// keptInScope counts the live stored contacts in scope that the window
+	// returned (those it lacks are Changes.Deleted), wherever it puts them:
+	// with them, what the DeleteGuard weighs the deletions against.
+	keptInScope int64
 }
 
 // span is a created_at range in Unix µs, [lo, hi).
@@ -577,11 +584,16 @@ func (l *Lake) mergeStored(b arrow.RecordBatch, m *merge, in map[string]RowRef, 
 	var marks []int // rows to mark deleted now
 	bi := int32(len(pm.src))
 	for r, id := range ids {
-		if _, newer := in[id]; newer {
+		_, newer := in[id]
+		_, moved := m.latest[id]
+		if (newer || moved) && live(r) && m.inScope(ts[r]) {
+			m.keptInScope++
+		}
+		if newer {
 			pm.stored[id] = RowRef{Batch: bi, Row: int32(r)}
 			continue
 		}
-		if _, moved := m.latest[id]; moved {
+		if moved {
 			continue // the partition it moved to counts it
 		}
 		if live(r) && m.inScope(ts[r]) {

@@ -58,6 +58,10 @@ type streamJSON struct {
 	PendingSince string        `json:"pending_since,omitempty"`
 	PendingUntil string        `json:"pending_until,omitempty"`
 	UpdatedAt    string        `json:"updated_at"`
+	// Start is where the synced history begins ("" the beginning; absent:
+	// a version before it, which started where the coverage does).
+	Start          *string `json:"start,omitempty"`
+	KeyFingerprint string  `json:"key_fingerprint,omitempty"`
 }
 
 type budgetJSON struct {
@@ -189,6 +193,7 @@ func setStream(s *lakeState, st StreamState) {
 	s.Streams[st.StreamID] = streamJSON{
 		Identity: st.Identity, Cursor: fmtTime(st.Cursor()), Coverage: toCoverageJSON(st.Coverage), Pending: toWindowsJSON(st.Pending),
 		PendingSince: fmtTime(st.PendingSince), PendingUntil: fmtTime(st.PendingUntil), UpdatedAt: fmtTime(time.Now()),
+		Start: new(fmtTime(st.Start)), KeyFingerprint: st.KeyFingerprint,
 	}
 }
 
@@ -224,7 +229,18 @@ func (l *Lake) LoadState(_ context.Context, streamID, identity string) (StreamSt
 	if st.Pending, err = fromWindowsJSON(s.Pending); err != nil {
 		return bad(err)
 	}
+	if st.Start, err = historyStart(deref(s.Start), s.Start != nil, st.Coverage); err != nil {
+		return bad(err)
+	}
+	st.KeyFingerprint = s.KeyFingerprint
 	return st, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // Streams returns the state of every stream of the lake.

@@ -36,6 +36,10 @@ type WindowInfo struct {
 	Deletes []extract.Window
 	// HardDelete removes such contacts; otherwise their _deleted_at is set.
 	HardDelete bool
+	// DeleteGuard is the rule those deletions are applied under (the zero
+	// value: none); a window that trips it fails with a *DeleteGuardError
+	// and commits nothing.
+	DeleteGuard DeleteGuard
 	// Refresh marks a window that re-exports a covered range: Commit counts
 	// the stored contacts it changes.
 	Refresh bool
@@ -83,11 +87,21 @@ type StreamState struct {
 	Pending      []extract.Window
 	PendingSince time.Time
 	PendingUntil time.Time
+	// Start is where the stream's synced history begins: the --since of its
+	// first run (zero: the beginning of time). Ranges synced before it are
+	// backfills, which do not move the cursor. A state saved by a version
+	// without it starts where its coverage does.
+	Start time.Time
+	// KeyFingerprint is a salted one-way hash of the API key the stream was
+	// last synced with (never the key), by which a run tells another
+	// workspace's key; "" when a version before it saved the stream.
+	KeyFingerprint string
 }
 
-// Cursor is where the stream's synced history ends (Coverage.Frontier):
-// an incremental run starts there, less its lookback.
-func (st StreamState) Cursor() time.Time { return st.Coverage.Frontier() }
+// Cursor is where the stream's synced history ends
+// (Coverage.FrontierFrom its Start): an incremental run starts there, less
+// its lookback.
+func (st StreamState) Cursor() time.Time { return st.Coverage.FrontierFrom(st.Start) }
 
 // WindowStats is what a committed window held.
 type WindowStats struct {
@@ -113,7 +127,8 @@ type Sink interface {
 	// (highest _line); ids already stored are replaced, live again if they
 	// were marked deleted; columns the window lacks keep their stored
 	// values. Stored contacts in info.Deletes the window lacks are marked
-	// deleted (or removed with HardDelete).
+	// deleted (or removed with HardDelete), unless that trips
+	// info.DeleteGuard: then nothing is committed.
 	Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, state StreamState) (Changes, error)
 	// Abort discards the current window attempt.
 	Abort(ctx context.Context) error

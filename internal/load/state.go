@@ -168,6 +168,22 @@ func decodeCoverage(s string) (Coverage, error) {
 	return fromCoverageJSON(in)
 }
 
+// historyStart reads a stream's stored Start: s as fmtTime wrote it ("" the
+// beginning), or, when a version before it saved the stream (known false),
+// where the coverage starts, which keeps that stream's cursor where that
+// version had it.
+func historyStart(s string, known bool, c Coverage) (time.Time, error) {
+	if !known {
+		from, _ := c.Span()
+		return from, nil
+	}
+	t, err := parseTime(s)
+	if err != nil {
+		return t, fmt.Errorf("history start: %w", err)
+	}
+	return t, nil
+}
+
 // coverageFromCursor converts the state of versions that kept only a
 // cursor: everything created before it was synced, from the beginning, as
 // of when the state was last written.

@@ -61,6 +61,12 @@ type Options struct {
 	// HardDelete removes contacts found deleted at the source instead of
 	// setting their _deleted_at.
 	HardDelete bool
+	// MaxDeleteRatio guards deletions: a window whose complete export would
+	// mark or remove more than this share of the contacts stored for its
+	// range, once the run has deleted more than DeletesAllowed, commits
+	// nothing and fails with a *load.DeleteGuardError (see
+	// load.DeleteGuard). 0 or 1: no guard.
+	MaxDeleteRatio float64
 	// Refresh says how the run spends the calls its incremental part left.
 	Refresh RefreshPolicy
 	// Progress, if set, is told how the run advances (nil: nothing is).
@@ -72,6 +78,16 @@ type Options struct {
 	// of time next to the destinations' other streams (a *NewStreamError
 	// otherwise).
 	NewStream bool
+	// KeyRotated says the API key is a new key of the workspace the stream
+	// was synced with: the run continues the stream and records the key
+	// (a *KeyMismatchError otherwise, when the stream keeps another key's
+	// fingerprint). With NewStream instead, the key is taken for another
+	// workspace's, whose stream starts next to the other.
+	KeyRotated bool
+	// RotatedStream names the stream KeyRotated continues, when the
+	// destinations hold several of these filters (several workspaces'):
+	// the key cannot tell which is its workspace's.
+	RotatedStream string
 	// Siblings are the identities (as StreamIdentity gives them) of the
 	// streams run together with this one, a config file's: a new stream
 	// next to none but these is expected, and needs no NewStream.
@@ -112,10 +128,25 @@ type WindowProgress struct {
 }
 
 // SharedBudget is what budget.Store does: the rate-limit budget of a
-// workspace key and base URL, shared by every run on the machine.
+// workspace key and base URL, shared by every run on the machine, and the
+// calls of its hour that runs have claimed for their refresh.
 type SharedBudget interface {
+	// Load returns the budget last seen under key, and when; not Known when
+	// none is, or none can be believed.
 	Load(key string) (b extract.RateLimit, seen time.Time, err error)
+	// Save records what an answer of the API said of the budget at seen.
 	Save(key string, b extract.RateLimit, seen time.Time) error
+	// Claim records b (the run's latest answer, seen at seen) and that run
+	// id means to spend up to want calls of the budget, and returns how many
+	// it may: at most the calls left less reserve and less what other runs
+	// claimed. It replaces id's earlier claim.
+	Claim(key, id string, want, reserve int, b extract.RateLimit, seen time.Time) (int, error)
+	// Release records b (the run's latest answer, seen at seen) and gives
+	// back what is left of id's claim, at once.
+	Release(key, id string, b extract.RateLimit, seen time.Time) error
+	// Claimed returns the calls runs have claimed of the budget and not
+	// released.
+	Claimed(key string) (int, error)
 }
 
 // RefreshPolicy is how a run re-verifies covered ranges with the calls of
@@ -131,6 +162,16 @@ type RefreshPolicy struct {
 	// MinAge: a range verified less than this ago is not exported again.
 	MinAge time.Duration
 }
+
+// DeletesAllowed is how many contacts a run marks or removes as deleted
+// before the deletion guard weighs its windows' deletions against what they
+// had stored (Options.MaxDeleteRatio): a few legitimate deletions in a
+// small range (the lookback hour of a quiet workspace) never trip it, while
+// an empty answer or another workspace's contacts trip it as soon as a run
+// would delete more, at the latest on the first refresh window, which holds
+// up to 45,000 stored contacts. Counted over the run, not per window, so
+// that many small windows cannot slip a broken answer's deletions under it.
+const DeletesAllowed = 10
 
 // RefreshAuto is RefreshPolicy.Calls's default: the calls left in the hour,
 // less the reserve.
@@ -181,14 +222,23 @@ type Identity struct {
 	ListID  string   `json:"list_id,omitempty"`
 	Tags    []string `json:"tags,omitempty"`
 	Fields  []string `json:"fields,omitempty"`
+	// Workspace tells apart the streams of two workspaces that share the
+	// base URL, filters and fields in one destination: a label --new-stream
+	// gives the stream of a key that is not the existing stream's. Empty
+	// for the first workspace's.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // StreamIdentity returns the identity of q's stream against baseURL, as
 // canonical JSON, and a short id derived from it. Trivial differences of
 // the command line make no new stream: see Identity.Canonical.
 func StreamIdentity(baseURL string, q extract.Query) (id, identity string) {
-	ident := Identity{BaseURL: baseURL, ListID: q.ListID, Tags: q.Tags, Fields: q.Fields}.Canonical()
-	b, _ := json.Marshal(ident)
+	return Identity{BaseURL: baseURL, ListID: q.ListID, Tags: q.Tags, Fields: q.Fields}.ID()
+}
+
+// ID returns id's canonical JSON and the short id derived from it.
+func (id Identity) ID() (streamID, identity string) {
+	b, _ := json.Marshal(id.Canonical())
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:8]), string(b)
 }
@@ -269,42 +319,44 @@ func (e *NewStreamError) Error() string {
 		"pass --new-stream to go ahead, or the flags of an existing stream", e.StreamID, e.Identity, strings.Join(ids, "; "))
 }
 
-// resolveStream finds the stream the run continues: the one of the
-// destinations whose identity is equivalent to identity (a stream an
-// earlier version named by a less canonical identity keeps its id), and
-// the destinations' other streams.
-func resolveStream(ctx context.Context, targets []load.Target, streamID, identity string) (id, ident string, found bool, others []load.StreamState, err error) {
-	var mine Identity
-	if err := json.Unmarshal([]byte(identity), &mine); err != nil {
-		return "", "", false, nil, err
-	}
-	mineJSON, _ := json.Marshal(mine.Canonical())
-	id, ident = streamID, identity
+// candidate is a stream of the destinations that a run may continue, with
+// its state in each destination that holds it.
+type candidate struct {
+	id, identity string
+	states       []load.StreamState
+}
+
+// resolveStream finds the streams the run may continue: those of the
+// destinations with synced ranges or pending windows whose identity is
+// equivalent to identity but for the workspace (a stream an earlier version
+// named by a less canonical identity keeps its id), and the destinations'
+// other streams. Which one the run continues is the key's to say
+// (chooseStream).
+func resolveStream(ctx context.Context, targets []load.Target, streamID, identity string) (cands []candidate, others []load.StreamState, err error) {
+	mine := canonicalIdentity(identity, true)
 	seen := map[string]bool{}
 	for _, t := range targets {
 		streams, err := t.Streams(ctx)
 		if err != nil {
-			return "", "", false, nil, err
+			return nil, nil, err
 		}
 		for _, st := range streams {
-			var other Identity
-			same := st.StreamID == streamID
-			if !same && json.Unmarshal([]byte(st.Identity), &other) == nil {
-				otherJSON, _ := json.Marshal(other.Canonical())
-				same = string(otherJSON) == string(mineJSON)
-			}
+			same := st.StreamID == streamID || canonicalIdentity(st.Identity, true) == mine
 			switch {
 			case same && (len(st.Coverage) > 0 || len(st.Pending) > 0):
-				if !found {
-					id, ident, found = st.StreamID, st.Identity, true
+				i := slices.IndexFunc(cands, func(c candidate) bool { return c.id == st.StreamID })
+				if i < 0 {
+					cands = append(cands, candidate{id: st.StreamID, identity: st.Identity})
+					i = len(cands) - 1
 				}
+				cands[i].states = append(cands[i].states, st)
 			case !same && !seen[st.StreamID]:
 				seen[st.StreamID] = true
 				others = append(others, st)
 			}
 		}
 	}
-	return id, ident, found, others, nil
+	return cands, others, nil
 }
 
 // BudgetKey is what a remembered rate-limit budget is stored under: a hash
@@ -335,6 +387,8 @@ func PlanRun(st load.StreamState, since, until time.Time, lookback time.Duration
 	}
 	if cursor := st.Cursor(); since.IsZero() && !cursor.IsZero() {
 		since = cursor.Add(-lookback)
+	} else if since.IsZero() {
+		since = st.Start // nothing of the history synced yet
 	}
 	if !since.IsZero() && !until.After(since) {
 		return nil, since, until
@@ -386,22 +440,26 @@ func (pr *prepared) needsConsent(o *Options) bool {
 	}
 	siblings := map[string]bool{}
 	for _, s := range o.Siblings {
-		siblings[canonicalIdentity(s)] = true
+		siblings[canonicalIdentity(s, false)] = true
 	}
 	for _, st := range pr.others {
-		if !siblings[canonicalIdentity(st.Identity)] {
+		if !siblings[canonicalIdentity(st.Identity, false)] {
 			return true
 		}
 	}
 	return false
 }
 
-// canonicalIdentity is the canonical form of a stream identity, or the
-// identity itself when it does not parse.
-func canonicalIdentity(identity string) string {
+// canonicalIdentity is the canonical form of a stream identity, without its
+// workspace label if anyWorkspace, or the identity itself when it does not
+// parse.
+func canonicalIdentity(identity string, anyWorkspace bool) string {
 	var id Identity
 	if err := json.Unmarshal([]byte(identity), &id); err != nil {
 		return identity
+	}
+	if anyWorkspace {
+		id.Workspace = ""
 	}
 	b, _ := json.Marshal(id.Canonical())
 	return string(b)
@@ -417,7 +475,10 @@ type prepared struct {
 	st                 load.StreamState
 	runSince, runUntil time.Time
 	budgetKey          string
-	budgetFrom         string // where the budget the client was given came from ("" none)
+	budgetFrom         string            // where the budget the client was given came from ("" none)
+	shared             extract.RateLimit // what the shared budget file said for the key
+	key                KeyCheck
+	keyFP              string // the fingerprint of the key the run records with the stream
 }
 
 // prepare works out, without an API call, what a run of o starting at
@@ -435,9 +496,12 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 	}
 	pr := &prepared{}
 	pr.streamID, pr.identity = StreamIdentity(o.Client.BaseURL, o.Query)
-	var err error
-	pr.streamID, pr.identity, pr.found, pr.others, err = resolveStream(ctx, o.Targets, pr.streamID, pr.identity)
+	cands, others, err := resolveStream(ctx, o.Targets, pr.streamID, pr.identity)
 	if err != nil {
+		return nil, err
+	}
+	pr.others = others
+	if err := pr.chooseStream(cands, o); err != nil {
 		return nil, err
 	}
 	pr.budgetKey = BudgetKey(o.Client.Key.Fingerprint(), o.Client.BaseURL)
@@ -445,6 +509,10 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 		tst, err := t.LoadState(ctx, pr.streamID, pr.identity)
 		if err != nil {
 			return nil, err
+		}
+		if len(tst.Coverage) == 0 && len(tst.Pending) == 0 {
+			// The stream's history begins with this run.
+			tst.Start = o.Since
 		}
 		w, tSince, tUntil := PlanRun(tst, o.Since, until, o.Lookback)
 		pr.windows = append(pr.windows, w...)
@@ -457,10 +525,14 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 		if tSince.IsZero() || (!pr.runSince.IsZero() && tSince.Before(pr.runSince)) {
 			pr.runSince = tSince
 		}
+		if tst.Start.IsZero() || tst.Start.Before(pr.st.Start) {
+			pr.st.Start = tst.Start
+		}
 		pr.st.Coverage = pr.st.Coverage.Intersect(tst.Coverage)
 		pr.st.Pending = append(pr.st.Pending, tst.Pending...)
 		pr.runUntil = later(pr.runUntil, tUntil)
 	}
+	pr.st.KeyFingerprint = pr.keyFP
 	pr.windows = mergeWindows(pr.windows)
 	if o.IgnoreSavedBudget {
 		log.Info("ignoring the rate-limit budget earlier runs saved")
@@ -473,15 +545,15 @@ func prepare(ctx context.Context, o *Options, start time.Time, log *slog.Logger)
 		b, _, err := o.Budgets.Load(pr.budgetKey)
 		if err != nil {
 			log.Warn("the shared rate-limit budget could not be read", "err", err.Error())
-		} else if b.Known && b.Reset.After(start) {
+		} else if believed(b, start) {
 			o.Client.SetBudget(b)
-			pr.budgetFrom = "the shared budget file"
+			pr.budgetFrom, pr.shared = "the shared budget file", b
 		}
 	}
 	for _, t := range o.Targets {
 		if b, err := t.LoadBudget(ctx, pr.budgetKey); err != nil {
 			return nil, err
-		} else if pr.budgetFrom != "the shared budget file" && b.Known && b.Reset.After(start) && b.Reset.After(o.Client.Budget().Reset) {
+		} else if pr.budgetFrom != "the shared budget file" && believed(b, start) && b.Reset.After(o.Client.Budget().Reset) {
 			o.Client.SetBudget(b)
 			pr.budgetFrom = "the destination"
 		}
@@ -509,6 +581,9 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	start := now().UTC()
 	pr, err := prepare(ctx, &o, start, log)
 	if err != nil {
+		return res, err
+	}
+	if err := pr.checkKey(&o, log); err != nil {
 		return res, err
 	}
 	if pr.needsConsent(&o) && !o.NewStream {
@@ -540,13 +615,14 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		limit = extract.MaxLimit
 		o.Query.Limit = limit
 	}
-	canDelete, err := canTellDeletions(ctx, o.Targets, streamID, identity)
+	canDelete, err := canTellDeletions(ctx, o.Targets, streamID, identity, o.Client.Key, log)
 	if err != nil {
 		return res, err
 	}
 	res.CanDelete = canDelete
 	h := &handler{o: &o, st: st, runID: res.RunID, runSince: runSince, runUntil: runUntil, now: now, log: log, callsSeen: o.Client.Calls(),
-		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey, arch: o.Archive, runStarted: start}
+		callsAtStart: o.Client.Calls(), canDelete: canDelete, budgetKey: budgetKey, arch: o.Archive, runStarted: start,
+		shared: pr.shared, heard: o.Client.Budget()}
 	defer h.discardAttempt()
 	planner := extract.NewPlanner(limit, windows...)
 	if o.Progress != nil {
@@ -591,7 +667,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	for _, t := range o.Targets {
 		finishErr = errors.Join(finishErr, t.FinishRun(bg, run), t.SaveBudget(bg, budgetKey, o.Client.Budget()))
 	}
-	h.shareBudget()
+	h.flushBudget()
 	if runErr != nil {
 		return res, runErr
 	}
@@ -646,6 +722,14 @@ type handler struct {
 	refreshing bool         // windows are the rolling refresh's
 	changes    load.Changes // what the run's commits did
 	refreshed  load.Changes // of which the refresh's
+
+	// The budget as the shared file holds it (as far as the run knows), as
+	// the client last heard it and when (zero: no answer has told it yet),
+	// and whether the run holds a claim there and has warned of the file.
+	shared, heard extract.RateLimit
+	heardAt       time.Time
+	claiming      bool
+	budgetWarned  bool
 
 	// The raw archive (nil: none) and the attempt whose body is being
 	// archived; a retry discards it, Commit moves it into place.
@@ -916,6 +1000,7 @@ func (h *handler) advance(w extract.Window, pending []extract.Window) load.Windo
 		h.log.Warn("rows of this window did not parse, so it tells no deletion", "window", w.String(), "rejects", len(h.rejected))
 	default:
 		info.Deletes, info.HardDelete = complete, h.o.HardDelete
+		info.DeleteGuard = load.DeleteGuard{MaxRatio: h.o.MaxDeleteRatio, Allowed: max(0, DeletesAllowed-h.changes.Deleted)}
 	}
 	info.Refresh = h.refreshing
 	return info
@@ -929,7 +1014,8 @@ func (h *handler) archiveMeta(w extract.Window, pending []extract.Window, info l
 		Window: w, Query: w.Apply(h.o.Query), RequestID: h.reqID, ReceivedAt: h.received, LoadedAt: info.LoadedAt,
 		Rows: stats.Rows, Rejects: stats.Rejects, Calls: stats.Calls,
 		Pending: pending, Refresh: info.Refresh, Deletes: info.Deletes, HardDelete: info.HardDelete,
-		RefreshMinAge: h.o.Refresh.MinAge, StateAfter: stateDigest(h.st),
+		RefreshMinAge: h.o.Refresh.MinAge, StateAfter: stateDigest(h.st), HistoryStart: h.st.Start, KeyFingerprint: h.st.KeyFingerprint,
+		MaxDeleteRatio: info.DeleteGuard.MaxRatio, DeletesAllowed: info.DeleteGuard.Allowed,
 	}
 }
 
@@ -965,17 +1051,6 @@ func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load
 	return len(h.o.Targets), nil
 }
 
-// shareBudget saves what the API last said of the budget where every run
-// on the machine reads it. A failure is logged: the budget is a hint.
-func (h *handler) shareBudget() {
-	if h.o.Budgets == nil {
-		return
-	}
-	if err := h.o.Budgets.Save(h.budgetKey, h.o.Client.Budget(), h.now()); err != nil {
-		h.log.Warn("the shared rate-limit budget could not be saved", "err", err.Error())
-	}
-}
-
 // lastDeleted is a log helper: deletions so far in the run.
 func (h *handler) lastDeleted() int64 { return h.changes.Deleted }
 
@@ -983,35 +1058,38 @@ func (h *handler) lastDeleted() int64 { return h.changes.Deleted }
 // says is left in the hour less the reserve, on re-exporting the covered
 // range verified longest ago: edits reach the copy as upserts, and
 // contacts missing from a complete re-export are found deleted. It never
-// waits for the rate limit: a spent budget ends it quietly.
+// waits for the rate limit: a spent budget ends it quietly. With the shared
+// budget file, it first claims the calls it means to spend there, so that
+// runs of the key at once share the spare calls rather than each assume
+// them, and releases what it did not spend at its end.
 func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Result, callsLeft int) (extract.Summary, error) {
 	pol := h.o.Refresh
 	rr := &res.Refresh
-	if pol.Calls == 0 {
-		rr.Skipped = "turned off (--refresh-calls 0)"
-		return extract.Summary{}, nil
-	}
-	calls := pol.Calls
 	b := h.o.Client.Budget()
-	switch {
-	case pol.Calls == RefreshAuto && !b.Known:
-		rr.Skipped = "the API said nothing of the calls left this hour"
-		return extract.Summary{}, nil
-	case pol.Calls == RefreshAuto:
-		calls = b.Remaining - pol.ReserveCalls
-	case b.Known:
-		calls = min(calls, b.Remaining)
+	if h.o.MaxCalls <= 0 {
+		callsLeft = -1
 	}
-	if h.o.MaxCalls > 0 {
-		calls = min(calls, callsLeft)
-	}
-	if calls <= 0 {
-		rr.Skipped = fmt.Sprintf("no spare call this hour (%d left, %d reserved)", b.Remaining, pol.ReserveCalls)
+	ceiling, skipped := refreshCalls(pol, b, callsLeft)
+	if skipped != "" {
+		rr.Skipped = skipped
 		return extract.Summary{}, nil
 	}
 	limit := h.o.Query.Limit
 	now := h.now().UTC()
-	notAfter := now.Add(-pol.MinAge)
+	notAfter := pol.notAfter(now)
+	planned := refreshWindows(h.st.Coverage, notAfter, now, ceiling, limit)
+	if len(planned) == 0 {
+		rr.Skipped = fmt.Sprintf("every covered range was verified less than %s ago", pol.MinAge)
+		return extract.Summary{}, nil
+	}
+	calls := h.claimRefresh(len(planned), ceiling)
+	if h.claiming {
+		defer h.releaseRefresh()
+	}
+	if calls <= 0 {
+		rr.Skipped = fmt.Sprintf("the spare calls of this hour are claimed by other runs of the key (%d left, %d reserved)", b.Remaining, pol.reserve())
+		return extract.Summary{}, nil
+	}
 	h.refreshing = true
 	defer func() { h.refreshing = false }()
 	noWait := h.o.Client.NoWait
@@ -1033,23 +1111,38 @@ func (h *handler) refresh(ctx context.Context, ex *extract.Extractor, res *Resul
 		}
 		rr.Ranges = append(rr.Ranges, w)
 		p := extract.NewPlanner(limit, ws...)
-		sum, err := ex.Run(ctx, p, h, calls-total.Calls)
-		total.Windows += sum.Windows
-		total.Rows += sum.Rows
-		total.Calls += sum.Calls
-		total.RateLimited += sum.RateLimited
-		total.Elapsed += sum.Elapsed
-		rr.Calls, rr.Changes = total.Calls, h.refreshed
-		var rl *extract.RateLimitError
-		switch {
-		case errors.As(err, &rl):
-			rr.Verified = false
-			h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
-			return total, nil
-		case err != nil:
-			rr.Verified = false
-			return total, err
-		case len(p.Pending()) > 0 || sum.Calls == 0:
+		var sum extract.Summary
+		for {
+			var err error
+			sum, err = ex.Run(ctx, p, h, calls-total.Calls)
+			total.Windows += sum.Windows
+			total.Rows += sum.Rows
+			total.Calls += sum.Calls
+			total.RateLimited += sum.RateLimited
+			total.Elapsed += sum.Elapsed
+			rr.Calls, rr.Changes = total.Calls, h.refreshed
+			var rl *extract.RateLimitError
+			switch {
+			case errors.As(err, &rl):
+				rr.Verified = false
+				h.log.Info("refresh stopped: the hour's calls are spent", "resume_at", rl.ResumeAt.UTC().Format(time.RFC3339))
+				return total, nil
+			case err != nil:
+				rr.Verified = false
+				return total, err
+			}
+			// A window held more than its counts said and split: claim calls
+			// for the rest, within what the run may spend.
+			if len(p.Pending()) == 0 || sum.Calls == 0 || !h.claiming || total.Calls >= ceiling {
+				break
+			}
+			more := h.claimRefresh(min(len(p.Pending()), ceiling-total.Calls), 0)
+			if more <= 0 {
+				break
+			}
+			calls = total.Calls + more
+		}
+		if len(p.Pending()) > 0 || sum.Calls == 0 {
 			rr.Verified = rr.Verified && len(p.Pending()) == 0
 			return total, nil
 		}
@@ -1142,8 +1235,9 @@ func pickRefresh(c load.Coverage, notAfter, now time.Time, calls, limit int) ([]
 
 // canTellDeletions says whether a complete export of the stream proves
 // that a stored contact it lacks is gone at the source, for every target
-// (see TellsDeletions).
-func canTellDeletions(ctx context.Context, targets []load.Target, streamID, identity string) (bool, error) {
+// (see TellsDeletions): not when a destination holds a stream last synced
+// with another key, which may be another workspace's.
+func canTellDeletions(ctx context.Context, targets []load.Target, streamID, identity string, key extract.APIKey, log *slog.Logger) (bool, error) {
 	for _, t := range targets {
 		streams, err := t.Streams(ctx)
 		if err != nil {
@@ -1153,6 +1247,13 @@ func canTellDeletions(ctx context.Context, targets []load.Target, streamID, iden
 		if !TellsDeletions(identity, streams) {
 			return false, nil
 		}
+		for _, st := range streams {
+			if st.KeyFingerprint != "" && !MatchesKey(st.KeyFingerprint, key) {
+				log.Warn("deletions are not tracked: the destination holds a stream synced with another API key, which may be another workspace's (if it is this workspace's, sync it once with --key-rotated)",
+					"other_stream", st.StreamID)
+				return false, nil
+			}
+		}
 	}
 	return true, nil
 }
@@ -1160,8 +1261,9 @@ func canTellDeletions(ctx context.Context, targets []load.Target, streamID, iden
 // TellsDeletions says whether the stream of identity can tell deletions in
 // a destination holding streams (it among them or not): when it is the only
 // one, or when it has no filter (no tag, no list) and every other stream
-// reads the same API. A filtered stream's export lacks contacts that only
-// left its filter, and another API's contacts are not this one's to judge.
+// reads the same API and workspace. A filtered stream's export lacks
+// contacts that only left its filter, and another API's or workspace's
+// contacts are not this one's to judge.
 func TellsDeletions(identity string, streams []load.StreamState) bool {
 	var me Identity
 	if err := json.Unmarshal([]byte(identity), &me); err != nil {
@@ -1177,7 +1279,7 @@ func TellsDeletions(identity string, streams []load.StreamState) bool {
 		if err := json.Unmarshal([]byte(st.Identity), &other); err != nil {
 			return false
 		}
-		if !unfiltered || other.Canonical().BaseURL != me.BaseURL {
+		if other = other.Canonical(); !unfiltered || other.BaseURL != me.BaseURL || other.Workspace != me.Workspace {
 			return false
 		}
 	}

@@ -646,6 +646,15 @@ func TestPlanRun(t *testing.T) {
 			pending, at(1), at(4)},
 		{"resumed with --since", interrupted, at(5), at(6), 0,
 			[]extract.Window{{From: at(1), To: at(2)}, {From: at(3), To: at(4)}, {From: at(5), To: at(6)}}, at(5), at(6)},
+		{"after a backfill before the history: from its end, not the backfill's",
+			load.StreamState{Start: at(5), Coverage: load.Coverage{{From: at(1), To: at(2)}, {From: at(5), To: at(8)}}}, time.Time{}, at(10), time.Hour,
+			[]extract.Window{{From: at(7), To: at(10)}}, at(7), at(10)},
+		{"after a later --since skipped a gap in the history: from the gap",
+			load.StreamState{Coverage: load.Coverage{{To: at(3)}, {From: at(5), To: at(8)}}}, time.Time{}, at(10), time.Hour,
+			[]extract.Window{{From: at(2), To: at(10)}}, at(2), at(10)},
+		{"a history begun with --since, none of it synced yet: from its start",
+			load.StreamState{Start: at(5), Coverage: load.Coverage{{From: at(1), To: at(2)}}}, time.Time{}, at(10), time.Hour,
+			[]extract.Window{{From: at(5), To: at(10)}}, at(5), at(10)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, since, until := pipeline.PlanRun(tc.st, tc.since, tc.until, tc.lookback)

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"time"
 
@@ -17,9 +18,14 @@ type PlanResult struct {
 	// NeedsConsent: sync would refuse to start the new stream without
 	// Options.NewStream, next to streams that are not its siblings.
 	NeedsConsent bool
-	Since, Until time.Time        // the range the new-data part covers
-	Resume       bool             // it resumes an interrupted run's pending windows
-	Windows      []extract.Window // the new-data part's windows before any split
+	// Key is how the API key compares with the one the stream was last
+	// synced with; NeedsKeyConsent: sync would refuse it, as maybe another
+	// workspace's, without Options.KeyRotated or NewStream.
+	Key             KeyCheck
+	NeedsKeyConsent bool
+	Since, Until    time.Time        // the range the new-data part covers
+	Resume          bool             // it resumes an interrupted run's pending windows
+	Windows         []extract.Window // the new-data part's windows before any split
 	// Rows estimates the contacts the new-data part exports, from the
 	// rows the stream's covered ranges held (RowsKnown false: nothing to go
 	// by, as for a first export).
@@ -52,11 +58,12 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 		limit = extract.MaxLimit
 	}
 	p := PlanResult{StreamID: pr.streamID, Identity: pr.identity, NewStream: !pr.found, Others: pr.others, NeedsConsent: pr.needsConsent(&o),
+		Key: pr.key, NeedsKeyConsent: pr.key == KeyDiffers && !o.KeyRotated,
 		Since: pr.runSince, Until: pr.runUntil, Resume: len(pr.st.Pending) > 0, Windows: pr.windows,
 		Budget: o.Client.Budget(), BudgetFrom: pr.budgetFrom}
 	p.RowsKnown = true
 	for _, w := range pr.windows {
-		rows, known := estimateRows(pr.st.Coverage, w)
+		rows, known := estimateRows(pr.st.Coverage, pr.st.Cursor(), w)
 		p.Rows += rows
 		p.RowsKnown = p.RowsKnown && known
 		p.Calls += max(1, int(math.Ceil(float64(rows)/float64(limit))))
@@ -66,52 +73,64 @@ func Plan(ctx context.Context, o Options) (PlanResult, error) {
 	for _, w := range pr.windows {
 		cov = cov.Add(load.Segment{From: w.From, To: w.To, VerifiedAt: start})
 	}
-	pol := o.Refresh
-	calls := pol.Calls
-	b := p.Budget
-	switch {
-	case pol.Calls == 0:
-		p.RefreshSkipped = "turned off (--refresh-calls 0)"
-	case pol.Calls == RefreshAuto && !b.Known:
-		p.RefreshSkipped = "the calls left this hour are not known yet (the first call tells)"
-	case pol.Calls == RefreshAuto:
-		calls = b.Remaining - p.Calls - pol.ReserveCalls
-	case b.Known:
-		calls = min(calls, b.Remaining-p.Calls)
-	}
-	if o.MaxCalls > 0 {
-		calls = min(calls, o.MaxCalls-p.Calls)
-	}
-	if p.RefreshSkipped == "" && calls <= 0 {
-		p.RefreshSkipped = "no spare call left this hour after the new data"
-	}
-	if p.RefreshSkipped == "" {
-		notAfter := start.Add(-pol.MinAge)
-		for len(p.Refresh) < calls {
-			ws, ok := pickRefresh(cov, notAfter, start, calls-len(p.Refresh), limit)
-			if !ok {
-				break
-			}
-			p.Refresh = append(p.Refresh, ws...)
-			for _, w := range ws {
-				cov = cov.Add(load.Segment{From: w.From, To: w.To, VerifiedAt: start.Add(time.Nanosecond)})
-			}
-		}
-		if len(p.Refresh) == 0 {
-			p.RefreshSkipped = "every covered range was verified less than " + pol.MinAge.String() + " ago"
-		}
-	}
+	p.Refresh, p.RefreshSkipped = planRefresh(&o, pr, cov, p.Budget, p.Calls, start, limit)
 	p.TotalCalls = p.Calls + len(p.Refresh)
-	p.LastCallAt = lastCallAt(p.TotalCalls, b, start)
+	if o.MaxCalls > 0 {
+		// The run stops there, as Sync's extractor does.
+		p.TotalCalls = min(p.TotalCalls, o.MaxCalls)
+	}
+	p.LastCallAt = lastCallAt(p.TotalCalls, p.Budget, start)
 	return p, nil
+}
+
+// planRefresh is what the refresh of a sync of o would re-export of
+// coverage cov after newCalls calls of new data, with the budget b believed
+// left before them, and why nothing when nothing: Sync's rule
+// (refreshCalls, refreshWindows), and its claim in the shared budget file,
+// less what other runs of the key have claimed there.
+func planRefresh(o *Options, pr *prepared, cov load.Coverage, b extract.RateLimit, newCalls int, start time.Time, limit int) ([]extract.Window, string) {
+	pol := o.Refresh
+	after := b
+	after.Remaining -= newCalls
+	left := -1
+	if o.MaxCalls > 0 {
+		left = o.MaxCalls - newCalls
+	}
+	calls, skipped := refreshCalls(pol, after, left)
+	switch {
+	case skipped != "" && pol.Calls == RefreshAuto && !b.Known:
+		return nil, "the calls left this hour are not known yet (the first call tells)"
+	case skipped != "":
+		return nil, skipped
+	}
+	notAfter := pol.notAfter(start)
+	planned := refreshWindows(cov, notAfter, start, calls, limit)
+	if len(planned) == 0 {
+		return nil, "every covered range was verified less than " + pol.MinAge.String() + " ago"
+	}
+	if o.Budgets == nil || !after.Known {
+		return planned, ""
+	}
+	claimed, err := o.Budgets.Claimed(pr.budgetKey)
+	if err != nil {
+		return planned, ""
+	}
+	granted := min(len(planned), after.Remaining-pol.reserve()-claimed)
+	if granted <= 0 {
+		return nil, fmt.Sprintf("the spare calls of this hour are claimed by other runs of the key (%d left, %d reserved)", after.Remaining, pol.reserve())
+	}
+	return refreshWindows(cov, notAfter, start, granted, limit), ""
 }
 
 // estimateRows estimates the contacts of w from coverage: the rows of the
 // segments it overlaps, shared out by time, and for the parts no segment
 // covers the rate of the most recent covered segments. known is false when
-// an uncovered part has no bound or there is no rate to go by (a first
-// export).
-func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
+// a part no segment covers cannot be judged by that rate: a part with no
+// bound, one before frontier, where the synced history ends (a gap a
+// backfill left, or the rest of a first export: their density is not the
+// recent one), one longer than the time the rate was measured over, or no
+// rate at all (a first export).
+func estimateRows(c load.Coverage, frontier time.Time, w extract.Window) (rows int64, known bool) {
 	wl, wh := micros(w.From, math.MinInt64), micros(w.To, math.MaxInt64)
 	var covered float64
 	segs := make([]extract.Window, 0, len(c))
@@ -136,13 +155,15 @@ func estimateRows(c load.Coverage, w extract.Window) (rows int64, known bool) {
 			rateSpan += micros(s.To, 0) - micros(s.From, 0)
 		}
 	}
+	end := micros(frontier, math.MinInt64)
 	known = true
 	for _, part := range subtract(w, segs) {
-		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 {
+		span := micros(part.To, 0) - micros(part.From, 0)
+		if part.From.IsZero() || part.To.IsZero() || rateSpan <= 0 || micros(part.From, 0) < end || span > rateSpan {
 			known = false
 			continue
 		}
-		covered += rateRows * float64(micros(part.To, 0)-micros(part.From, 0)) / float64(rateSpan)
+		covered += rateRows * float64(span) / float64(rateSpan)
 	}
 	return int64(math.Round(covered)), known
 }

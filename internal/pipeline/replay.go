@@ -195,6 +195,9 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	ahead := readAheadWindows(rctx, o.Archive, entries, ho.Transform)
 	for ra := range ahead {
 		cur = ra.e
+		// Where the stream's history starts, and its key's fingerprint,
+		// as the window committed them.
+		h.st.Start, h.st.KeyFingerprint = cur.HistoryStart, cur.KeyFingerprint
 		err = h.replayWindow(ctx, ra)
 		ra.release()
 		if err != nil {
@@ -383,7 +386,7 @@ func checkIdentity(id, identity string) (bool, error) {
 	if err := dec.Decode(&ident); err != nil || ident.BaseURL == "" {
 		return false, fmt.Errorf("stream identity %q not understood (%v)", identity, err)
 	}
-	got, canon := StreamIdentity(ident.BaseURL, extract.Query{ListID: ident.ListID, Tags: ident.Tags, Fields: ident.Fields})
+	got, canon := ident.ID()
 	return got == id && canon == identity, nil
 }
 
