@@ -10,12 +10,14 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/file"
 )
 
-// idIndex knows which data files hold each id of the lake, by a 64-bit
-// hash of the id: a commit finds there, without reading a file, the files
-// that hold a window's ids, in its partitions and in others (a contact
-// whose created_at moved). A lake builds it on its first commit, reading
-// the id column of every data file once, and keeps it up to date with its
-// own commits; the lock keeps other writers out. About 16 bytes an id.
+// idIndex knows which data files hold each id of the lake, by a hash of
+// the id: a commit finds there, without reading a file, the files that
+// hold a window's ids, in its partitions and in others (a contact whose
+// created_at moved). A lake builds it on its first commit, reading the id
+// column of every data file once, and keeps it up to date with its own
+// commits; the lock keeps other writers out. An id takes 8 bytes, and
+// about 12 with the slack of growing buckets and the entries of replaced
+// files not yet dropped.
 //
 // Why not the files' bloom filters or statistics: a window holds up to
 // 50,000 ids, and a bloom filter of 10 bits a value answers "maybe" for
@@ -23,43 +25,49 @@ import (
 // them; ids are random (UUID v4), so a file's min and max id span nearly
 // all ids.
 type idIndex struct {
-	seed    maphash.Seed
-	buckets [1 << bucketBits][]idEntry // by the top bits of the hash; unsorted
-	files   []string                   // lake-relative paths; "" once a commit removed the file
-	count   []int                      // entries of each file
-	num     map[string]int32
-	dead    int // entries of removed files, dropped when they outnumber the others
+	seed maphash.Seed
+	// buckets, by the top bucketBits of the hash, hold entries: the next
+	// entryHashBits of the hash, then the file's number in fileBits.
+	buckets [1 << bucketBits][]uint64
+	files   []string // by number: lake-relative paths; "" once a commit removed the file
+	count   []int    // entries of each file
+	num     map[string]uint64
+	free    []uint64 // numbers of removed files whose entries are gone
+	dead    int      // entries of removed files, dropped once they pass a quarter of the others
 	live    int
 }
 
-// idEntry is one id of a data file: its hash and the file's number.
-type idEntry struct {
-	h uint64
-	f int32
-}
-
-// bucketBits are the top bits of a hash that pick its bucket: a lake of
-// 500,000 contacts has about 8 in each.
-const bucketBits = 16
+// The layout of an index entry. The 56 bits of the hash it keeps make a
+// false match of a window's id with another about one chance in 10^5 per
+// window in a lake of 10 million contacts, and a false match only costs a
+// file read and rewritten for nothing.
+const (
+	bucketBits    = 16 // a lake of 500,000 contacts has about 8 entries a bucket
+	fileBits      = 24 // 16,777,216 data files
+	entryHashBits = 64 - fileBits
+	fileMask      = 1<<fileBits - 1
+)
 
 func (x *idIndex) sum(id string) uint64 { return maphash.String(x.seed, id) }
 
-// holders appends to dst every file that may hold the id of hash h (a
-// collision of hashes names a file that does not: one chance in 2^64 per
-// pair).
+// entryHash is the part of hash h an entry keeps.
+func entryHash(h uint64) uint64 { return h << bucketBits >> (64 - entryHashBits) }
+
+// holders appends to dst every file that may hold the id of hash h.
 func (x *idIndex) holders(dst []string, h uint64) []string {
+	want := entryHash(h)
 	for _, e := range x.buckets[h>>(64-bucketBits)] {
-		if e.h == h && x.files[e.f] != "" {
-			dst = append(dst, x.files[e.f])
+		if e>>fileBits == want && x.files[e&fileMask] != "" {
+			dst = append(dst, x.files[e&fileMask])
 		}
 	}
 	return dst
 }
 
 // update forgets the files removed and adds the files added (their ids'
-// hashes). The entries of removed files stay until they outnumber the
-// others, so that a commit costs what it changed, not the lake's size.
-func (x *idIndex) update(removed []string, added map[string][]uint64) {
+// hashes). The entries of removed files stay until they pass a quarter of
+// the others, so that a commit costs what it changed, not the lake's size.
+func (x *idIndex) update(removed []string, added map[string][]uint64) error {
 	for _, rel := range removed {
 		if n, ok := x.num[rel]; ok {
 			x.files[n] = ""
@@ -70,19 +78,34 @@ func (x *idIndex) update(removed []string, added map[string][]uint64) {
 	}
 	x.reserve(added)
 	for rel, hs := range added {
-		n := x.fileNum(rel)
+		n, err := x.fileNum(rel)
+		if err != nil {
+			return err
+		}
 		for _, h := range hs {
 			b := &x.buckets[h>>(64-bucketBits)]
-			*b = append(*b, idEntry{h, n})
+			*b = append(*b, entryHash(h)<<fileBits|n)
 		}
 		x.count[n] += len(hs)
 		x.live += len(hs)
 	}
-	if x.dead > x.live {
-		for b := range x.buckets {
-			x.buckets[b] = slices.DeleteFunc(x.buckets[b], func(e idEntry) bool { return x.files[e.f] == "" })
+	if x.dead > x.live/4 {
+		x.compact()
+	}
+	return nil
+}
+
+// compact drops the entries of removed files and frees their numbers.
+func (x *idIndex) compact() {
+	for b := range x.buckets {
+		x.buckets[b] = slices.DeleteFunc(x.buckets[b], func(e uint64) bool { return x.files[e&fileMask] == "" })
+	}
+	x.dead, x.free = 0, x.free[:0]
+	for n, rel := range x.files {
+		if rel == "" {
+			x.free = append(x.free, uint64(n))
+			x.count[n] = 0
 		}
-		x.dead = 0
 	}
 }
 
@@ -107,15 +130,26 @@ func (x *idIndex) reserve(added map[string][]uint64) {
 	}
 }
 
-func (x *idIndex) fileNum(rel string) int32 {
+func (x *idIndex) fileNum(rel string) (uint64, error) {
 	if n, ok := x.num[rel]; ok {
-		return n
+		return n, nil
 	}
-	n := int32(len(x.files))
-	x.files = append(x.files, rel)
-	x.count = append(x.count, 0)
+	if len(x.free) == 0 && len(x.files) > fileMask {
+		x.compact()
+	}
+	var n uint64
+	switch {
+	case len(x.free) > 0:
+		n, x.free = x.free[len(x.free)-1], x.free[:len(x.free)-1]
+		x.files[n] = rel
+	case len(x.files) <= fileMask:
+		n = uint64(len(x.files))
+		x.files, x.count = append(x.files, rel), append(x.count, 0)
+	default:
+		return 0, fmt.Errorf("the lake has more than %d data files: raise --parquet-target-size", fileMask+1)
+	}
 	x.num[rel] = n
-	return n
+	return n, nil
 }
 
 // idIndex returns the lake's index of ids, building it on first use.
@@ -123,7 +157,7 @@ func (l *Lake) idIndex(ctx context.Context) (*idIndex, error) {
 	if l.ids != nil {
 		return l.ids, nil
 	}
-	x := &idIndex{seed: maphash.MakeSeed(), num: map[string]int32{}}
+	x := &idIndex{seed: maphash.MakeSeed(), num: map[string]uint64{}}
 	files, err := l.listFiles(dataDir)
 	if err != nil {
 		return nil, err
@@ -137,7 +171,9 @@ func (l *Lake) idIndex(ctx context.Context) (*idIndex, error) {
 			return nil, fmt.Errorf("read the ids of %s: %w", l.rootPath(f.rel), err)
 		}
 	}
-	x.update(nil, added)
+	if err := x.update(nil, added); err != nil {
+		return nil, err
+	}
 	l.ids = x
 	return x, nil
 }

@@ -189,7 +189,7 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 	}
 	defer releaseAll(src)
 	m := merge{info: info, cols: cols, window: src, scope: toSpans(info.Deletes), rewriteAll: schemaChanged, next: &next,
-		latest: map[string]RowRef{}, incoming: map[string]map[string]RowRef{}, added: map[string][]uint64{}}
+		latest: make(map[string]RowRef, windowRows(src)), incoming: map[string]map[string]RowRef{}, added: map[string][]uint64{}}
 	for bi, b := range src {
 		ids, ts, err := rowKeys(b)
 		if err != nil {
@@ -250,11 +250,22 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 	if err := l.commitJournal(j); err != nil {
 		return ch, err
 	}
-	l.ids.update(j.Deletes, m.added)
+	if err := l.ids.update(j.Deletes, m.added); err != nil {
+		l.ids = nil // the next commit builds it again
+	}
 	if ch.Deleted > 0 && !info.HardDelete {
 		l.marks.note(info)
 	}
 	return ch, nil
+}
+
+// windowRows counts the rows of batches.
+func windowRows(batches []arrow.RecordBatch) int {
+	var n int
+	for _, b := range batches {
+		n += int(b.NumRows())
+	}
+	return n
 }
 
 // partsToMerge returns the partitions a commit rewrites, in order: those

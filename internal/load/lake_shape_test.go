@@ -362,12 +362,18 @@ func TestLakeRepairsDuplicatesAnEarlierVersionLeft(t *testing.T) {
 
 // TestIDIndex checks the lake's index of ids as commits change files: a
 // hash names the files that hold it, and no file a commit removed, before
-// and after the entries of removed files are dropped.
+// and after the entries of removed files are dropped and their numbers
+// given to new files.
 func TestIDIndex(t *testing.T) {
-	x := &idIndex{num: map[string]int32{}}
-	top := func(b, low uint64) uint64 { return b<<(64-bucketBits) | low }
+	x := &idIndex{num: map[string]uint64{}}
+	top := func(b, low uint64) uint64 { return b<<(64-bucketBits) | low<<8 }
 	h1, h2, h3 := top(1, 1), top(1, 2), top(7, 1)
-	x.update(nil, map[string][]uint64{"a": {h1, h2}, "b": {h3, h1}})
+	update := func(removed []string, added map[string][]uint64) {
+		t.Helper()
+		if err := x.update(removed, added); err != nil {
+			t.Fatal(err)
+		}
+	}
 	check := func(when string, h uint64, want ...string) {
 		t.Helper()
 		got := x.holders(nil, h)
@@ -376,21 +382,31 @@ func TestIDIndex(t *testing.T) {
 			t.Errorf("%s: holders of %x: %v, want %v", when, h, got, want)
 		}
 	}
+	var many []uint64
+	for i := range uint64(40) {
+		many = append(many, top(100+i, 5))
+	}
+	update(nil, map[string][]uint64{"a": {h1, h2}, "b": {h3, h1}, "many": many})
 	check("first", h1, "a", "b")
 	check("first", h2, "a")
 	check("first", h3, "b")
 	check("first", top(1, 3))
-	x.update([]string{"a"}, map[string][]uint64{"c": {h2}})
+	check("first", h1|1, "a", "b") // bits an entry does not keep: a false match
+	update([]string{"a"}, map[string][]uint64{"c": {h2}})
+	if x.dead != 2 {
+		t.Fatalf("%d dead entries, want a's 2, kept while they are few", x.dead)
+	}
 	check("a replaced by c", h1, "b")
 	check("a replaced by c", h2, "c")
-	if x.dead != 2 || x.live != 3 {
-		t.Errorf("dead %d, live %d, want 2, 3", x.dead, x.live)
+	update([]string{"many"}, map[string][]uint64{"d": {h3}})
+	if x.dead != 0 || x.live != 4 || len(x.free) != 2 {
+		t.Errorf("after many went: dead %d, live %d, free %v; want 0, 4, two numbers", x.dead, x.live, x.free)
 	}
-	x.update([]string{"b", "c"}, map[string][]uint64{"d": {h3}})
-	if x.dead != 0 || x.live != 1 {
-		t.Errorf("after the entries of removed files were dropped: dead %d, live %d, want 0, 1", x.dead, x.live)
-	}
-	check("b and c removed", h1)
-	check("b and c removed", h2)
-	check("b and c removed", h3, "d")
+	check("many removed", h1, "b")
+	check("many removed", h3, "b", "d")
+	check("many removed", many[0])
+	update([]string{"b"}, map[string][]uint64{"e": {h1}, "f": {many[0]}})
+	check("b replaced by e and f in freed numbers", h1, "e")
+	check("b replaced by e and f in freed numbers", many[0], "f")
+	check("b replaced by e and f in freed numbers", h3, "d")
 }
