@@ -136,7 +136,7 @@ func (c Contact) Field(name string) (string, bool) {
 // creation times are stored; every other field is derived on demand from a
 // hash of the seed and the contact's index.
 type Dataset struct {
-	created  []int64 // unix seconds, ascending
+	created []int64 // unix seconds, ascending
 	// frac holds each contact's microseconds within its second (ascending
 	// within the second), nil when every contact is at a whole second.
 	frac     []int32

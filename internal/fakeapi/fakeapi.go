@@ -148,10 +148,10 @@ const MaxContacts = 50_000_000
 // Config describes the server's dataset and behaviour. The zero value is a
 // valid configuration of 10,000 contacts with no rate limit and no faults.
 type Config struct {
-	Contacts   int           // dataset size; 0 means 10000
-	Seed       int64         // seed of the dataset and of the random faults
-	Order      Order         // "" means OrderAsc
-	Bounds     Bounds        // "" means BoundsInclusive
+	Contacts int    // dataset size; 0 means 10000
+	Seed     int64  // seed of the dataset and of the random faults
+	Order    Order  // "" means OrderAsc
+	Bounds   Bounds // "" means BoundsInclusive
 	// BoundPrecision is how finely created_after and created_before are
 	// kept before they are compared; "" means PrecisionExact.
 	BoundPrecision Precision
@@ -159,7 +159,7 @@ type Config struct {
 	// contacts of one second spread over it, some at the whole second,
 	// some sharing one instant. Without it every contact is created at a
 	// whole second.
-	SubSecond bool
+	SubSecond  bool
 	RateLimit  int           // counted calls per Hour per workspace; 0 means no limit
 	Hour       time.Duration // length of a rate-limit window; 0 means one hour
 	ResetStyle ResetStyle    // "" means ResetEpoch
@@ -256,8 +256,8 @@ type Server struct {
 
 	requests   atomic.Int64
 	calls      atomic.Int64
-	errorBytes atomic.Int64 // bytes of error bodies written
-	layouts  atomic.Uint64 // responses laid out with shuffled or extra columns
+	errorBytes atomic.Int64  // bytes of error bodies written
+	layouts    atomic.Uint64 // responses laid out with shuffled or extra columns
 
 	mu        sync.Mutex
 	mutations uint64             // MutatePath calls so far, for their random picks

@@ -55,7 +55,7 @@ func TestSubSecondDataset(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := more.Len(); more.CreatedAt(n-1).Before(more.CreatedAt(n - 4)) {
+	if n := more.Len(); more.CreatedAt(n - 1).Before(more.CreatedAt(n - 4)) {
 		t.Errorf("appended contacts at %s come before the last one at %s", more.CreatedAt(n-1), last)
 	}
 }
