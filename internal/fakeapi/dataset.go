@@ -136,10 +136,8 @@ func (c Contact) Field(name string) (string, bool) {
 // creation times are stored; every other field is derived on demand from a
 // hash of the seed and the contact's index.
 type Dataset struct {
-	created []int64 // unix seconds, ascending
-	// frac holds each contact's microseconds within its second (ascending
-	// within the second), nil when every contact is at a whole second.
-	frac     []int32
+	created  []int64 // unix seconds, ascending
+	frac     []int32 // microseconds within the second, ascending in it; nil: all whole seconds
 	base     [numStreams]uint64
 	feistel  [4]uint64
 	largestT int64

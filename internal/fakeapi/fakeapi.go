@@ -148,18 +148,10 @@ const MaxContacts = 50_000_000
 // Config describes the server's dataset and behaviour. The zero value is a
 // valid configuration of 10,000 contacts with no rate limit and no faults.
 type Config struct {
-	Contacts int    // dataset size; 0 means 10000
-	Seed     int64  // seed of the dataset and of the random faults
-	Order    Order  // "" means OrderAsc
-	Bounds   Bounds // "" means BoundsInclusive
-	// BoundPrecision is how finely created_after and created_before are
-	// kept before they are compared; "" means PrecisionExact.
-	BoundPrecision Precision
-	// SubSecond gives contacts creation times with microseconds: the
-	// contacts of one second spread over it, some at the whole second,
-	// some sharing one instant. Without it every contact is created at a
-	// whole second.
-	SubSecond  bool
+	Contacts   int           // dataset size; 0 means 10000
+	Seed       int64         // seed of the dataset and of the random faults
+	Order      Order         // "" means OrderAsc
+	Bounds     Bounds        // "" means BoundsInclusive
 	RateLimit  int           // counted calls per Hour per workspace; 0 means no limit
 	Hour       time.Duration // length of a rate-limit window; 0 means one hour
 	ResetStyle ResetStyle    // "" means ResetEpoch
@@ -208,6 +200,15 @@ type Config struct {
 	// of value a reader that maps columns by position mistakes for the id),
 	// the others text. At most 8.
 	ExtraColumns int
+
+	// BoundPrecision is how finely created_after and created_before are
+	// kept before they are compared; "" means PrecisionExact.
+	BoundPrecision Precision
+	// SubSecond gives contacts creation times with microseconds: the
+	// contacts of one second spread over it, some at the whole second,
+	// some sharing one instant. Without it every contact is created at a
+	// whole second.
+	SubSecond bool
 
 	Now func() time.Time // clock of the rate limiter; nil means time.Now
 }
