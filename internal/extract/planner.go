@@ -12,9 +12,10 @@ import (
 type Window struct {
 	From, To time.Time
 	// exact marks the edges the planner asks to the microsecond, its last
-	// resort (see Planner); only the planner sets it, and a window saved
+	// resort (see Planner), and unsure those of them that no answer can
+	// show were kept as sent. Only the planner sets them; a window saved
 	// and read back is asked with whole seconds again.
-	exact edges
+	exact, unsure edges
 }
 
 // edges is a set of a window's edges.
@@ -59,6 +60,25 @@ func (w Window) Apply(q Query) Query {
 		q.CreatedBefore = time.UnixMicro(reqBefore(s.hi, w.exact)).UTC()
 	}
 	return q
+}
+
+// Certain returns the part of w that a complete answer to w's request
+// certainly holds whatever the API's bound precision and rule: w itself,
+// less, at an edge asked to the microsecond that no answer could check,
+// the second it lies in. Only it tells which stored contacts are gone.
+func (w Window) Certain() Window {
+	s := toSpan(w)
+	if w.unsure&exactFrom != 0 && s.lo != minTime {
+		// created_after may have been taken as the whole second after it.
+		s.lo = max(s.lo, floorSec(s.lo-1)+second+1)
+	}
+	if w.unsure&exactTo != 0 && s.hi != maxTime {
+		s.hi = min(s.hi, floorSec(s.hi))
+	}
+	if s.lo >= s.hi {
+		s.hi = s.lo // empty
+	}
+	return s.window()
 }
 
 // reqAfter is the created_after sent for a window starting at lo.
@@ -183,6 +203,12 @@ const noWitness = minTime
 func (pd pending) window() Window {
 	w := pd.s.window()
 	w.exact = pd.exact
+	if pd.witnessLo == noWitness {
+		w.unsure |= pd.exact & exactFrom
+	}
+	if pd.witnessHi == noWitness {
+		w.unsure |= pd.exact & exactTo
+	}
 	return w
 }
 

@@ -22,6 +22,25 @@ type simAPI struct {
 	limit  int
 	calls  int
 	seen   []bool
+	// unit is the precision the bounds are kept at, in microseconds (0:
+	// as sent); round says how: "" truncates, "nearest" rounds half up,
+	// "ceil" rounds up.
+	unit  int64
+	round string
+	last  []int // the rows of the last answer
+}
+
+// coarse keeps a bound at the API's precision.
+func (s *simAPI) coarse(us int64) int64 {
+	if s.unit <= 1 || us == minTime || us == maxTime {
+		return us
+	}
+	f := us - ((us%s.unit)+s.unit)%s.unit
+	switch {
+	case s.round == "nearest" && us-f >= s.unit/2, s.round == "ceil" && us != f:
+		return f + s.unit
+	}
+	return f
 }
 
 func (s *simAPI) export(w Window) Tally {
@@ -29,10 +48,10 @@ func (s *simAPI) export(w Window) Tally {
 	q := w.Apply(Query{})
 	lo, hi := int64(minTime), int64(maxTime)
 	if !q.CreatedAfter.IsZero() {
-		lo = q.CreatedAfter.UnixMicro()
+		lo = s.coarse(q.CreatedAfter.UnixMicro())
 	}
 	if !q.CreatedBefore.IsZero() {
-		hi = q.CreatedBefore.UnixMicro()
+		hi = s.coarse(q.CreatedBefore.UnixMicro())
 	}
 	// Rows with after <= t (inclusive, mixed) or after < t (exclusive), and
 	// t <= before (inclusive) or t < before (exclusive, mixed).
@@ -61,6 +80,7 @@ func (s *simAPI) export(w Window) Tally {
 	if len(idx) > s.limit {
 		idx = idx[:s.limit]
 	}
+	s.last = idx
 	var t Tally
 	for _, i := range idx {
 		s.seen[i] = true
