@@ -199,3 +199,48 @@ func TestPlannerOverflowOfOneSecond(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowCertain: a window asked with whole seconds, or with an exact
+// edge an answer has checked, is certain whole; an exact edge no answer
+// could check loses its second, which a coarse API may have kept it as.
+func TestWindowCertain(t *testing.T) {
+	at := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	us := func(d time.Duration) time.Time { return at.Add(d) }
+	for _, tc := range []struct {
+		name     string
+		w        Window
+		from, to time.Time
+	}{
+		{"whole seconds", Window{From: us(-time.Hour), To: us(time.Hour)}, us(-time.Hour), us(time.Hour)},
+		{"fractions, asked with whole seconds", Window{From: us(1500 * time.Millisecond), To: us(time.Hour + 3)}, us(1500 * time.Millisecond), us(time.Hour + 3)},
+		{"checked exact edges", Window{From: us(2), To: us(time.Hour + 3), exact: exactFrom | exactTo}, us(2), us(time.Hour + 3)},
+		{"unchecked exact start", Window{From: us(2), To: us(time.Hour), exact: exactFrom, unsure: exactFrom}, us(time.Second + 1), us(time.Hour)},
+		{"unchecked exact end", Window{From: us(-time.Hour), To: us(2), exact: exactTo, unsure: exactTo}, us(-time.Hour), at},
+		{"nothing certain", Window{From: us(2), To: us(5), exact: exactFrom | exactTo, unsure: exactFrom | exactTo}, us(time.Second + 1), us(time.Second + 1)},
+		{"unbounded", Window{exact: exactFrom | exactTo, unsure: exactFrom | exactTo}, time.Time{}, time.Time{}},
+	} {
+		got := tc.w.Certain()
+		if !got.From.Equal(tc.from) || !got.To.Equal(tc.to) {
+			t.Errorf("%s: Certain(%s) = %s, want [%s, %s)", tc.name, tc.w, got, tc.from, tc.to)
+		}
+	}
+	// The piece that starts just after an instant cut out of an unordered
+	// window has no instant to check its start by: it is unsure there.
+	p := NewPlanner(100, Window{From: at.Add(-time.Hour), To: at.Add(5 * time.Second)})
+	p.Next()
+	var times []int64
+	for i := range 100 {
+		if i%10 == 3 {
+			times = append(times, at.Add(5*time.Second).UnixMicro()) // at the end, which an inclusive bound adds
+		} else {
+			times = append(times, at.UnixMicro())
+		}
+	}
+	if err := p.Done(Tally{Rows: 100, Times: times}); err != nil {
+		t.Fatal(err)
+	}
+	ws := p.Pending()
+	if c := ws[0].Certain(); len(ws) != 2 || !c.From.Equal(ws[0].From) || !c.To.Equal(ws[0].To) || !ws[1].Certain().From.Equal(at.Add(time.Second+time.Microsecond)) {
+		t.Errorf("pieces %v, certain %v and %v", ws, ws[0].Certain(), ws[len(ws)-1].Certain())
+	}
+}
