@@ -212,11 +212,11 @@ func TestWindowCertain(t *testing.T) {
 		from, to time.Time
 	}{
 		{"whole seconds", Window{From: us(-time.Hour), To: us(time.Hour)}, us(-time.Hour), us(time.Hour)},
-		{"fractions, asked with whole seconds", Window{From: us(1500 * time.Millisecond), To: us(time.Hour + 3)}, us(1500 * time.Millisecond), us(time.Hour + 3)},
-		{"checked exact edges", Window{From: us(2), To: us(time.Hour + 3), exact: exactFrom | exactTo}, us(2), us(time.Hour + 3)},
-		{"unchecked exact start", Window{From: us(2), To: us(time.Hour), exact: exactFrom, unsure: exactFrom}, us(time.Second + 1), us(time.Hour)},
-		{"unchecked exact end", Window{From: us(-time.Hour), To: us(2), exact: exactTo, unsure: exactTo}, us(-time.Hour), at},
-		{"nothing certain", Window{From: us(2), To: us(5), exact: exactFrom | exactTo, unsure: exactFrom | exactTo}, us(time.Second + 1), us(time.Second + 1)},
+		{"fractions, asked with whole seconds", Window{From: us(1500 * time.Millisecond), To: us(time.Hour + 3*time.Microsecond)}, us(1500 * time.Millisecond), us(time.Hour + 3*time.Microsecond)},
+		{"checked exact edges", Window{From: us(2 * time.Microsecond), To: us(time.Hour + 3*time.Microsecond), exact: exactFrom | exactTo}, us(2 * time.Microsecond), us(time.Hour + 3*time.Microsecond)},
+		{"unchecked exact start", Window{From: us(2 * time.Microsecond), To: us(time.Hour), exact: exactFrom, unsure: exactFrom}, us(time.Second + time.Microsecond), us(time.Hour)},
+		{"unchecked exact end", Window{From: us(-time.Hour), To: us(2 * time.Microsecond), exact: exactTo, unsure: exactTo}, us(-time.Hour), at},
+		{"nothing certain", Window{From: us(2 * time.Microsecond), To: us(5 * time.Microsecond), exact: exactFrom | exactTo, unsure: exactFrom | exactTo}, us(time.Second + time.Microsecond), us(time.Second + time.Microsecond)},
 		{"unbounded", Window{exact: exactFrom | exactTo, unsure: exactFrom | exactTo}, time.Time{}, time.Time{}},
 	} {
 		got := tc.w.Certain()
