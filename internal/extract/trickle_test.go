@@ -44,7 +44,7 @@ func TestTrickleFailsTheAttempt(t *testing.T) {
 	}
 
 	// Slow but honest: 64 KiB chunks with pauses between them.
-	srv, hs = newFake(t, fakeapi.Config{Contacts: 2000, Seed: 4, SlowRate: 1, SlowDelay: 20 * time.Millisecond})
+	_, hs = newFake(t, fakeapi.Config{Contacts: 2000, Seed: 4, SlowRate: 1, SlowDelay: 20 * time.Millisecond})
 	c = newClient(hs, secretKey, nil)
 	c.Timeouts = timeouts
 	var tally extract.Tally
