@@ -22,13 +22,13 @@ func TestBoundsKeptToTheSecond(t *testing.T) {
 		for _, bounds := range []fakeapi.Bounds{fakeapi.BoundsInclusive, fakeapi.BoundsExclusive, fakeapi.BoundsMixed} {
 			t.Run(string(order)+"/"+string(bounds), func(t *testing.T) {
 				t.Parallel()
-				const contacts, limit = 3000, 200
+				const contacts, limit = 2000, 200
 				srv, url := startFake(t, fakeapi.Config{Contacts: contacts, Seed: 77, Order: order, Bounds: bounds,
 					BoundPrecision: fakeapi.PrecisionSecond, SubSecond: true})
-				// A busy stretch: contacts in every second of five minutes, so
+				// A busy stretch: contacts in every second of 200 seconds, so
 				// that windows are cut between neighbouring seconds.
 				busy := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-				for k := range 300 {
+				for k := range 200 {
 					if err := srv.Append(1+k%4, busy.Add(time.Duration(k)*time.Second)); err != nil {
 						t.Fatal(err)
 					}
