@@ -375,13 +375,13 @@ func cutAt(pd pending, idx []int) []pending {
 }
 
 // wholeCut returns where to end a piece asked with created_after after,
-// whose sampled instants begin at sample[start], so that the next piece starts near
-// sample[i]: at a whole second (a cut inside a second would be asked with
-// bounds the API may keep only to the second, see Window.Apply), before
-// the second of sample[i] and after the sampled second before it, midway
-// between the two where they are apart, so that the pieces' edges fall
-// where no sampled row is. When that would leave the piece without a
-// sampled instant, or start a piece asked with the same created_after,
+// whose sampled instants begin at sample[start], so that the next piece
+// starts near sample[i]: at a whole second (a cut inside a second would be
+// asked with bounds the API may keep only to the second, see Window.Apply),
+// before the second of sample[i] and after the sampled second before it,
+// midway between the two where they are apart, so that the pieces' edges
+// fall where no sampled row is. When that would leave the piece without a
+// sampled instant, or start a piece asked with no later created_after,
 // the cut moves on to the next sampled second. It reports false when no
 // such cut is left before hi.
 func wholeCut(sample []int64, start, i int, after, hi int64) (int64, bool) {
