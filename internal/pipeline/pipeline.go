@@ -898,6 +898,24 @@ func subtract(w extract.Window, ws []extract.Window) []extract.Window {
 	return parts
 }
 
+// within returns the non-empty parts of ws inside c.
+func within(ws []extract.Window, c extract.Window) []extract.Window {
+	var out []extract.Window
+	cl, ch := micros(c.From, math.MinInt64), micros(c.To, math.MaxInt64)
+	for _, w := range ws {
+		if micros(w.From, math.MinInt64) < cl {
+			w.From = c.From
+		}
+		if micros(w.To, math.MaxInt64) > ch {
+			w.To = c.To
+		}
+		if micros(w.From, math.MinInt64) < micros(w.To, math.MaxInt64) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 func micros(t time.Time, zero int64) int64 {
 	if t.IsZero() {
 		return zero
@@ -991,15 +1009,17 @@ func (h *handler) advance(w extract.Window, pending []extract.Window) load.Windo
 	// Segments verified within the refresh's minimum age of each other are
 	// one to the refresh: merge them, so the state stays small.
 	h.st.Coverage = h.st.Coverage.Compact(int64(h.o.Query.Limit), h.o.Refresh.MinAge)
-	// What the window exported completely tells which stored contacts are
-	// gone at the source, unless a row did not parse: its contact is
-	// there, but not known.
+	// What the window exported completely, and its request certainly
+	// covered whatever the API's bound precision and rule, tells which
+	// stored contacts are gone at the source, unless a row did not parse:
+	// its contact is there, but not known.
+	certain := within(complete, w.Certain())
 	switch {
-	case !h.canDelete || len(complete) == 0:
+	case !h.canDelete || len(certain) == 0:
 	case len(h.rejected) > 0:
 		h.log.Warn("rows of this window did not parse, so it tells no deletion", "window", w.String(), "rejects", len(h.rejected))
 	default:
-		info.Deletes, info.HardDelete = complete, h.o.HardDelete
+		info.Deletes, info.HardDelete = certain, h.o.HardDelete
 		info.DeleteGuard = load.DeleteGuard{MaxRatio: h.o.MaxDeleteRatio, Allowed: max(0, DeletesAllowed-h.changes.Deleted)}
 	}
 	info.Refresh = h.refreshing
