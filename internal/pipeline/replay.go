@@ -63,7 +63,11 @@ type ReplayResult struct {
 	Changes  load.Changes
 	Coverage load.Coverage    // the stream's synced ranges after the replay
 	Pending  []extract.Window // windows the last archived run had left to do
-	Elapsed  time.Duration
+	// CanDelete says the destinations let the stream tell deletions, as a
+	// sync of it into them would (see TellsDeletions): the archived
+	// deletions are applied only then.
+	CanDelete bool
+	Elapsed   time.Duration
 }
 
 // StreamChoiceError says the raw archive holds windows of several streams
@@ -163,6 +167,14 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	}
 	res = ReplayResult{StreamID: id, Identity: identity, RunID: newRunID(start)}
 	log = log.With("stream", id, "run", res.RunID)
+	// Deletions are told by the rule a sync into these destinations would
+	// follow now, whatever the archived run's destinations allowed.
+	if res.CanDelete, err = canTellDeletions(ctx, o.Targets, id, identity); err != nil {
+		return res, err
+	}
+	if !res.CanDelete && hasDeletes(entries) {
+		log.Warn("a destination holds other streams that this stream's complete exports cannot judge, so a sync of it would tell no deletion there: the archived deletions are not applied")
+	}
 	run := load.Run{RunID: res.RunID, StreamID: id, StartedAt: start, Status: load.RunRunning}
 	for _, t := range o.Targets {
 		if err := t.StartRun(ctx, run); err != nil {
@@ -195,7 +207,7 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	ahead := readAheadWindows(rctx, o.Archive, entries, ho.Transform)
 	for ra := range ahead {
 		cur = ra.e
-		err = h.replayWindow(ctx, ra)
+		err = h.replayWindow(ctx, ra, res.CanDelete)
 		ra.release()
 		if err != nil {
 			break
@@ -242,8 +254,8 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 
 // replayWindow loads one archived window, read ahead, through the
 // handler, as the original run did: same state rules, then the archived
-// deletions.
-func (h *handler) replayWindow(ctx context.Context, ra *readAhead) error {
+// deletions if canDelete.
+func (h *handler) replayWindow(ctx context.Context, ra *readAhead, canDelete bool) error {
 	if ra.err != nil {
 		return ra.err
 	}
@@ -255,12 +267,27 @@ func (h *handler) replayWindow(ctx context.Context, ra *readAhead) error {
 		return fmt.Errorf("replay %s: %w", ra.file, err)
 	}
 	info := h.advance(e.Window, e.Pending)
-	info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
+	// The window's deletions as the original run applied them, where the
+	// destinations let the stream tell them.
+	info.Deletes, info.HardDelete = nil, false
+	if canDelete {
+		info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
+	}
 	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: e.Calls}
 	if _, err := h.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
 		return fmt.Errorf("replay %s: commit window %s: %w", ra.file, e.Window, err)
 	}
 	return nil
+}
+
+// hasDeletes says whether an archived window told deletions.
+func hasDeletes(entries []archive.Entry) bool {
+	for _, e := range entries {
+		if len(e.Deletes) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // readAhead is an archived window read, checked and transformed ahead of
