@@ -403,7 +403,7 @@ func TestReplayRefuses(t *testing.T) {
 		{"metadata of a later version", func(t *testing.T, e archive.Entry) {
 			p := filepath.Join(raw, e.MetaPath())
 			b, _ := os.ReadFile(p)
-			if err := os.WriteFile(p, bytes.Replace(b, []byte(`"format": 1`), []byte(`"format": 2`), 1), 0o644); err != nil {
+			if err := os.WriteFile(p, bytes.Replace(b, []byte(fmt.Sprintf(`"format": %d`, archive.Format)), []byte(fmt.Sprintf(`"format": %d`, archive.Format+1)), 1), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}, "not understood"},

@@ -152,6 +152,9 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 				Detail: fmt.Sprintf("stream identity %s differs from the stream's first window's %s", e.Identity, identity)}
 		}
 	}
+	if err := checkEntries(o.Archive, entries, identity, start); err != nil {
+		return res, err
+	}
 	var st load.StreamState
 	for i, t := range o.Targets {
 		tst, err := t.LoadState(ctx, id, identity)
@@ -353,8 +356,9 @@ func readAheadWindows(ctx context.Context, arch *archive.Archive, entries []arch
 }
 
 // readWindow reads and transforms one archived body, checking that it is
-// whole: it decompresses, holds the bytes archived, and the rows and
-// rejects the original run counted.
+// whole: it decompresses, holds the bytes archived (and their SHA-256),
+// the rows and rejects the original run counted, and no row created
+// outside its window.
 func readWindow(arch *archive.Archive, e archive.Entry, topts transform.Options) *readAhead {
 	ra := &readAhead{e: e, file: path.Join(arch.Dir(), e.Path)}
 	fail := func(err error) *readAhead {
@@ -397,6 +401,10 @@ func readWindow(arch *archive.Archive, e archive.Entry, topts transform.Options)
 	if int64(ra.tally.Rows) != e.Rows || int64(len(ra.rejects)) != e.Rejects {
 		return fail(&archive.CorruptError{Path: ra.file,
 			Detail: fmt.Sprintf("holds %d rows (%d rejected), but %d (%d rejected) were archived", ra.tally.Rows, len(ra.rejects), e.Rows, e.Rejects)})
+	}
+	if at, ok := outsideWindow(ra.tally.Times, e.Window); ok {
+		return fail(&archive.CorruptError{Path: ra.file,
+			Detail: fmt.Sprintf("holds a contact created at %s, outside its window %s, where no sync commits one: not this window's body, or altered", at.Format(time.RFC3339Nano), e.Window)})
 	}
 	return ra
 }

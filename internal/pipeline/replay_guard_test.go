@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/leadlex/leadlex-etl/internal/archive"
 	"github.com/leadlex/leadlex-etl/internal/fakeapi"
@@ -129,5 +130,153 @@ func TestReplayTellsDeletionsAsASyncWould(t *testing.T) {
 				t.Errorf("b.duckdb holds %d contacts, %d marked deleted; want %d, none", total, deleted, 1500+3000)
 			}
 		})
+	}
+}
+
+// TestReplayRefusesAlteredMetadata edits the metadata of one archived
+// window at a time, as files of format 1 (which carry no digest), so that
+// only what the replay derives and cross-checks can find the edit: each is
+// refused before anything loads, naming the file and the field. The first
+// two are the edits that made a replay lose 2,000 contacts and a rebuilt
+// file stop syncing. A file of format 2 edited by hand is refused for its
+// digest.
+func TestReplayRefusesAlteredMetadata(t *testing.T) {
+	srv, url := startFake(t, fakeapi.Config{Contacts: 3000, Seed: 6, Order: fakeapi.OrderDesc})
+	dir := t.TempDir()
+	raw := filepath.Join(dir, "raw")
+	arch := openArchive(t, raw)
+	src := openDB(t, filepath.Join(dir, "src.duckdb"))
+	archivedSync(t, url, arch, 1000, false, 0, src)
+	srv.Delete(5, 6, 7, 1500, 2500)
+	if res := archivedSync(t, url, arch, 1000, false, 10, src); res.Refresh.Changes.Deleted != 5 {
+		t.Fatalf("the refresh found %d deletions, want 5", res.Refresh.Changes.Deleted)
+	}
+	es := entriesOf(t, arch)
+	find := func(what string, ok func(i int, e archive.Entry) bool) archive.Entry {
+		t.Helper()
+		for i := len(es) - 1; i >= 0; i-- {
+			if ok(i, es[i]) {
+				return es[i]
+			}
+		}
+		t.Fatalf("no archived window is %s", what)
+		return archive.Entry{}
+	}
+	run1 := func(e archive.Entry) bool { return e.RunID == es[0].RunID }
+	cut := func(e archive.Entry) bool {
+		return len(e.Pending) > 0 && e.Pending[0].To.After(e.Window.From) && e.Pending[0].From.Before(e.Window.To)
+	}
+	second := find("the first run's second", func(i int, e archive.Entry) bool { return i == 1 && run1(e) })
+	complete := find("complete", func(_ int, e archive.Entry) bool { return run1(e) && e.Rows < int64(e.Query.Limit) && len(e.Deletes) > 0 })
+	truncated := find("cut off with deletions", func(_ int, e archive.Entry) bool { return cut(e) && len(e.Deletes) > 0 })
+	refreshed := find("a refresh's last with deletions", func(_ int, e archive.Entry) bool { return e.Refresh && len(e.Deletes) > 0 })
+	nRefresh := 0
+	for _, e := range es {
+		if e.Refresh && len(e.Deletes) > 0 {
+			nRefresh++
+		}
+	}
+	if nRefresh < 2 {
+		t.Fatalf("%d refresh windows with deletions; the test needs 2", nRefresh)
+	}
+	ts := func(x time.Time) string { return x.UTC().Format(time.RFC3339Nano) }
+	for _, tc := range []struct {
+		name string
+		e    archive.Entry
+		edit func(m map[string]any)
+		now  time.Time
+		want string
+	}{
+		{"unbounded hard deletions", complete, func(m map[string]any) {
+			m["deletes"] = []any{map[string]any{"from": "", "to": ""}}
+			m["hard_delete"] = true
+		}, time.Time{}, "deletes"},
+		{"a window ending in 2030", second, func(m map[string]any) {
+			m["window"].(map[string]any)["to"] = "2030-01-01T00:00:00Z"
+			m["request"].(map[string]any)["created_before"] = "2030-01-01T00:00:00Z"
+		}, time.Time{}, "window"},
+		{"deletions beyond the complete part", truncated, func(m map[string]any) {
+			m["deletes"] = []any{m["window"]}
+		}, time.Time{}, "deletes"},
+		{"a complete window with a part pending", complete, func(m map[string]any) {
+			m["pending"] = []any{m["window"]}
+			m["deletes"] = []any{}
+		}, time.Time{}, "pending"},
+		{"a sequence number repeated", second, func(m map[string]any) { m["seq"] = es[0].Seq }, time.Time{}, "seq"},
+		{"hard deletions unlike the run's", refreshed, func(m map[string]any) { m["hard_delete"] = true }, time.Time{}, "hard_delete"},
+		{"new data after the refresh", refreshed, func(m map[string]any) { m["refresh"] = false }, time.Time{}, "refresh"},
+		{"a run range unlike the run's", second, func(m map[string]any) { m["run_since"] = "2000-01-01T00:00:00Z" }, time.Time{}, "run_since"},
+		{"a limit unlike the run's", second, func(m map[string]any) { m["request"].(map[string]any)["limit"] = 2000 }, time.Time{}, "request.limit"},
+		{"a filter the stream does not have", second, func(m map[string]any) { m["request"].(map[string]any)["tags"] = []any{"lead"} }, time.Time{}, "request.tags"},
+		{"committed after the replay's clock", es[0], func(map[string]any) {}, time.Now().Add(-72 * time.Hour), "loaded_at"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(raw, tc.e.MetaPath())
+			saved, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = os.WriteFile(p, saved, 0o644) })
+			editMeta(t, raw, tc.e, tc.edit)
+			dst := openDB(t, filepath.Join(t.TempDir(), "dst.duckdb"))
+			o := pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{dst}}
+			if !tc.now.IsZero() {
+				o.Now = func() time.Time { return tc.now }
+			}
+			res, err := pipeline.Replay(context.Background(), o)
+			var ce *archive.CorruptError
+			if !errors.As(err, &ce) || ce.Path != p || !strings.Contains(ce.Detail, tc.want) {
+				t.Fatalf("replay: %v; want a CorruptError naming %s and %q", err, p, tc.want)
+			}
+			var n int
+			if err := dst.DB().QueryRow(`SELECT count(*) FROM contacts`).Scan(&n); err != nil || n != 0 || res.Windows != 0 {
+				t.Errorf("the refused replay loaded %d windows, %d contacts (%v)", res.Windows, n, err)
+			}
+			t.Logf("%s", err)
+		})
+	}
+	t.Run("rows outside their window", func(t *testing.T) {
+		e := complete
+		p := filepath.Join(raw, e.MetaPath())
+		saved, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.WriteFile(p, saved, 0o644) })
+		// The window's last hour only: its rows before are outside it.
+		from := e.Window.To.Add(-time.Hour)
+		editMeta(t, raw, e, func(m map[string]any) {
+			m["window"].(map[string]any)["from"] = ts(from)
+			m["request"].(map[string]any)["created_after"] = ts(from.Add(-time.Microsecond))
+			m["deletes"] = []any{map[string]any{"from": ts(from), "to": ts(e.Window.To)}}
+		})
+		dst := openDB(t, filepath.Join(t.TempDir(), "dst.duckdb"))
+		_, err = pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{dst}})
+		var ce *archive.CorruptError
+		if !errors.As(err, &ce) || ce.Path != filepath.Join(raw, e.Path) || !strings.Contains(ce.Detail, "outside its window") {
+			t.Fatalf("replay: %v; want a CorruptError naming %s", err, e.Path)
+		}
+	})
+	t.Run("an edit without its digest", func(t *testing.T) {
+		p := filepath.Join(raw, second.MetaPath())
+		saved, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = os.WriteFile(p, saved, 0o644) })
+		if err := os.WriteFile(p, []byte(strings.Replace(string(saved), `"hard_delete": false`, `"hard_delete": true`, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		dst := openDB(t, filepath.Join(t.TempDir(), "dst.duckdb"))
+		_, err = pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{dst}})
+		var ce *archive.CorruptError
+		if !errors.As(err, &ce) || ce.Path != p || !strings.Contains(ce.Detail, "digest") {
+			t.Fatalf("replay: %v; want a CorruptError naming %s and its digest", err, p)
+		}
+	})
+	// Restored, the archive replays.
+	dst := openDB(t, filepath.Join(dir, "dst.duckdb"))
+	if _, err := pipeline.Replay(context.Background(), pipeline.ReplayOptions{Archive: arch, Targets: []load.Target{dst}}); err != nil {
+		t.Fatal(err)
 	}
 }
