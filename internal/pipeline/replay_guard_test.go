@@ -167,7 +167,9 @@ func TestReplayRefusesAlteredMetadata(t *testing.T) {
 		return len(e.Pending) > 0 && e.Pending[0].To.After(e.Window.From) && e.Pending[0].From.Before(e.Window.To)
 	}
 	second := find("the first run's second", func(i int, e archive.Entry) bool { return i == 1 && run1(e) })
-	complete := find("complete", func(_ int, e archive.Entry) bool { return run1(e) && e.Rows < int64(e.Query.Limit) && len(e.Deletes) > 0 })
+	complete := find("complete", func(_ int, e archive.Entry) bool {
+		return run1(e) && e.Rows < int64(e.Query.Limit) && len(e.Deletes) > 0
+	})
 	truncated := find("cut off with deletions", func(_ int, e archive.Entry) bool { return cut(e) && len(e.Deletes) > 0 })
 	refreshed := find("a refresh's last with deletions", func(_ int, e archive.Entry) bool { return e.Refresh && len(e.Deletes) > 0 })
 	nRefresh := 0
