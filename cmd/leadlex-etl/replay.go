@@ -134,7 +134,7 @@ Example:
 		return replayFailed(ctx, stdout, err, res, dests, dest)
 	}
 	if res.Windows == 0 {
-		fmt.Fprintf(stdout, "replay %s: nothing to do: %s already holds all %d archived windows of stream %s\n", dest, dest, res.Resumed, res.StreamID)
+		fmt.Fprintf(stdout, "replay %s: nothing to do: all %d archived windows of stream %s are there already\n", dest, res.Resumed, res.StreamID)
 		return nil
 	}
 	fmt.Fprintf(stdout, "replay %s: %s of stream %s from %s, no API call: %d rows received, %d rejected, in %s\n",

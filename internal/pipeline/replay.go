@@ -339,26 +339,26 @@ func (r *replayer) replayFrom(ctx context.Context, arch *archive.Archive, target
 }
 
 // replayWindow loads one archived window, read ahead, through the
-// handler, as the original run did: same state rules, then the archived
+// handler into its targets, as the original run did: same state rules, then the archived
 // deletions if canDelete.
-func (h *replayer) replayWindow(ctx context.Context, ra *readAhead, canDelete bool) error {
+func (r *replayer) replayWindow(ctx context.Context, ra *readAhead, canDelete bool) error {
 	if ra.err != nil {
 		return ra.err
 	}
 	e := ra.e
-	h.enter(e)
-	if _, err := h.load(ctx, e.Window, e.RequestID, ra); err != nil {
+	r.enter(e)
+	if _, err := r.load(ctx, e.Window, e.RequestID, ra); err != nil {
 		return fmt.Errorf("replay %s: %w", ra.file, err)
 	}
-	info := h.advance(e.Window, e.Pending)
+	info := r.advance(e.Window, e.Pending)
 	// The window's deletions as the original run applied them, where the
 	// destinations let the stream tell them.
 	info.Deletes, info.HardDelete = nil, false
 	if canDelete {
 		info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
 	}
-	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: e.Calls}
-	if _, err := h.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
+	stats := load.WindowStats{Rows: r.rows, Rejects: int64(len(r.rejected)), Calls: e.Calls}
+	if _, err := r.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
 		return fmt.Errorf("replay %s: commit window %s: %w", ra.file, e.Window, err)
 	}
 	return nil
