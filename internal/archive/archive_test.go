@@ -363,7 +363,6 @@ func TestMetadataIsChecked(t *testing.T) {
 			m["deletes"] = []any{}
 		}, "request.created_after"},
 		{"more rows than the limit", func(m map[string]any) { m["rows"] = 1001 }, "rows"},
-		{"hard deletions without deletions", func(m map[string]any) { m["deletes"] = []any{}; m["hard_delete"] = true }, "hard_delete"},
 		{"deletions with rejected rows", func(m map[string]any) { m["rejects"] = 1 }, "rejected"},
 		{"a digest in format 1", func(m map[string]any) { m["format"] = 1 }, "format 1"},
 		{"a bad body digest", func(m map[string]any) { m["body_sha256"] = "xyz" }, "body_sha256"},

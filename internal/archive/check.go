@@ -26,8 +26,7 @@ var sha256Re = regexp.MustCompile(`^[0-9a-f]{64}$`)
 // each other as a sync writes them: the instants in order, the window and
 // the ranges it names inside the run's range and before the response, the
 // request the window's, no more rows than the limit, deletions only inside
-// the window, never with rejected rows, hard only with deletions. The
-// error names the field. (What only the body or the other windows can tell
+// the window and never with rejected rows. The error names the field. (What only the body or the other windows can tell
 // is the replay's to check.)
 func checkMeta(m *Meta) error {
 	if err := checkInstants(m); err != nil {
@@ -58,8 +57,6 @@ func checkMeta(m *Meta) error {
 	switch {
 	case m.Rows > int64(m.Query.Limit):
 		return fmt.Errorf("rows %d is more than request.limit %d", m.Rows, m.Query.Limit)
-	case m.HardDelete && len(m.Deletes) == 0:
-		return errors.New("hard_delete is set, but deletes is empty: only a window that tells deletions removes contacts")
 	case m.Rejects > 0 && len(m.Deletes) > 0:
 		return fmt.Errorf("deletes is set, but %d rows were rejected: a window with rejected rows tells no deletion", m.Rejects)
 	}
