@@ -588,6 +588,17 @@ func (d *DuckDB) withBatchesDo(ctx context.Context, f func() (int64, error)) (in
 }
 
 // viewDo runs f with batches registered as batchView (see withBatches).
+// f's statements must run on a context that is never cancelled. duckdb-go
+// interrupts a statement whose context ends, and when the end comes after
+// DuckDB has started the statement but before duckdb-go waits for it, it
+// returns at once while DuckDB's worker threads go on scanning the view
+// until the connection's next statement. release would then have freed the
+// Arrow stream under them: a Go callback through a deleted cgo.Handle
+// ("misuse of an invalid Handle", a panic) or a freed function pointer (a
+// segmentation fault), seen in the ROLLBACK after an interrupted commit. An
+// interrupt that lands while DuckDB plans the statement, or before its
+// transaction starts, fails it with DuckDB's own error instead of the
+// context's, or leaves a transaction open that nothing rolls back.
 func (d *DuckDB) viewDo(ctx context.Context, batches []arrow.RecordBatch, f func() (int64, error)) (int64, error) {
 	rr, err := array.NewRecordReader(batches[0].Schema(), batches)
 	if err != nil {
@@ -635,10 +646,17 @@ func slicesRange(n int) []int {
 
 // Commit upserts the window into contacts, marks the contacts it shows
 // deleted, and records rejects, the window and the stream state, all in one
-// transaction.
+// transaction. A ctx that has ended stops it before it starts, or while
+// it waits for readers to close the file; once the window's statements
+// start, they run to the end (a window holds at most the API's limit of
+// rows), as they must (see viewDo).
 func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (ch Changes, err error) {
 	defer d.releaseBatches()
+	if err := ctx.Err(); err != nil {
+		return ch, err
+	}
 	err = d.with(ctx, func() error {
+		ctx := context.WithoutCancel(ctx)
 		if err := d.groupError(); err != nil {
 			return err
 		}
