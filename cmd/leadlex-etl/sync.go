@@ -98,7 +98,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
 	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window (load none of it) when more than this share of its rows do not parse; bad rows of windows that load go to _leadlex_rejects")
 	fs.IntVar(&o.RejectsAllowed, "rejects-allowed", 10, "a window with at most this many bad rows never fails, whatever --reject-ratio says, so a few bad contacts do not block small incremental windows")
-	fs.StringVar(&o.SummaryJSON, "summary-json", "", "write the run's outcome as a JSON object to this file (replaced atomically), whatever the outcome, even a failure; only a usage error (exit 2) writes none")
+	fs.StringVar(&o.SummaryJSON, "summary-json", "", "write the run's outcome as a JSON object to this file (replaced atomically; a FIFO or a character device such as /dev/stdout is written into), whatever the outcome, even a failure; only a usage error (exit 2) writes none; a summary that cannot be written fails a run that went well (exit 1)")
 	fs.DurationVar(&o.ProgressInterval, "progress-interval", 15*time.Second, "when stderr is not a terminal, log the run's progress this often (0: never); on a terminal a live line shows it")
 	o.Log.AddFlags(fs)
 	o.Config.AddFlags(fs)
@@ -163,8 +163,8 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return key, since, until, usagef("--summary-json %s: the folder %s does not exist", o.SummaryJSON, dir)
 		}
-		if fi, err := os.Stat(o.SummaryJSON); err == nil && fi.IsDir() {
-			return key, since, until, usagef("--summary-json %s is a folder", o.SummaryJSON)
+		if _, err := summaryInPlace(o.SummaryJSON); err != nil {
+			return key, since, until, usagef("--summary-json %s %v", o.SummaryJSON, err)
 		}
 	}
 	if err := o.Log.validate(); err != nil {
@@ -530,8 +530,8 @@ func (j syncJob) run(ctx context.Context, stdout, stderr io.Writer) error {
 		log.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "run finished", attrs...)
 	}
 	if o.SummaryJSON != "" {
-		if werr := writeFileAtomic(o.SummaryJSON, append(b, '\n')); werr != nil {
-			werr = fmt.Errorf("--summary-json: %w", werr)
+		if werr := writeSummary(o.SummaryJSON, append(b, '\n')); werr != nil {
+			werr = fmt.Errorf("--summary-json %s: %w", o.SummaryJSON, werr)
 			if err == nil {
 				return werr
 			}
