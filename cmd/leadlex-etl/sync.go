@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -176,8 +177,12 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 		}
 	}
 	for _, f := range o.Fields {
-		if err := schemas.ValidName(strings.TrimSpace(f)); err != nil {
+		f = strings.TrimSpace(f)
+		if err := schemas.ValidName(f); err != nil {
 			return key, since, until, usagef("--fields: %v", err)
+		}
+		if o.Parquet != "" && slices.Contains(load.AllPartitionColumns, f) {
+			return key, since, until, usagef("--fields %s: a lake (--parquet) cannot hold a field of that name: year, month and day are the names of its partition folders", f)
 		}
 	}
 	if since, err = parseInstant("since", o.Since); err != nil {
