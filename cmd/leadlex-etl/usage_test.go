@@ -58,3 +58,44 @@ fields = ["email", "month"]
 		}
 	}
 }
+
+// TestEmptyStreamIsBadUsage refuses an empty --stream (as "$S" gives with S
+// unset), which used to run every stream of the config file, in each
+// command that reads one, before any call.
+func TestEmptyStreamIsBadUsage(t *testing.T) {
+	srv, url := fake(t, fakeapi.Config{Contacts: 10})
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "leadlex.toml")
+	if err := os.WriteFile(cfg, []byte(`base-url = "`+url+`"
+duckdb = "w.duckdb"
+
+[streams.a]
+tag = ["a"]
+
+[streams.b]
+tag = ["b"]
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+	for _, args := range [][]string{
+		{"sync", "--config", cfg, "--stream", ""},
+		{"sync", "--config", cfg, "--stream="},
+		{"sync", "--config", cfg, "--stream", " "},
+		{"sync", "--config", cfg, "--stream", "a,"},
+		{"sync", "--base-url", url, "--duckdb", filepath.Join(dir, "w.duckdb"), "--stream", ""},
+		{"plan", "--config", cfg, "--stream", ""},
+		{"status", "--config", cfg, "--stream", ""},
+	} {
+		r := cli(t, env, args...)
+		if r.code != 2 || !strings.Contains(r.stderr, "--stream") || !strings.Contains(r.stderr, "empty") {
+			t.Errorf("%q: exit %d, stderr %q; want 2 saying --stream is empty", args, r.code, r.stderr)
+		}
+	}
+	if n := srv.Requests(); n != 0 {
+		t.Errorf("the refused runs made %d API requests", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "w.duckdb")); err == nil {
+		t.Error("a refused run created the DuckDB file")
+	}
+}
