@@ -61,6 +61,9 @@ type reportChanges struct {
 	Replaced int64 `json:"replaced"`
 	Changed  int64 `json:"changed"`
 	Deleted  int64 `json:"deleted"`
+	// DuplicatesRemoved are extra rows of ids stored more than once (not
+	// by leadlex-etl) that the run replaced by one row each.
+	DuplicatesRemoved int64 `json:"duplicates_removed"`
 }
 
 type reportRefresh struct {
@@ -111,7 +114,7 @@ func utcPtr(t time.Time) *time.Time {
 }
 
 func changesOf(c load.Changes) reportChanges {
-	return reportChanges{Inserted: c.Inserted, Replaced: c.Replaced, Changed: c.Changed, Deleted: c.Deleted}
+	return reportChanges{Inserted: c.Inserted, Replaced: c.Replaced, Changed: c.Changed, Deleted: c.Deleted, DuplicatesRemoved: c.Duplicates}
 }
 
 // newReport builds the report of a run that ended with runErr (as the

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/json"
 	"io"
 	"io/fs"
@@ -111,4 +112,48 @@ func TestSummaryJSONIntoAFIFOOrADevice(t *testing.T) {
 		t.Errorf("%d calls before the socket was refused", n)
 	}
 	stillA(sock, fs.ModeSocket)
+}
+
+// TestDuplicatesRemovedAreCountedApart adds copies of 5 contacts to a
+// synced DuckDB file by hand; the refresh that removes them says so, and
+// counts nothing new and nothing negative.
+func TestDuplicatesRemovedAreCountedApart(t *testing.T) {
+	_, url := fake(t, fakeapi.Config{Contacts: 2000, Seed: 6})
+	dir := t.TempDir()
+	db, summary := filepath.Join(dir, "w.duckdb"), filepath.Join(dir, "last.json")
+	env := []string{"LEADLEX_API_KEY=" + cliKey}
+	if r := cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--refresh-calls", "0", "-q"); r.code != 0 {
+		t.Fatalf("first sync: %d %s", r.code, r.stderr)
+	}
+	conn, err := sql.Open("duckdb", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(`INSERT INTO contacts SELECT * FROM contacts ORDER BY id LIMIT 5`); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	r := cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--refresh-calls", "1", "--refresh-min-age", "0s", "--summary-json", summary)
+	if r.code != 0 {
+		t.Fatalf("refresh: %d %s", r.code, r.stderr)
+	}
+	raw, err := os.ReadFile(summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep syncReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []reportChanges{rep.Changes, rep.Refresh.Changes} {
+		if c.Inserted != 0 || c.Replaced != 2000 || c.DuplicatesRemoved != 5 {
+			t.Errorf("changes %+v, want 0 new, 2000 written again, 5 duplicates removed", c)
+		}
+	}
+	if !strings.Contains(r.stdout, "0 new, 2000 written again") || !strings.Contains(r.stdout, "5 duplicate rows removed") || strings.Contains(r.stdout, "-5") {
+		t.Errorf("summary:\n%s", r.stdout)
+	}
+	if n := count(t, db, "SELECT count(*) FROM contacts"); n != 2000 {
+		t.Errorf("%d rows after the refresh, want 2000", n)
+	}
 }

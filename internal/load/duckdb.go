@@ -881,7 +881,7 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 			}
 		}
 		differ = append(differ, "o."+schemas.DeletedAt+" IS NOT NULL")
-		q := `SELECT count(*) FROM (` + latest + `) AS s JOIN ` + contacts + ` AS o ON o.id = s.id WHERE ` + strings.Join(differ, " OR ")
+		q := `SELECT count(DISTINCT o.id) FROM (` + latest + `) AS s JOIN ` + contacts + ` AS o ON o.id = s.id WHERE ` + strings.Join(differ, " OR ")
 		if err := d.withBatchesQuery(ctx, q, &ch.Changed); err != nil {
 			return ch, err
 		}
@@ -895,15 +895,19 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 		overlap, _, known := d.knownOverlap()
 		switch {
 		case !known:
-			if ch.Replaced, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
-				return ch, err
+			// Counted first (an id stored twice, by hand, counts once),
+			// deleted only if there are any.
+			ch.Replaced, ch.Duplicates, err = d.storedIDs(ctx)
+			if err == nil && ch.Replaced > 0 {
+				_, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`)
 			}
 		case len(overlap) > 0:
 			// The few ids the table may hold already, by value: no join
 			// of the whole table with the window.
-			if ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+contacts+` WHERE id IN ('`+strings.Join(overlap, "'::UUID, '")+`'::UUID)`); err != nil {
-				return ch, err
-			}
+			ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+contacts+` WHERE id IN ('`+strings.Join(overlap, "'::UUID, '")+`'::UUID)`)
+		}
+		if err != nil {
+			return ch, err
 		}
 		if inserted, err = d.withBatchesCount(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
 			return ch, err
@@ -928,6 +932,20 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	}
 	ch.Inserted = inserted - ch.Replaced
 	return ch, d.exec(ctx, `DROP TABLE `+mergedTable)
+}
+
+// storedIDs counts the window's ids the contacts table holds, and the rows
+// beyond one it holds of them: an id stored more than once was written
+// outside the tool (by hand, say), and the upsert leaves one row of it.
+func (d *DuckDB) storedIDs(ctx context.Context) (ids, extra int64, err error) {
+	q := `SELECT count(DISTINCT id), count(*) - count(DISTINCT id) FROM ` + schemas.QuoteIdent(ContactsTable) + ` WHERE id IN (SELECT CAST(id AS UUID) FROM ` + batchView + `)`
+	_, err = d.withBatchesDo(ctx, func() (int64, error) {
+		if err := d.conn.QueryRowContext(ctx, q).Scan(&ids, &extra); err != nil {
+			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
+		}
+		return 0, nil
+	})
+	return ids, extra, err
 }
 
 // markDeleted marks the stored contacts created in info.Deletes that the
