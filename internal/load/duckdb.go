@@ -572,10 +572,10 @@ func (d *DuckDB) withBatchesCount(ctx context.Context, q string, args ...any) (i
 	return d.withBatchesDo(ctx, func() (int64, error) { return d.execCount(ctx, q, args...) })
 }
 
-// withBatchesQuery is withBatches for a query of one number, read into n.
-func (d *DuckDB) withBatchesQuery(ctx context.Context, q string, n *int64) error {
+// withBatchesQuery is withBatches for a query of one row, read into dest.
+func (d *DuckDB) withBatchesQuery(ctx context.Context, q string, dest ...any) error {
 	_, err := d.withBatchesDo(ctx, func() (int64, error) {
-		if err := d.conn.QueryRowContext(ctx, q).Scan(n); err != nil {
+		if err := d.conn.QueryRowContext(ctx, q).Scan(dest...); err != nil {
 			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
 		}
 		return 0, nil
@@ -872,8 +872,11 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	if d.dups {
 		latest += ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`
 	}
+	storedIDs := int64(-1) // the window's ids the table holds, when counted
 	if info.Refresh {
-		// Stored rows the refresh finds different, or live again.
+		// Stored contacts the refresh finds different, or live again, and
+		// how many of the window's ids are stored (in more rows than that
+		// if some were stored more than once, outside the tool).
 		var differ []string
 		for _, c := range d.cols {
 			if c.Name != "id" {
@@ -881,8 +884,9 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 			}
 		}
 		differ = append(differ, "o."+schemas.DeletedAt+" IS NOT NULL")
-		q := `SELECT count(DISTINCT o.id) FROM (` + latest + `) AS s JOIN ` + contacts + ` AS o ON o.id = s.id WHERE ` + strings.Join(differ, " OR ")
-		if err := d.withBatchesQuery(ctx, q, &ch.Changed); err != nil {
+		q := `SELECT count(DISTINCT o.id) FILTER (WHERE ` + strings.Join(differ, " OR ") + `), count(DISTINCT o.id) FROM (` + latest + `) AS s JOIN ` +
+			contacts + ` AS o ON o.id = s.id`
+		if err := d.withBatchesQuery(ctx, q, &ch.Changed, &storedIDs); err != nil {
 			return ch, err
 		}
 	}
@@ -895,24 +899,21 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 		overlap, _, known := d.knownOverlap()
 		switch {
 		case !known:
-			// Counted first (an id stored twice, by hand, counts once),
-			// deleted only if there are any.
-			ch.Replaced, ch.Duplicates, err = d.storedIDs(ctx)
-			if err == nil && ch.Replaced > 0 {
-				_, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`)
+			if ch.Replaced, err = d.withBatchesCount(ctx, `DELETE FROM `+contacts+` WHERE id IN (SELECT CAST(id AS UUID) FROM `+batchView+`)`); err != nil {
+				return ch, err
 			}
 		case len(overlap) > 0:
 			// The few ids the table may hold already, by value: no join
 			// of the whole table with the window.
-			ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+contacts+` WHERE id IN ('`+strings.Join(overlap, "'::UUID, '")+`'::UUID)`)
-		}
-		if err != nil {
-			return ch, err
+			if ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+contacts+` WHERE id IN ('`+strings.Join(overlap, "'::UUID, '")+`'::UUID)`); err != nil {
+				return ch, err
+			}
 		}
 		if inserted, err = d.withBatchesCount(ctx, `INSERT INTO `+contacts+` BY NAME SELECT s.*, `+lineage+` FROM (`+latest+`) AS s`, info.RequestID, info.LoadedAt.UTC()); err != nil {
 			return ch, err
 		}
 		ch.Inserted = inserted - ch.Replaced
+		ch.splitDuplicates(storedIDs)
 		return ch, nil
 	}
 	var sel strings.Builder
@@ -934,18 +935,24 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	return ch, d.exec(ctx, `DROP TABLE `+mergedTable)
 }
 
-// storedIDs counts the window's ids the contacts table holds, and the rows
-// beyond one it holds of them: an id stored more than once was written
-// outside the tool (by hand, say), and the upsert leaves one row of it.
-func (d *DuckDB) storedIDs(ctx context.Context) (ids, extra int64, err error) {
-	q := `SELECT count(DISTINCT id), count(*) - count(DISTINCT id) FROM ` + schemas.QuoteIdent(ContactsTable) + ` WHERE id IN (SELECT CAST(id AS UUID) FROM ` + batchView + `)`
-	_, err = d.withBatchesDo(ctx, func() (int64, error) {
-		if err := d.conn.QueryRowContext(ctx, q).Scan(&ids, &extra); err != nil {
-			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
-		}
-		return 0, nil
-	})
-	return ids, extra, err
+// splitDuplicates makes ch, whose Replaced counts the rows the upsert
+// deleted, count an id stored more than once (written outside the tool)
+// once in Replaced and its other rows in Duplicates. storedIDs is the
+// window's ids the table held, when a refresh counted them, else -1: then
+// duplicates show only where the window deleted more rows than it wrote,
+// and a window that also brought new contacts may count some of them as
+// written again.
+func (ch *Changes) splitDuplicates(storedIDs int64) {
+	if storedIDs >= 0 && ch.Replaced > storedIDs {
+		ch.Duplicates = ch.Replaced - storedIDs
+		ch.Inserted += ch.Duplicates
+		ch.Replaced = storedIDs
+	}
+	if ch.Inserted < 0 {
+		ch.Duplicates -= ch.Inserted
+		ch.Replaced += ch.Inserted
+		ch.Inserted = 0
+	}
 }
 
 // markDeleted marks the stored contacts created in info.Deletes that the

@@ -49,7 +49,9 @@ type Changes struct {
 	Deleted  int64 // contacts marked deleted (or removed) because the window's complete export lacked them
 	// Duplicates are extra stored rows of ids stored more than once (not
 	// by this tool: written by hand or by another program), removed when
-	// the window wrote those ids again; each such id counts once in Replaced.
+	// the window wrote those ids again; each such id counts once in
+	// Replaced. A refresh counts them exactly; another window only where
+	// they outnumber its new contacts (see DuckDB's splitDuplicates).
 	Duplicates int64
 }
 
