@@ -51,6 +51,12 @@ type Changes struct {
 	Replaced int64 // ids stored before, written again
 	Changed  int64 // of Replaced, those whose values differ or that were marked deleted (counted for Refresh windows only)
 	Deleted  int64 // contacts marked deleted (or removed) because the window's complete export lacked them
+	// Duplicates are extra stored rows of ids stored more than once (not
+	// by this tool: written by hand or by another program), removed when
+	// the window wrote those ids again; each such id counts once in
+	// Replaced. A refresh counts them exactly; another window only where
+	// they outnumber its new contacts (see DuckDB's splitDuplicates).
+	Duplicates int64
 }
 
 // Add adds c to ch.
@@ -59,6 +65,7 @@ func (ch *Changes) Add(c Changes) {
 	ch.Replaced += c.Replaced
 	ch.Changed += c.Changed
 	ch.Deleted += c.Deleted
+	ch.Duplicates += c.Duplicates
 }
 
 // StreamState is the sync progress of one stream (one base URL, filter set

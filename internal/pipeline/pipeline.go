@@ -639,6 +639,12 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		sum.RateLimited += rsum.RateLimited
 		sum.Elapsed += rsum.Elapsed
 	}
+	if err := ctx.Err(); err != nil && !errors.Is(runErr, err) {
+		// A run the context ended is interrupted: also when that came while
+		// its last window committed (which runs to its end), or when DuckDB
+		// said so with an error of its own.
+		runErr = errors.Join(err, runErr)
+	}
 	res.Changes = h.changes
 	res.Archived = h.archived
 	res.Summary = sum
@@ -654,6 +660,8 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects, run.Calls = now().UTC(), sum.Windows, int64(sum.Rows), h.rejects, sum.Calls
 	run.Changes, run.RefreshCalls, run.RequestIDs = h.changes, res.Refresh.Calls, h.requestIDs
 	switch {
+	case errors.Is(runErr, context.Canceled):
+		run.Status, run.Error = load.RunInterrupted, runErr.Error()
 	case runErr != nil:
 		run.Status, run.Error = "failed", runErr.Error()
 	case res.Complete:
@@ -1045,6 +1053,7 @@ func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load
 	// Each target commits atomically on its own. If the process dies
 	// between two commits, the next run plans from the least advanced
 	// target, and the one ahead absorbs the repeated window by upserting.
+	h.log.Info("window committing", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "refresh", h.refreshing)
 	for i, t := range h.o.Targets {
 		ch, err := t.Commit(ctx, info, h.rejected, stats, h.st)
 		if err != nil {
