@@ -601,7 +601,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	streamID, identity, windows, st, runSince, runUntil, budgetKey := pr.streamID, pr.identity, pr.windows, pr.st, pr.runSince, pr.runUntil, pr.budgetKey
 	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor(), WasResume: len(st.Pending) > 0}
 	log = log.With("stream", streamID, "run", res.RunID)
-	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: "running", Since: runSince, Until: runUntil}
+	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: load.RunRunning, Since: runSince, Until: runUntil}
 	for _, t := range o.Targets {
 		if err := t.StartRun(ctx, run); err != nil {
 			return res, err
@@ -659,16 +659,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects, run.Calls = now().UTC(), sum.Windows, int64(sum.Rows), h.rejects, sum.Calls
 	run.Changes, run.RefreshCalls, run.RequestIDs = h.changes, res.Refresh.Calls, h.requestIDs
-	switch {
-	case errors.Is(runErr, context.Canceled):
-		run.Status, run.Error = load.RunInterrupted, runErr.Error()
-	case runErr != nil:
-		run.Status, run.Error = "failed", runErr.Error()
-	case res.Complete:
-		run.Status = "ok"
-	default:
-		run.Status = "partial"
-	}
+	run.Status, run.Error = runStatus(runErr, res.Complete)
 	// Record the outcome even if ctx was cancelled.
 	bg := context.WithoutCancel(ctx)
 	var finishErr error
@@ -680,6 +671,21 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		return res, runErr
 	}
 	return res, finishErr
+}
+
+// runStatus is how a run that ended with err is recorded: interrupted
+// when a signal (its context) ended it, failed on any other error, else ok
+// or, stopped short of its range (--max-calls), partial.
+func runStatus(err error, complete bool) (status, msg string) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return load.RunInterrupted, err.Error()
+	case err != nil:
+		return load.RunFailed, err.Error()
+	case complete:
+		return load.RunOK, ""
+	}
+	return load.RunPartial, ""
 }
 
 func fmtTime(t time.Time, zero string) string {

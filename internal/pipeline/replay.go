@@ -197,10 +197,7 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects = now().UTC(), res.Windows, res.Rows, res.Rejects
 	run.Changes, run.RequestIDs = h.changes, h.requestIDs
-	run.Status = load.RunOK
-	if err != nil {
-		run.Status, run.Error = load.RunFailed, err.Error()
-	}
+	run.Status, run.Error = runStatus(err, true)
 	bg := context.WithoutCancel(ctx)
 	var finishErr error
 	for _, t := range o.Targets {
