@@ -35,9 +35,9 @@ test: $(JS_DEPS) lint ## gofmt, vet, staticcheck, every test, then the race dete
 	$(MAKE) race
 
 # The CLI's progress display (mpb's goroutines, a ticker, the client's
-# OnWait) runs in the CLI processes these tests start: the race-built test
-# binary.
-RACE_CLI_TESTS := TestProgress|TestSummaryOfAnInterruptedRun
+# OnWait) and its signal handling run in the CLI processes these tests
+# start: the race-built test binary.
+RACE_CLI_TESTS := TestProgress|TestSummaryOfAnInterruptedRun|TestSignalDuringARefreshCommit
 
 race:
 	$(GO) test -race -short -tags $(TAGS) -count=1 -timeout 20m $(RACE_PKGS)

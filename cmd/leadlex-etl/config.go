@@ -397,6 +397,10 @@ func configRuns(args []string, newFS func() (*pflag.FlagSet, *configOptions)) ([
 	if err := parseFlags(fs, args); err != nil {
 		return nil, err
 	}
+	// An empty name (--stream "$S" with S unset) would select every stream.
+	if fs.Changed("stream") && (len(co.Streams) == 0 || slices.ContainsFunc(co.Streams, func(n string) bool { return strings.TrimSpace(n) == "" })) {
+		return nil, usagef("--stream %q: a stream's name is empty; leave --stream out to run every stream", strings.Join(co.Streams, ","))
+	}
 	if co.Path == "" {
 		if len(co.Streams) > 0 {
 			return nil, usagef("--stream names streams of a config file: give --config too")

@@ -50,7 +50,7 @@ func (o *apiOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Attempts, "attempts", 4, "tries of a call on 5xx answers, broken-off bodies and network errors (each try spends an API call)")
 	fs.DurationVar(&o.Backoff, "retry-backoff", 2*time.Second, "first pause between tries; it doubles each try (with jitter), up to a minute")
 	o.Timeouts = extract.DefaultTimeouts
-	fs.Var(&o.Timeouts, "timeouts", "how long to wait to connect, for the response headers, and for each next byte of a body; a call that runs out is retried like a 5xx (see --attempts)")
+	fs.Var(&o.Timeouts, "timeouts", fmt.Sprintf("how long to wait to connect, for the response headers, and for each next byte of a body; a body that comes slower than %d bytes a second over that last span of waiting (a trickle) fails too; a call that runs out is retried like a 5xx (see --attempts)", extract.DefaultMinRate))
 }
 
 // envNamePattern is what an environment variable's name may be.

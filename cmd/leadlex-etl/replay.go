@@ -83,9 +83,12 @@ million), one INSERT and one transaction each, which holds them in memory
 until then: a replay of a million contacts peaks at about 800MB, against
 400MB window by window (--group-rows 0), which takes half again as long.
 
-A corrupted or truncated file stops the replay, naming it; a destination the
-replay created is then removed, so it can be run again once the file is
-restored or moved away.
+A corrupted, truncated or altered file stops the replay, naming it; a
+destination the replay created is then removed, so it can be run again once
+the file is restored or moved away. A replay stopped by a signal (or killed)
+keeps the windows it committed, and the same replay run again resumes after
+them. A destination that holds the stream otherwise (it was synced) is
+refused: a replay rebuilds, it does not merge.
 
 Example:
   leadlex-etl replay --raw-dir raw --duckdb rebuilt.duckdb --parquet lake`, stdout)
@@ -124,31 +127,25 @@ Example:
 	}
 	dest := strings.Join(names, " and ")
 	if err != nil {
-		// A destination the replay created holds part of the stream at
-		// most, and a replay refuses a destination that holds it: remove
-		// it, so the replay can run again.
 		for _, t := range targets {
 			_ = t.Close()
 		}
 		targets = nil
-		var removed []string
-		for _, d := range dests {
-			if d.created {
-				d.remove()
-				removed = append(removed, d.path)
-			}
-		}
-		if len(removed) > 0 {
-			fmt.Fprintf(stdout, "replay %s: failed after %s; %s, which the replay created, was removed\n", dest, plural(res.Windows, "window"), strings.Join(removed, " and "))
-		}
-		var choice *pipeline.StreamChoiceError
-		if errors.As(err, &choice) && len(choice.Streams) > 0 {
-			return usageError{fmt.Errorf("%w with --stream ID", err)}
-		}
-		return err
+		return replayFailed(ctx, stdout, err, res, dests, dest)
+	}
+	if res.Windows == 0 {
+		fmt.Fprintf(stdout, "replay %s: nothing to do: all %d archived windows of stream %s are there already\n", dest, res.Resumed, res.StreamID)
+		return nil
 	}
 	fmt.Fprintf(stdout, "replay %s: %s of stream %s from %s, no API call: %d rows received, %d rejected, in %s\n",
 		dest, plural(res.Windows, "window"), res.StreamID, o.RawDir, res.Rows, res.Rejects, res.Elapsed.Round(time.Millisecond))
+	if res.Resumed > 0 {
+		fmt.Fprintf(stdout, "resumed: the first %s were already there (an interrupted replay committed them)\n", plural(res.Resumed, "window"))
+	}
+	if res.UnappliedDeletes > 0 {
+		fmt.Fprintf(stdout, "deletions: the archived deletions of %s were not applied: a destination holds other streams this stream's exports cannot judge, and a sync of it there would not apply them either\n",
+			plural(res.UnappliedDeletes, "window"))
+	}
 	c := res.Changes
 	fmt.Fprintf(stdout, "contacts: %d new, %d written again, %d deleted\n", c.Inserted, c.Replaced, c.Deleted)
 	if from, to := res.Coverage.Span(); len(res.Coverage) > 0 {
@@ -159,4 +156,48 @@ Example:
 		fmt.Fprintf(stdout, "pending: %s the last archived run had left; the next sync resumes them\n", plural(len(res.Pending), "window"))
 	}
 	return nil
+}
+
+// replayFailed says what a failed replay left and what to do, and returns
+// err as the exit code wants it. An interrupted replay keeps what it
+// committed, to resume; a replay that failed otherwise removes the
+// destinations it created (so that a replay once the cause is fixed starts
+// afresh), and keeps what it committed to the others, which the same
+// replay resumes.
+func replayFailed(ctx context.Context, stdout io.Writer, err error, res pipeline.ReplayResult, dests []destination, dest string) error {
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		fmt.Fprintf(stdout, "replay %s: interrupted after %s; what it committed is kept: run the same replay again to resume\n", dest, plural(res.Windows, "window"))
+		return err
+	}
+	defer removeCreated(stdout, res, dests, dest)
+	var held *pipeline.StreamHeldError
+	if errors.As(err, &held) && held.Target < len(dests) {
+		return fmt.Errorf("replay into %s refused: %w", dests[held.Target].path, err)
+	}
+	var choice *pipeline.StreamChoiceError
+	if errors.As(err, &choice) && len(choice.Streams) > 0 {
+		return usageError{fmt.Errorf("%w with --stream ID", err)}
+	}
+	return err
+}
+
+// removeCreated removes the destinations a failed replay created, and says
+// what became of them and of the others.
+func removeCreated(stdout io.Writer, res pipeline.ReplayResult, dests []destination, dest string) {
+	var removed, kept []string
+	for _, d := range dests {
+		if d.created {
+			d.remove()
+			removed = append(removed, d.path)
+		} else {
+			kept = append(kept, d.path)
+		}
+	}
+	if len(removed) > 0 {
+		fmt.Fprintf(stdout, "replay %s: failed after %s; %s, which the replay created, was removed\n", dest, plural(res.Windows, "window"), strings.Join(removed, " and "))
+	}
+	if len(kept) > 0 && res.Windows > 0 {
+		fmt.Fprintf(stdout, "replay %s: failed after %s, which stay committed in %s; once the cause below is fixed, the same replay resumes after them\n",
+			dest, plural(res.Windows, "window"), strings.Join(kept, " and "))
+	}
 }

@@ -370,8 +370,10 @@ func TestReplayRefuses(t *testing.T) {
 	if r := cli(t, nil, "replay", "--raw-dir", raw, "--duckdb", out, "--stream", "0000000000000000"); r.code != 2 || !strings.Contains(r.stderr, "no window of stream") {
 		t.Errorf("unknown stream: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if r := cli(t, nil, "replay", "--raw-dir", raw, "--duckdb", db, "--stream", plain.ID); r.code != 1 || !strings.Contains(r.stderr, "already holds stream") {
-		t.Errorf("into the original: exit %d, stderr %q", r.code, r.stderr)
+	// The original holds every archived window: nothing to do. (Synced on
+	// without the archive, below, it is refused.)
+	if r := cli(t, nil, "replay", "--raw-dir", raw, "--duckdb", db, "--stream", plain.ID); r.code != 0 || !strings.Contains(r.stdout, "nothing to do") {
+		t.Errorf("into the original: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	if r := cli(t, nil, "replay", "--raw-dir", raw, "--duckdb", out, "--stream", plain.ID, "-q"); r.code != 0 {
 		t.Fatalf("replay of one stream: %d %s", r.code, r.stderr)
@@ -379,6 +381,15 @@ func TestReplayRefuses(t *testing.T) {
 	q := attach(t, db, out)
 	sameRows(t, q, "contacts", "SELECT * FROM a.contacts", "SELECT * FROM b.contacts")
 	q.Close()
+	// Synced on without the archive, the original holds the stream as no
+	// replay of the archive leaves it: refused, naming it.
+	if r := cli(t, env, "sync", "--base-url", url, "--duckdb", db, "--limit", "1000", "-q"); r.code != 0 {
+		t.Fatalf("sync without the archive: %d %s", r.code, r.stderr)
+	}
+	if r := cli(t, nil, "replay", "--raw-dir", raw, "--duckdb", db, "--stream", plain.ID); r.code != 1 ||
+		!strings.Contains(r.stderr, "replay into "+db+" refused") || !strings.Contains(r.stderr, "already holds stream") || !strings.Contains(r.stderr, "does not merge") {
+		t.Errorf("into the original synced on: exit %d, stderr %q", r.code, r.stderr)
+	}
 
 	for _, tc := range []struct {
 		name  string
@@ -403,7 +414,7 @@ func TestReplayRefuses(t *testing.T) {
 		{"metadata of a later version", func(t *testing.T, e archive.Entry) {
 			p := filepath.Join(raw, e.MetaPath())
 			b, _ := os.ReadFile(p)
-			if err := os.WriteFile(p, bytes.Replace(b, []byte(`"format": 1`), []byte(`"format": 2`), 1), 0o644); err != nil {
+			if err := os.WriteFile(p, bytes.Replace(b, []byte(fmt.Sprintf(`"format": %d`, archive.Format)), []byte(fmt.Sprintf(`"format": %d`, archive.Format+1)), 1), 0o644); err != nil {
 				t.Fatal(err)
 			}
 		}, "not understood"},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -60,6 +61,9 @@ type reportChanges struct {
 	Replaced int64 `json:"replaced"`
 	Changed  int64 `json:"changed"`
 	Deleted  int64 `json:"deleted"`
+	// DuplicatesRemoved are extra rows of ids stored more than once (not
+	// by leadlex-etl) that the run replaced by one row each.
+	DuplicatesRemoved int64 `json:"duplicates_removed"`
 }
 
 type reportRefresh struct {
@@ -110,7 +114,7 @@ func utcPtr(t time.Time) *time.Time {
 }
 
 func changesOf(c load.Changes) reportChanges {
-	return reportChanges{Inserted: c.Inserted, Replaced: c.Replaced, Changed: c.Changed, Deleted: c.Deleted}
+	return reportChanges{Inserted: c.Inserted, Replaced: c.Replaced, Changed: c.Changed, Deleted: c.Deleted, DuplicatesRemoved: c.Duplicates}
 }
 
 // newReport builds the report of a run that ended with runErr (as the
@@ -157,6 +161,53 @@ func newReport(ctx context.Context, r pipeline.Result, runErr, err error, dests,
 		rep.ResumeAt = utcPtr(rl.ResumeAt)
 	}
 	return rep
+}
+
+// writeSummary writes data to path, the --summary-json file: a regular file
+// (or none yet) is replaced atomically; a FIFO or a character device (a
+// pipe such as bash's >(...), /dev/stdout, /dev/null) is written into,
+// never replaced.
+func writeSummary(path string, data []byte) error {
+	inPlace, err := summaryInPlace(path)
+	if err != nil {
+		return err
+	}
+	if !inPlace {
+		return writeFileAtomic(path, data)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// summaryInPlace reports whether --summary-json writes into what is at
+// path, a FIFO or a character device, rather than replacing a regular file
+// (or creating one); what is neither is refused with an error that reads
+// after the path. An error reading path is left to the write.
+func summaryInPlace(path string) (bool, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false, nil
+	}
+	switch m := fi.Mode(); {
+	case m.IsRegular():
+		return false, nil
+	case m&(fs.ModeNamedPipe|fs.ModeCharDevice) != 0:
+		return true, nil
+	case m.IsDir():
+		return false, errors.New("is a folder")
+	case m&fs.ModeSocket != 0:
+		return false, errors.New("is a socket: give a file, a FIFO or a character device such as /dev/stdout")
+	case m&fs.ModeDevice != 0:
+		return false, errors.New("is a block device: give a file, a FIFO or a character device such as /dev/stdout")
+	}
+	return false, errors.New("is not a file, a FIFO or a character device")
 }
 
 // writeFileAtomic replaces path with data: a reader sees the old file or

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,7 +104,7 @@ func (o *syncOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Threads, "threads", 0, "DuckDB threads (default: number of CPUs)")
 	fs.Float64Var(&o.RejectRatio, "reject-ratio", 0.01, "fail a window (load none of it) when more than this share of its rows do not parse; bad rows of windows that load go to _leadlex_rejects")
 	fs.IntVar(&o.RejectsAllowed, "rejects-allowed", 10, "a window with at most this many bad rows never fails, whatever --reject-ratio says, so a few bad contacts do not block small incremental windows")
-	fs.StringVar(&o.SummaryJSON, "summary-json", "", "write the run's outcome as a JSON object to this file (replaced atomically), whatever the outcome, even a failure; only a usage error (exit 2) writes none")
+	fs.StringVar(&o.SummaryJSON, "summary-json", "", "write the run's outcome as a JSON object to this file (replaced atomically; a FIFO or a character device such as /dev/stdout is written into), whatever the outcome, even a failure; only a usage error (exit 2) writes none; a summary that cannot be written fails a run that went well (exit 1)")
 	fs.DurationVar(&o.ProgressInterval, "progress-interval", 15*time.Second, "when stderr is not a terminal, log the run's progress this often (0: never); on a terminal a live line shows it")
 	o.Log.AddFlags(fs)
 	o.Config.AddFlags(fs)
@@ -171,8 +172,8 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			return key, since, until, usagef("--summary-json %s: the folder %s does not exist", o.SummaryJSON, dir)
 		}
-		if fi, err := os.Stat(o.SummaryJSON); err == nil && fi.IsDir() {
-			return key, since, until, usagef("--summary-json %s is a folder", o.SummaryJSON)
+		if _, err := summaryInPlace(o.SummaryJSON); err != nil {
+			return key, since, until, usagef("--summary-json %s %v", o.SummaryJSON, err)
 		}
 	}
 	if err := o.Log.validate(); err != nil {
@@ -184,8 +185,12 @@ func (o *syncOptions) validate(fs *pflag.FlagSet) (key extract.APIKey, since, un
 		}
 	}
 	for _, f := range o.Fields {
-		if err := schemas.ValidName(strings.TrimSpace(f)); err != nil {
+		f = strings.TrimSpace(f)
+		if err := schemas.ValidName(f); err != nil {
 			return key, since, until, usagef("--fields: %v", err)
+		}
+		if o.Parquet != "" && slices.Contains(load.AllPartitionColumns, f) {
+			return key, since, until, usagef("--fields %s: a lake (--parquet) cannot hold a field of that name: year, month and day are the names of its partition folders", f)
 		}
 	}
 	if since, err = parseInstant("since", o.Since); err != nil {
@@ -581,8 +586,8 @@ func (j syncJob) run(ctx context.Context, stdout, stderr io.Writer) error {
 		log.LogAttrs(context.WithoutCancel(ctx), slog.LevelInfo, "run finished", attrs...)
 	}
 	if o.SummaryJSON != "" {
-		if werr := writeFileAtomic(o.SummaryJSON, append(b, '\n')); werr != nil {
-			werr = fmt.Errorf("--summary-json: %w", werr)
+		if werr := writeSummary(o.SummaryJSON, append(b, '\n')); werr != nil {
+			werr = fmt.Errorf("--summary-json %s: %w", o.SummaryJSON, werr)
 			if err == nil {
 				return werr
 			}
@@ -855,8 +860,12 @@ func printSummary(w io.Writer, r pipeline.Result, err error, dest string, remove
 	if hard {
 		deleted = "removed as deleted"
 	}
-	fmt.Fprintf(w, "contacts: %d new, %d written again (%d of them by the refresh, %d changed), %d %s\n",
-		c.Inserted, c.Replaced, r.Refresh.Changes.Replaced, r.Refresh.Changes.Changed, c.Deleted, deleted)
+	dups := ""
+	if c.Duplicates > 0 {
+		dups = fmt.Sprintf(", %d duplicate rows removed (of ids stored more than once, not by leadlex-etl)", c.Duplicates)
+	}
+	fmt.Fprintf(w, "contacts: %d new, %d written again (%d of them by the refresh, %d changed), %d %s%s\n",
+		c.Inserted, c.Replaced, r.Refresh.Changes.Replaced, r.Refresh.Changes.Changed, c.Deleted, deleted, dups)
 	switch rf := r.Refresh; {
 	case len(rf.Ranges) > 0:
 		done := "re-exported"

@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -42,10 +43,11 @@ import (
 	"github.com/leadlex/leadlex-etl/internal/extract"
 )
 
-// Format is the version of the metadata this package writes. A file of
-// another version is refused: it may mean something this version does not
-// know how to replay.
-const Format = 1
+// Format is the version of the metadata this package writes; it reads every
+// version up to it. A file of a later version is refused: it may mean
+// something this version does not know how to replay. Format 2 added the
+// body's SHA-256 and the metadata's own digest.
+const Format = 2
 
 // MaxMetaBytes bounds the metadata file a reader accepts.
 const MaxMetaBytes = 1 << 20
@@ -120,6 +122,9 @@ type Meta struct {
 
 	// Bytes is the size of the body, uncompressed.
 	Bytes int64
+	// BodySHA256 is the SHA-256 of the body, uncompressed, in hex (""
+	// in metadata of format 1).
+	BodySHA256 string
 }
 
 // Entry is one archived window: its metadata and where its files are.
@@ -239,6 +244,7 @@ type Attempt struct {
 	tmp      string // temporary body, relative to the raw dir
 	f        *os.File
 	enc      *zstd.Encoder
+	sum      hash.Hash // of what was written, uncompressed
 	n        int64
 	err      error
 	finished bool
@@ -273,7 +279,7 @@ func (a *Archive) Begin(streamID string) (*Attempt, error) {
 	} else {
 		enc.Reset(f)
 	}
-	return &Attempt{a: a, stream: streamID, tmp: tmp, f: f, enc: enc}, nil
+	return &Attempt{a: a, stream: streamID, tmp: tmp, f: f, enc: enc, sum: sha256.New()}, nil
 }
 
 func randomHex() string {
@@ -288,6 +294,7 @@ func (t *Attempt) Write(p []byte) (int, error) {
 		return 0, t.err
 	}
 	n, err := t.enc.Write(p)
+	t.sum.Write(p[:n])
 	t.n += int64(n)
 	if err != nil {
 		t.err = fmt.Errorf("raw archive: write %s: %w", t.a.display(t.tmp), err)
@@ -328,8 +335,9 @@ func (t *Attempt) Abort() {
 
 // Commit finishes the body, writes m beside it, and moves both into place,
 // durably (files and folders fsynced): when it returns nil, the window is
-// in the archive even if the machine stops the next instant. m.Bytes is
-// set from what was written; m.StreamID must be the attempt's.
+// in the archive even if the machine stops the next instant. m.Bytes and
+// m.BodySHA256 are set from what was written; m.StreamID must be the
+// attempt's.
 func (t *Attempt) Commit(m Meta) (Entry, error) {
 	if t.finished {
 		return Entry{}, errors.New("raw archive: attempt already finished")
@@ -346,7 +354,7 @@ func (t *Attempt) Commit(m Meta) (Entry, error) {
 		t.Abort()
 		return Entry{}, fmt.Errorf("raw archive %s: %w", t.a.dir, err)
 	}
-	m.Bytes = t.n
+	m.Bytes, m.BodySHA256 = t.n, hex.EncodeToString(t.sum.Sum(nil))
 	if err := t.enc.Close(); err != nil {
 		return fail(err)
 	}
@@ -366,7 +374,7 @@ func (t *Attempt) Commit(m Meta) (Entry, error) {
 		base += "-" + strconv.Itoa(int(time.Now().UnixNano()%1000)+1)
 	}
 	e := Entry{Meta: m, Path: path.Join(dayDir, base+bodySuffix), ZstdBytes: fi.Size()}
-	mb, err := json.MarshalIndent(toJSON(e), "", "  ")
+	mb, err := json.MarshalIndent(toJSON(e).sealed(), "", "  ")
 	if err != nil {
 		return fail(err)
 	}
@@ -654,8 +662,8 @@ func (a *Archive) readEntry(streamID, day, base string) (Entry, error) {
 		var probe struct {
 			Format int `json:"format"`
 		}
-		if json.Unmarshal(b, &probe) == nil && probe.Format != Format && probe.Format != 0 {
-			return Entry{}, a.corrupt(rel, "metadata format %d is not understood by this version (it reads format %d): replay with the leadlex-etl that wrote it, or newer", probe.Format, Format)
+		if json.Unmarshal(b, &probe) == nil && probe.Format > Format {
+			return Entry{}, a.corrupt(rel, "metadata format %d is not understood by this version (it reads formats 1 to %d): replay with the leadlex-etl that wrote it, or newer", probe.Format, Format)
 		}
 		return Entry{}, a.corrupt(rel, "metadata not understood: %v", err)
 	}
@@ -696,6 +704,7 @@ type Body struct {
 	e    Entry
 	f    *os.File
 	dec  *zstd.Decoder
+	sum  hash.Hash // nil: no digest archived (format 1)
 	n    int64
 	err  error
 	done bool
@@ -724,7 +733,11 @@ func (a *Archive) Open(e Entry) (*Body, error) {
 		}
 		return nil, a.corrupt(e.Path, "%v", err)
 	}
-	return &Body{a: a, e: e, f: f, dec: dec}, nil
+	b := &Body{a: a, e: e, f: f, dec: dec}
+	if e.BodySHA256 != "" {
+		b.sum = sha256.New()
+	}
+	return b, nil
 }
 
 // Read implements io.Reader.
@@ -741,12 +754,18 @@ func (b *Body) Read(p []byte) (int, error) {
 	}
 	n, err := b.dec.Read(p)
 	b.n += int64(n)
+	if b.sum != nil {
+		b.sum.Write(p[:n])
+	}
 	switch {
 	case b.n > b.e.Bytes:
 		b.err = b.a.corrupt(b.e.Path, "holds more than the %d bytes archived", b.e.Bytes)
 		return 0, b.err
 	case err == io.EOF && b.n != b.e.Bytes:
 		b.err = b.a.corrupt(b.e.Path, "holds %d bytes, %d were archived: truncated", b.n, b.e.Bytes)
+		return n, b.err
+	case err == io.EOF && b.sum != nil && hex.EncodeToString(b.sum.Sum(nil)) != b.e.BodySHA256:
+		b.err = b.a.corrupt(b.e.Path, "its contents are not the body archived (their SHA-256 is not the metadata's body_sha256): altered, or not this window's")
 		return n, b.err
 	case err == io.EOF:
 		b.done = true

@@ -2,6 +2,8 @@ package archive
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -83,7 +85,8 @@ func TestWriteReadBack(t *testing.T) {
 		t.Fatalf("entries %+v", es)
 	}
 	want := meta(t0, "req_a", 1)
-	want.Bytes = int64(len(body))
+	sum := sha256.Sum256([]byte(body))
+	want.Bytes, want.BodySHA256 = int64(len(body)), hex.EncodeToString(sum[:])
 	got := es[0].Meta
 	if gj, wj := mustJSON(t, got), mustJSON(t, want); gj != wj {
 		t.Errorf("metadata read back:\n got  %s\n want %s", gj, wj)
@@ -241,7 +244,21 @@ func TestCorruptionIsNamed(t *testing.T) {
 	}
 }
 
+// editMeta edits a metadata file and gives it the digest of what it then
+// holds, so that the checks behind the digest are what the edit meets.
 func editMeta(t *testing.T, p string, f func(map[string]any)) {
+	t.Helper()
+	editMetaOnly(t, p, func(m map[string]any) {
+		f(m)
+		b, _ := json.Marshal(m)
+		var j metaJSON
+		_ = json.Unmarshal(b, &j)
+		m["digest"] = j.digest()
+	})
+}
+
+// editMetaOnly edits a metadata file and leaves its digest as it was.
+func editMetaOnly(t *testing.T, p string, f func(map[string]any)) {
 	t.Helper()
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -295,4 +312,120 @@ func TestCleanTakesOnlyStaleLeftovers(t *testing.T) {
 	if bytes.Contains([]byte(mustJSON(t, e)), []byte("..")) {
 		t.Error("an entry path climbs")
 	}
+}
+
+// TestMetadataIsChecked edits one field of a window's metadata at a time,
+// with a digest recomputed to match, so that the file is refused by what
+// the fields say: each edit is named by its field. Without the new digest,
+// any edit is refused for the digest; and a body replaced by another of
+// the same size is refused for its SHA-256.
+func TestMetadataIsChecked(t *testing.T) {
+	body := "id,created_at\r\n" + strings.Repeat("123e4567-e89b-12d3-a456-426614174000,2026-04-15T09:00:00Z\r\n", 5)
+	at := func(d time.Duration) string { return t0.Add(d).Format(time.RFC3339Nano) }
+	for _, tc := range []struct {
+		name string
+		edit func(m map[string]any)
+		want string
+	}{
+		{"received before the run started", func(m map[string]any) { m["received_at"] = at(-72 * time.Hour) }, "received_at"},
+		{"loaded before it was received", func(m map[string]any) { m["received_at"] = at(72 * time.Hour) }, "loaded_at"},
+		{"a run ending after it started", func(m map[string]any) { m["run_until"] = "2030-01-01T00:00:00Z" }, "run_until"},
+		{"a run starting after it ends", func(m map[string]any) { m["run_since"] = at(time.Hour) }, "run_since"},
+		{"a window ending in 2030", func(m map[string]any) {
+			m["window"] = map[string]any{"from": "", "to": "2030-01-01T00:00:00Z"}
+			m["request"].(map[string]any)["created_before"] = "2030-01-01T00:00:00Z"
+		}, "window"},
+		{"a window without end", func(m map[string]any) {
+			m["window"] = map[string]any{"from": "", "to": ""}
+			m["request"].(map[string]any)["created_before"] = ""
+			m["deletes"] = []any{}
+			m["pending"] = []any{}
+		}, "no end"},
+		{"a refreshed range ending after its response", func(m map[string]any) {
+			m["refresh"] = true
+			m["window"] = map[string]any{"from": "", "to": at(72 * time.Hour)}
+			m["request"].(map[string]any)["created_before"] = at(72 * time.Hour)
+		}, "received_at"},
+		{"a pending window after the run", func(m map[string]any) {
+			m["pending"] = []any{map[string]any{"from": at(-time.Hour), "to": at(time.Hour)}}
+		}, "pending[0]"},
+		{"unbounded deletions", func(m map[string]any) {
+			m["deletes"] = []any{map[string]any{"from": "", "to": ""}}
+			m["hard_delete"] = true
+		}, "deletes[0]"},
+		{"deletions beyond the window", func(m map[string]any) {
+			m["window"] = map[string]any{"from": at(-2 * time.Hour), "to": at(0)}
+			m["request"].(map[string]any)["created_after"] = at(-2*time.Hour - time.Microsecond)
+		}, "deletes[0]"},
+		{"a request for another window", func(m map[string]any) { m["request"].(map[string]any)["created_before"] = at(-time.Hour) }, "request.created_before"},
+		{"a request without the window's start", func(m map[string]any) {
+			m["window"] = map[string]any{"from": at(-2 * time.Hour), "to": at(0)}
+			m["deletes"] = []any{}
+		}, "request.created_after"},
+		{"more rows than the limit", func(m map[string]any) { m["rows"] = 1001 }, "rows"},
+		{"deletions with rejected rows", func(m map[string]any) { m["rejects"] = 1 }, "rejected"},
+		{"a digest in format 1", func(m map[string]any) { m["format"] = 1 }, "format 1"},
+		{"a bad body digest", func(m map[string]any) { m["body_sha256"] = "xyz" }, "body_sha256"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a := open(t, dir)
+			e := put(t, a, meta(t0, "req_a", 1), body)
+			editMeta(t, filepath.Join(dir, e.MetaPath()), tc.edit)
+			_, err := a.Entries(stream)
+			var ce *CorruptError
+			if !errors.As(err, &ce) || ce.Path != filepath.Join(dir, e.MetaPath()) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("listing: %v; want a CorruptError naming %s and saying %q", err, e.MetaPath(), tc.want)
+			}
+		})
+	}
+	t.Run("an edit without its digest", func(t *testing.T) {
+		dir := t.TempDir()
+		a := open(t, dir)
+		e := put(t, a, meta(t0, "req_a", 1), body)
+		editMetaOnly(t, filepath.Join(dir, e.MetaPath()), func(m map[string]any) { m["calls"] = 2 })
+		if _, err := a.Entries(stream); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "digest") {
+			t.Fatalf("listing: %v; want the digest named", err)
+		}
+	})
+	t.Run("another body of the same size", func(t *testing.T) {
+		dir := t.TempDir()
+		a := open(t, dir)
+		e := put(t, a, meta(t0, "req_a", 1), body)
+		other := strings.Replace(body, "2026-04-15", "2026-04-16", 1)
+		otherDir := t.TempDir()
+		o := put(t, open(t, otherDir), meta(t0, "req_a", 1), other)
+		b, err := os.ReadFile(filepath.Join(otherDir, o.Path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Path), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		editMeta(t, filepath.Join(dir, e.MetaPath()), func(m map[string]any) { m["zstd_bytes"] = len(b) })
+		es, err := a.Entries(stream)
+		if err != nil || len(es) != 1 {
+			t.Fatalf("listing: %v", err)
+		}
+		if _, err := readBody(a, es[0]); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "body_sha256") {
+			t.Fatalf("reading: %v; want the body's SHA-256 named", err)
+		}
+	})
+	t.Run("format 1, without digests", func(t *testing.T) {
+		dir := t.TempDir()
+		a := open(t, dir)
+		e := put(t, a, meta(t0, "req_a", 1), body)
+		editMetaOnly(t, filepath.Join(dir, e.MetaPath()), func(m map[string]any) {
+			m["format"] = 1
+			delete(m, "digest")
+			delete(m, "body_sha256")
+		})
+		es, err := a.Entries(stream)
+		if err != nil || len(es) != 1 || es[0].BodySHA256 != "" {
+			t.Fatalf("listing: %+v %v", es, err)
+		}
+		if got, err := readBody(a, es[0]); err != nil || got != body {
+			t.Fatalf("reading: %q %v", got, err)
+		}
+	})
 }

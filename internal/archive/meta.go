@@ -1,6 +1,9 @@
 package archive
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path"
@@ -10,7 +13,7 @@ import (
 )
 
 // metaJSON is the metadata file: instants in RFC 3339 UTC with
-// nanoseconds, "" for an open bound.
+// nanoseconds, "" for an open bound. Format 2 adds BodySHA256 and Digest.
 type metaJSON struct {
 	Format       int    `json:"format"`
 	StreamID     string `json:"stream_id"`
@@ -44,9 +47,24 @@ type metaJSON struct {
 	MaxDeleteRatio float64 `json:"max_delete_ratio,omitempty"`
 	DeletesAllowed int64   `json:"deletes_allowed,omitempty"`
 
-	Body      string `json:"body"`
-	Bytes     int64  `json:"bytes"`
-	ZstdBytes int64  `json:"zstd_bytes"`
+	Body       string `json:"body"`
+	Bytes      int64  `json:"bytes"`
+	ZstdBytes  int64  `json:"zstd_bytes"`
+	BodySHA256 string `json:"body_sha256,omitempty"`
+	// Digest is the SHA-256 of the metadata itself (see digest).
+	Digest string `json:"digest,omitempty"`
+}
+
+// digest is the SHA-256, in hex, of the metadata as compact JSON with its
+// Digest empty: a hand edit of any field that does not recompute it shows.
+// It binds the metadata to its body through BodySHA256. It is no
+// signature: whoever rewrites a file and its digest together can forge a
+// window, as they could the CSV it came from.
+func (j metaJSON) digest() string {
+	j.Digest = ""
+	b, _ := json.Marshal(j)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }
 
 type windowJSON struct {
@@ -137,15 +155,29 @@ func toJSON(e Entry) metaJSON {
 		Pending: toWindowsJSON(m.Pending), Refresh: m.Refresh, Deletes: toWindowsJSON(m.Deletes), HardDelete: m.HardDelete,
 		RefreshMinAge: m.RefreshMinAge.String(), StateAfter: m.StateAfter, HistoryStart: fmtTime(m.HistoryStart), KeyFingerprint: m.KeyFingerprint,
 		MaxDeleteRatio: m.MaxDeleteRatio, DeletesAllowed: m.DeletesAllowed,
-		Body: name, Bytes: m.Bytes, ZstdBytes: e.ZstdBytes,
+		Body: name, Bytes: m.Bytes, ZstdBytes: e.ZstdBytes, BodySHA256: m.BodySHA256,
 	}
 }
 
-// fromJSON converts and checks metadata read back: every instant parses,
-// counts are not negative, the run and request are named.
+// sealed is j with its digest set.
+func (j metaJSON) sealed() metaJSON {
+	j.Digest = j.digest()
+	return j
+}
+
+// fromJSON converts and checks metadata read back: its digest (from
+// format 2), every instant parses, counts are not negative, the run and
+// request are named, and the fields agree with each other (checkMeta).
 func fromJSON(j metaJSON) (Entry, error) {
-	if j.Format != Format {
-		return Entry{}, fmt.Errorf("format %d, this version reads format %d", j.Format, Format)
+	switch {
+	case j.Format < 1 || j.Format > Format:
+		return Entry{}, fmt.Errorf("format %d, this version reads formats 1 to %d", j.Format, Format)
+	case j.Format == 1 && (j.Digest != "" || j.BodySHA256 != ""):
+		return Entry{}, errors.New("digest and body_sha256 are not fields of format 1")
+	case j.Format >= 2 && !sha256Re.MatchString(j.BodySHA256):
+		return Entry{}, fmt.Errorf("body_sha256 %q is not a SHA-256 in hex", j.BodySHA256)
+	case j.Format >= 2 && j.Digest != j.digest():
+		return Entry{}, errors.New("digest: the file's contents are not what its digest was computed from: it was altered")
 	}
 	var e Entry
 	m := &e.Meta
@@ -198,6 +230,7 @@ func fromJSON(j metaJSON) (Entry, error) {
 		return e, errors.New("max_delete_ratio or deletes_allowed out of range")
 	}
 	m.MaxDeleteRatio, m.DeletesAllowed = j.MaxDeleteRatio, j.DeletesAllowed
+	m.BodySHA256 = j.BodySHA256
 	e.ZstdBytes = j.ZstdBytes
-	return e, nil
+	return e, checkMeta(m)
 }

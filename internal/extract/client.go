@@ -124,16 +124,28 @@ func (p RetryPolicy) backoff(n int) time.Duration {
 // fails with an error matching ErrTimeout and is retried like a 5xx answer:
 // it counts as an attempt and is backed off. A zero field takes its value
 // from DefaultTimeouts. *Timeouts is a pflag.Value written
-// "connect,headers,idle", e.g. 30s,2m,2m.
+// "connect,headers,idle", e.g. 30s,2m,2m; MinRate is not part of it.
 type Timeouts struct {
 	Connect time.Duration // to connect, TLS handshake included
 	Headers time.Duration // from the request sent to the response headers
 	Idle    time.Duration // without a byte of the body, whether its start or the middle of it
+	// MinRate is the slowest a body may come, in bytes a second on average
+	// over each Idle of waiting for it: a server that sends a byte now and
+	// then resets the idle clock each time, and would hold the call (and
+	// the destination) for as long as it likes. Only the time spent
+	// waiting inside a read counts, so a slow consumer is never taken for
+	// a slow server. Negative: no floor.
+	MinRate int
 }
+
+// DefaultMinRate is the default Timeouts.MinRate: 512 bytes a second, a
+// 50,000-row body (about 10 MB) in under 6 hours. An honest body comes in
+// chunks of kilobytes, each far above it over a span as long as Idle.
+const DefaultMinRate = 512
 
 // DefaultTimeouts suit a slow 50,000-row export: the API may think a while
 // before it answers, and between chunks.
-var DefaultTimeouts = Timeouts{Connect: 30 * time.Second, Headers: 2 * time.Minute, Idle: 2 * time.Minute}
+var DefaultTimeouts = Timeouts{Connect: 30 * time.Second, Headers: 2 * time.Minute, Idle: 2 * time.Minute, MinRate: DefaultMinRate}
 
 // maxTimeout bounds each of Timeouts when set from text: waiting longer than
 // the rate-limit hour for one answer makes no sense.
@@ -148,6 +160,9 @@ func (t Timeouts) withDefaults() Timeouts {
 	}
 	if t.Idle <= 0 {
 		t.Idle = DefaultTimeouts.Idle
+	}
+	if t.MinRate == 0 {
+		t.MinRate = DefaultMinRate
 	}
 	return t
 }
@@ -179,7 +194,7 @@ func (t *Timeouts) Set(s string) error {
 		}
 		d[i] = v
 	}
-	*t = Timeouts{Connect: d[0], Headers: d[1], Idle: d[2]}
+	*t = Timeouts{Connect: d[0], Headers: d[1], Idle: d[2], MinRate: t.MinRate}
 	return nil
 }
 
@@ -605,7 +620,7 @@ func (c *Client) once(ctx context.Context, q Query, fn func(*Response) error) er
 		}
 		return c.netError(err)
 	}
-	idle := newIdleReader(resp.Body, tm.Idle, cancel)
+	idle := newIdleReader(resp.Body, tm.Idle, tm.MinRate, cancel)
 	body := newRedactReader(idle, c.red)
 	defer func() {
 		// Drain a little so the connection can be reused, then close.
@@ -710,16 +725,22 @@ func redactURLError(err error) error {
 }
 
 // idleReader ends the request (through its context) when one Read waits
-// longer than idle for a byte. The clock runs only inside Read, so a slow
-// consumer between reads is never taken for a stalled server.
+// longer than idle for a byte, or when the body comes slower than minRate
+// bytes a second over a span of idle spent waiting in Read (a trickle).
+// The clocks run only inside Read, so a slow consumer between reads is
+// never taken for a stalled or trickling server.
 type idleReader struct {
-	r     io.Reader
-	idle  time.Duration
-	timer *time.Timer
+	r       io.Reader
+	idle    time.Duration
+	timer   *time.Timer
+	minRate int // bytes a second; <= 0: no floor
+	cancel  context.CancelCauseFunc
+	waited  time.Duration // inside Read since the span began
+	got     int64         // bytes read since the span began
 }
 
-func newIdleReader(r io.Reader, idle time.Duration, cancel context.CancelCauseFunc) *idleReader {
-	ir := &idleReader{r: r, idle: idle}
+func newIdleReader(r io.Reader, idle time.Duration, minRate int, cancel context.CancelCauseFunc) *idleReader {
+	ir := &idleReader{r: r, idle: idle, minRate: minRate, cancel: cancel}
 	ir.timer = time.AfterFunc(idle, func() {
 		cancel(fmt.Errorf("%w: no byte of the response body for %s", ErrTimeout, shortDuration(idle)))
 	})
@@ -729,8 +750,24 @@ func newIdleReader(r io.Reader, idle time.Duration, cancel context.CancelCauseFu
 
 func (ir *idleReader) Read(p []byte) (int, error) {
 	ir.timer.Reset(ir.idle)
+	start := time.Now()
 	n, err := ir.r.Read(p)
 	ir.timer.Stop()
+	if ir.minRate <= 0 || err != nil {
+		return n, err // a body that ended or broke is judged by that
+	}
+	ir.waited += time.Since(start)
+	ir.got += int64(n)
+	if ir.waited < ir.idle {
+		return n, err
+	}
+	if want := int64(float64(ir.minRate) * ir.waited.Seconds()); ir.got < want {
+		cause := fmt.Errorf("%w: the response body came at %d bytes in %s of waiting, slower than the floor of %d bytes a second",
+			ErrTimeout, ir.got, roundDuration(ir.waited), ir.minRate)
+		ir.cancel(cause)
+		return n, cause
+	}
+	ir.waited, ir.got = 0, 0
 	return n, err
 }
 

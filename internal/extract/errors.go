@@ -104,14 +104,23 @@ var ErrTimestampOverflow = errors.New("too many rows share one created_at")
 
 // OverflowError says a window could not be split because at least Limit rows
 // share one created_at instant: no created_after/created_before pair can
-// return them in pieces. Raising --limit (at most 50000) or narrowing the
-// export with filters are the only ways around it.
+// return them in pieces. With Second, they share one second (or it and the
+// instants at its edges, which a whole-second bound includes under an
+// inclusive rule), and the API has not shown that it keeps the bounds finer
+// than whole seconds, so no window asked for safely can split them either.
+// Raising --limit (at most 50000) or narrowing the export with filters are
+// the only ways around it.
 type OverflowError struct {
-	At    time.Time
-	Limit int
+	At     time.Time
+	Limit  int
+	Second bool // At is a whole second the rows share, not an instant
 }
 
 func (e *OverflowError) Error() string {
+	if e.Second {
+		return fmt.Sprintf("at least %d rows (the limit) were created within the second %s or at its edges, and the API has not shown that it keeps created_after/created_before finer than whole seconds, so no window can split them without risking rows; raise --limit (max 50000) or narrow the export with --tag/--list-id",
+			e.Limit, e.At.UTC().Format(time.RFC3339))
+	}
 	return fmt.Sprintf("at least %d rows (the limit) share created_at %s, so no window can split them; raise --limit (max 50000) or narrow the export with --tag/--list-id",
 		e.Limit, e.At.UTC().Format(time.RFC3339Nano))
 }

@@ -11,7 +11,20 @@ import (
 // lower bound (all history); a zero To means no upper bound.
 type Window struct {
 	From, To time.Time
+	// exact marks the edges the planner asks to the microsecond, its last
+	// resort (see Planner), and unsure those of them that no answer can
+	// show were kept as sent. Only the planner sets them; a window saved
+	// and read back is asked with whole seconds again.
+	exact, unsure edges
 }
+
+// edges is a set of a window's edges.
+type edges uint8
+
+const (
+	exactFrom edges = 1 << iota
+	exactTo
+)
 
 func (w Window) String() string {
 	f, t := "-inf", "+inf"
@@ -24,24 +37,97 @@ func (w Window) String() string {
 	return "[" + f + ", " + t + ")"
 }
 
-// Overlap is how far before a window's From the request's created_after is
-// placed: one microsecond, the finest precision timestamps are kept at. With
-// it, a row created exactly at From is returned whether the API treats
-// created_after as inclusive or exclusive, and created_before = To returns
-// rows at To only when the bound is inclusive, in which case the next window
-// fetches them again and the upsert absorbs the duplicate.
-const Overlap = time.Microsecond
-
-// Apply sets q's created_after and created_before for w.
+// Apply sets q's created_after and created_before for w. The spec says
+// neither how finely the API keeps these bounds nor whether they include
+// the instant they name, so they are sent as whole seconds, which every
+// precision keeps as they are (truncated or rounded, to the second or
+// finer): created_after is the last whole second before From, so a row
+// created exactly at From is in under either bound rule, and
+// created_before is the first whole second not before To. Whatever the
+// API's rules, a complete answer then holds every row of [From, To), and
+// at most the rows of the second before From and of the instant To besides,
+// which belong to the neighbours (the upsert absorbs the duplicates).
+//
+// An edge the planner marked exact is asked to the microsecond instead:
+// created_after one microsecond before From, created_before To.
 func (w Window) Apply(q Query) Query {
 	q.CreatedAfter, q.CreatedBefore = time.Time{}, time.Time{}
-	if !w.From.IsZero() {
-		q.CreatedAfter = w.From.Add(-Overlap)
+	s := toSpan(w)
+	if s.lo != minTime {
+		q.CreatedAfter = time.UnixMicro(reqAfter(s.lo, w.exact)).UTC()
 	}
-	if !w.To.IsZero() {
-		q.CreatedBefore = w.To
+	if s.hi != maxTime {
+		q.CreatedBefore = time.UnixMicro(reqBefore(s.hi, w.exact)).UTC()
 	}
 	return q
+}
+
+// Certain returns the part of w that a complete answer to w's request
+// certainly holds whatever the API's bound precision and rule: w itself,
+// less, at an edge asked to the microsecond that no answer could check,
+// the second it lies in. Only it tells which stored contacts are gone.
+func (w Window) Certain() Window {
+	s := toSpan(w)
+	if w.unsure&exactFrom != 0 && s.lo != minTime {
+		// created_after may have been taken as the whole second after it.
+		s.lo = max(s.lo, floorSec(s.lo-1)+second+1)
+	}
+	if w.unsure&exactTo != 0 && s.hi != maxTime {
+		s.hi = min(s.hi, floorSec(s.hi))
+	}
+	if s.lo >= s.hi {
+		s.hi = s.lo // empty
+	}
+	return s.window()
+}
+
+// reqAfter is the created_after sent for a window starting at lo.
+func reqAfter(lo int64, exact edges) int64 {
+	if lo != minTime && exact&exactFrom != 0 {
+		return lo - 1
+	}
+	return afterBound(lo)
+}
+
+// reqBefore is the created_before sent for a window ending at hi.
+func reqBefore(hi int64, exact edges) int64 {
+	if hi != maxTime && exact&exactTo != 0 {
+		return hi
+	}
+	return beforeBound(hi)
+}
+
+// second is a second in microseconds.
+const second = int64(time.Second / time.Microsecond)
+
+// floorSec returns the whole second at or before us (Unix microseconds).
+func floorSec(us int64) int64 {
+	r := us % second
+	if r < 0 {
+		r += second
+	}
+	return us - r
+}
+
+// afterBound is the created_after sent for a window starting at lo: the last
+// whole second before it.
+func afterBound(lo int64) int64 {
+	if lo == minTime {
+		return minTime
+	}
+	return floorSec(lo - 1)
+}
+
+// beforeBound is the created_before sent for a window ending at hi: the
+// first whole second at or after it.
+func beforeBound(hi int64) int64 {
+	if hi == maxTime {
+		return maxTime
+	}
+	if f := floorSec(hi); f != hi {
+		return f + second
+	}
+	return hi
 }
 
 const (
@@ -99,12 +185,35 @@ func (d *density) perPoint() (float64, bool) {
 
 // pending is a window still to fetch. sample, when set, holds the timestamps
 // of an earlier truncated response that fall in the window (sorted), and dens
-// says how many rows each of them stands for.
+// says how many rows each of them stands for. exact marks the edges asked
+// to the microsecond; witnessLo and witnessHi (noWitness: none) are
+// instants just inside them known to hold rows, which a complete answer
+// must hold if the API kept the bound as sent.
 type pending struct {
-	s      span
-	sample []int64
-	dens   *density
+	s                    span
+	sample               []int64
+	dens                 *density
+	exact                edges
+	witnessLo, witnessHi int64
 }
+
+// noWitness is pending.witnessLo or witnessHi when there is none.
+const noWitness = minTime
+
+func (pd pending) window() Window {
+	w := pd.s.window()
+	w.exact = pd.exact
+	if pd.witnessLo == noWitness {
+		w.unsure |= pd.exact & exactFrom
+	}
+	if pd.witnessHi == noWitness {
+		w.unsure |= pd.exact & exactTo
+	}
+	return w
+}
+
+func (pd pending) after() int64  { return reqAfter(pd.s.lo, pd.exact) }
+func (pd pending) before() int64 { return reqBefore(pd.s.hi, pd.exact) }
 
 // Planner decides which windows to export so that every row of a range is
 // fetched at least once with as few calls as the data allows. It starts from
@@ -120,6 +229,19 @@ type pending struct {
 //     pieces expected to hold Fill of Limit rows;
 //   - all rows at one instant, or no instant inside the window to cut at: an
 //     *OverflowError, never a loop.
+//
+// Windows are asked for with whole seconds (see Window.Apply), so they are
+// cut and continued where that makes progress: the rest of an ascending
+// window is asked from the whole second before its last instant, pieces of
+// an unordered one start at whole seconds. When the limit's rows lie in one
+// second, or in it and the instants at the edges of a whole-second bound,
+// no such window makes progress. The planner then asks once more with the
+// edge it needs to the microsecond (the rest of an ascending window from
+// its last instant, of a descending one up to it, an unordered window's one
+// instant cut out), and believes the answer only if it holds the rows at
+// that instant, which it does if the API kept the bound as sent. If it does
+// not, or still no window makes progress, an *OverflowError names the
+// second: the API has not shown it keeps bounds finer than whole seconds.
 //
 // Windows are handed out in created_at order. Pending returns what is left, so
 // a sync can save it with each committed window and resume from it.
@@ -145,7 +267,8 @@ type Planner struct {
 func NewPlanner(limit int, windows ...Window) *Planner {
 	p := &Planner{Limit: limit, cur: -1}
 	for _, w := range windows {
-		p.queue = append(p.queue, pending{s: toSpan(w)})
+		// Exact edges are not handed on: their witnesses are not.
+		p.queue = append(p.queue, pending{s: toSpan(w), witnessLo: noWitness, witnessHi: noWitness})
 	}
 	slices.SortFunc(p.queue, func(a, b pending) int { return cmpInt(a.s.lo, b.s.lo) })
 	return p
@@ -180,7 +303,7 @@ func (p *Planner) probeShare() float64 {
 func (p *Planner) Pending() []Window {
 	out := make([]Window, len(p.queue))
 	for i, q := range p.queue {
-		out[i] = q.s.window()
+		out[i] = q.window()
 	}
 	return out
 }
@@ -210,7 +333,7 @@ func (p *Planner) Next() (Window, bool) {
 		}
 	}
 	p.cur = 0
-	return p.queue[0].s.window(), true
+	return p.queue[0].window(), true
 }
 
 // cutEvery splits pd at every n-th sample instant, skipping cut points that
@@ -223,45 +346,66 @@ func cutEvery(pd pending, n int) []pending {
 	return cutAt(pd, cuts)
 }
 
-// cutAt splits pd so that pieces start near sample[i] for each i in idx:
-// just before that instant (midway from the sampled instant before it), so
-// the piece before ends with the previous instant's whole run of equal
-// values; or, if that would leave the piece before empty, before the next
-// instant after the run. Cuts outside the window are dropped.
+// cutAt splits pd so that pieces start at whole seconds near sample[i]
+// for each i in idx (see wholeCut). Cuts that would leave a piece without a
+// sampled instant, or outside the window, are dropped. The first piece
+// keeps pd's lower edge as it was asked, the last its upper edge.
 func cutAt(pd pending, idx []int) []pending {
 	var out []pending
-	lo, start := pd.s.lo, 0
+	cur := pending{s: pd.s, dens: pd.dens, exact: pd.exact & exactFrom, witnessLo: pd.witnessLo, witnessHi: noWitness}
+	start := 0
 	for _, i := range idx {
-		if i >= len(pd.sample) {
+		if i >= len(pd.sample) || start >= len(pd.sample) {
 			break
 		}
-		v := pd.sample[i]
-		j, _ := slices.BinarySearch(pd.sample, v) // first index of v
-		if j <= start || v <= lo {
-			j, _ = slices.BinarySearch(pd.sample, v+1) // first index after v's run
-			if j >= len(pd.sample) {
-				break
-			}
-			v = pd.sample[j]
-		}
-		if v >= pd.s.hi {
+		c, ok := wholeCut(pd.sample, start, max(i, start), cur.after(), pd.s.hi)
+		if !ok {
 			break
 		}
-		if v <= lo || j <= start {
-			continue // the cut falls inside the piece before: no empty piece
-		}
-		// Cut midway between the instant before and v rather than at v:
-		// the pieces' edges then fall where no sampled row is, so an
-		// inclusive bound adds no rows at them (a burst at a piece's end
-		// would be fetched twice and could truncate the piece).
-		c := v
-		if prev := pd.sample[j-1]; v-prev >= 2 {
-			c = prev + (v-prev)/2
-		}
-		out = append(out, pending{s: span{lo, c}, sample: pd.sample[start:j], dens: pd.dens})
-		lo, start = c, j
+		j, _ := slices.BinarySearch(pd.sample, c)
+		cur.s.hi, cur.sample = c, pd.sample[start:j]
+		out = append(out, cur)
+		cur = pending{s: span{c, pd.s.hi}, dens: pd.dens, witnessLo: noWitness, witnessHi: noWitness}
+		start = j
 	}
-	return append(out, pending{s: span{lo, pd.s.hi}, sample: pd.sample[start:], dens: pd.dens})
+	cur.sample = pd.sample[start:]
+	cur.exact |= pd.exact & exactTo
+	cur.witnessHi = pd.witnessHi
+	return append(out, cur)
+}
+
+// wholeCut returns where to end a piece asked with created_after after,
+// whose sampled instants begin at sample[start], so that the next piece
+// starts near sample[i]: at a whole second (a cut inside a second would be
+// asked with bounds the API may keep only to the second, see Window.Apply),
+// before the second of sample[i] and after the sampled second before it,
+// midway between the two where they are apart, so that the pieces' edges
+// fall where no sampled row is. When that would leave the piece without a
+// sampled instant, or start a piece asked with no later created_after,
+// the cut moves on to the next sampled second. It reports false when no
+// such cut is left before hi.
+func wholeCut(sample []int64, start, i int, after, hi int64) (int64, bool) {
+	minCut := floorSec(sample[start]) + second
+	if after != minTime {
+		// The next piece's created_after, a second before the cut, must be
+		// later than this piece's, after.
+		minCut = max(minCut, floorSec(after)+2*second)
+	}
+	v := floorSec(sample[i])
+	if v < minCut {
+		j, _ := slices.BinarySearch(sample, minCut)
+		if j >= len(sample) {
+			return 0, false
+		}
+		v = floorSec(sample[j])
+	}
+	j, _ := slices.BinarySearch(sample, v) // first sampled instant of v's second
+	low := max(floorSec(sample[j-1])+second, minCut)
+	c := low + (v-low)/second/2*second
+	if c >= hi {
+		return 0, false
+	}
+	return c, true
 }
 
 // Done reports the outcome of the window Next returned. It returns an
@@ -277,7 +421,12 @@ func (p *Planner) Done(t Tally) error {
 	p.queue = slices.Delete(p.queue, p.cur, p.cur+1)
 	p.cur = -1
 
-	if err := outside(pd.s, t); err != nil {
+	asc, desc := order(t.Times)
+	err := outside(pd, t)
+	if err == nil {
+		err = p.verify(pd, t, asc, desc)
+	}
+	if err != nil {
 		p.queue = slices.Insert(p.queue, 0, pd)
 		return err
 	}
@@ -300,7 +449,7 @@ func (p *Planner) Done(t Tally) error {
 		pd.dens.guessRows += 2 * t.Rows
 		pd.dens.guessPoints += len(pd.sample)
 	}
-	rest, err := p.remainder(pd, t)
+	rest, err := p.remainder(pd, t, asc, desc)
 	if err != nil {
 		// Keep the window pending: nothing of it is known to be complete.
 		p.queue = slices.Insert(p.queue, 0, pd)
@@ -310,27 +459,59 @@ func (p *Planner) Done(t Tally) error {
 	return nil
 }
 
+// order reports whether times ascend and whether they descend.
+func order(times []int64) (asc, desc bool) {
+	asc, desc = true, true
+	for i := 1; i < len(times); i++ {
+		asc = asc && times[i-1] <= times[i]
+		desc = desc && times[i-1] >= times[i]
+	}
+	return asc, desc
+}
+
+// verify checks the answer for a window with an exact edge: it must hold
+// the rows at the edge's witness, as it does if the API kept the bound to
+// the microsecond, and then every row inside the edge is in (a bound
+// includes the instants on one side of it). An answer that cannot lack them
+// otherwise (complete, or in the order that puts them first) and lacks
+// them shows that the API keeps the bound coarser, or excludes the instant
+// it names: the rows at the witness cannot be split from their neighbours
+// safely, and the error says so.
+func (p *Planner) verify(pd pending, t Tally, asc, desc bool) error {
+	complete := t.Rows < p.Limit
+	for _, e := range []struct {
+		edge       edges
+		witness    int64
+		conclusive bool
+	}{{exactFrom, pd.witnessLo, complete || asc}, {exactTo, pd.witnessHi, complete || desc}} {
+		if pd.exact&e.edge != 0 && e.witness != noWitness && e.conclusive && !slices.Contains(t.Times, e.witness) {
+			return p.secondOverflow(e.witness)
+		}
+	}
+	return nil
+}
+
 // BoundSlack is how far outside the requested bounds a row may lie before
-// the API is taken to ignore them. An API that keeps a bound to the second
-// (or to the millisecond, as a JavaScript Date does) answers created_after
-// 09:00:00.5 with rows from 09:00:00.0: that is imprecision, not ignored
-// bounds, and taking it for the latter would stop every incremental sync
-// (whose windows start at a fractional cursor) for good.
+// the API is taken to ignore them. Bounds are sent as whole seconds, which
+// any precision keeps; the slack tolerates a server that keeps them coarser
+// still by a little (or, with an older state, windows cut inside a second),
+// so that imprecision is not taken for ignored bounds, which would stop
+// every incremental sync for good.
 const BoundSlack = time.Second
 
 // outside returns a *ProtocolError when t holds a row created outside what
-// the request for s asked: created_after = lo - Overlap and created_before
-// = hi, each inclusive or not, so rows in [lo - Overlap, hi] are fine, and
-// so are rows within BoundSlack of that. Rows further out mean the API
-// ignores the bounds, and no window can be trusted to hold what it should:
-// the planner would only go round in circles.
-func outside(s span, t Tally) error {
-	lo, hi := s.lo, s.hi
-	if lo != minTime {
-		lo -= (Overlap + BoundSlack).Microseconds()
+// the request for pd asked (Window.Apply), each bound inclusive or not, by
+// more than BoundSlack. Such rows mean the API ignores the bounds, and no
+// window can be trusted to hold what it should: the planner would only go
+// round in circles.
+func outside(pd pending, t Tally) error {
+	q := pd.window().Apply(Query{})
+	lo, hi := int64(minTime), int64(maxTime)
+	if !q.CreatedAfter.IsZero() {
+		lo = q.CreatedAfter.UnixMicro() - BoundSlack.Microseconds()
 	}
-	if hi != maxTime {
-		hi += BoundSlack.Microseconds()
+	if !q.CreatedBefore.IsZero() {
+		hi = q.CreatedBefore.UnixMicro() + BoundSlack.Microseconds()
 	}
 	n, first := 0, int64(0)
 	for _, ts := range t.Times {
@@ -344,7 +525,6 @@ func outside(s span, t Tally) error {
 	if n == 0 {
 		return nil
 	}
-	q := s.window().Apply(Query{})
 	bound := func(t time.Time) string {
 		if t.IsZero() {
 			return "none"
@@ -357,51 +537,56 @@ func outside(s span, t Tally) error {
 }
 
 // remainder returns what is left of a truncated window.
-func (p *Planner) remainder(pd pending, t Tally) ([]pending, error) {
+func (p *Planner) remainder(pd pending, t Tally, asc, desc bool) ([]pending, error) {
 	if len(t.Times) == 0 {
 		return nil, fmt.Errorf("window %s returned %d rows (the limit) but no created_at parsed, so it cannot be split", pd.s.window(), t.Rows)
 	}
-	asc, desc := true, true
-	lo, hi := t.Times[0], t.Times[0]
-	for i := 1; i < len(t.Times); i++ {
-		a, b := t.Times[i-1], t.Times[i]
-		asc = asc && a <= b
-		desc = desc && a >= b
-		lo, hi = min(lo, b), max(hi, b)
-	}
+	lo, hi := slices.Min(t.Times), slices.Max(t.Times)
 	last := t.Times[len(t.Times)-1]
-	overflow := func(at int64) error {
-		return &OverflowError{At: time.UnixMicro(at).UTC(), Limit: p.Limit}
-	}
 	if lo == hi {
-		return nil, overflow(lo)
+		return nil, &OverflowError{At: time.UnixMicro(lo).UTC(), Limit: p.Limit}
 	}
 	keep := func(s span) []int64 { // the earlier sample's instants inside s
 		i, _ := slices.BinarySearch(pd.sample, s.lo)
 		j, _ := slices.BinarySearch(pd.sample, s.hi)
 		return pd.sample[i:j]
 	}
+	rest := func(s span, exact edges, witnessLo, witnessHi int64) []pending {
+		return []pending{{s: s, sample: keep(s), dens: pd.dens, exact: exact, witnessLo: witnessLo, witnessHi: witnessHi}}
+	}
 	switch {
 	case asc:
-		// Every row before last is in; rows at last may be cut off.
+		// Every row before last is in; rows at last may be cut off. The
+		// rest is asked from the whole second before last, unless that
+		// asks for no less than this window did: then from last itself,
+		// to the microsecond.
 		if last >= pd.s.hi {
 			return nil, nil
 		}
-		if last <= pd.s.lo {
-			return nil, overflow(last)
-		}
 		s := span{last, pd.s.hi}
-		return []pending{{s: s, sample: keep(s), dens: pd.dens}}, nil
+		hiEdge := pd.exact & exactTo
+		switch {
+		case afterBound(last) > pd.after():
+			return rest(s, hiEdge, noWitness, pd.witnessHi), nil
+		case last-1 > pd.after():
+			return rest(s, hiEdge|exactFrom, last, pd.witnessHi), nil
+		}
+		return nil, p.secondOverflow(last)
 	case desc:
-		// Every row after last is in.
+		// Every row after last is in; the rest is asked up to the whole
+		// second after last, or else to last itself.
 		if last < pd.s.lo {
 			return nil, nil
 		}
-		if last+1 >= pd.s.hi {
-			return nil, overflow(last)
-		}
 		s := span{pd.s.lo, last + 1}
-		return []pending{{s: s, sample: keep(s), dens: pd.dens}}, nil
+		loEdge := pd.exact & exactFrom
+		switch {
+		case beforeBound(last+1) < pd.before():
+			return rest(s, loEdge, pd.witnessLo, noWitness), nil
+		case last+1 < pd.before():
+			return rest(s, loEdge|exactTo, pd.witnessLo, last), nil
+		}
+		return nil, p.secondOverflow(last)
 	}
 	// Unordered: the rows are a sample of the window.
 	sample := make([]int64, 0, len(t.Times))
@@ -411,7 +596,8 @@ func (p *Planner) remainder(pd pending, t Tally) ([]pending, error) {
 		}
 	}
 	slices.Sort(sample)
-	next := pending{s: pd.s, sample: sample, dens: &density{}}
+	next := pd
+	next.sample, next.dens = sample, &density{}
 	var pieces []pending
 	if per, ok := pd.dens.perPoint(); ok && len(pd.sample) > 0 {
 		// The group's density says roughly how many rows this window holds;
@@ -423,28 +609,63 @@ func (p *Planner) remainder(pd pending, t Tally) ([]pending, error) {
 	} else {
 		pieces = cutAt(next, []int{int(float64(len(sample)) * p.probeShare())})
 	}
-	if len(pieces) < 2 && len(sample) > 0 && len(sample) < len(t.Times) && sample[0] == sample[len(sample)-1] {
-		// One instant inside the window, and rows at the edges an
-		// inclusive bound adds (a burst at the window's end, say): cut
-		// just after that instant. Each piece's created_after is Overlap
-		// before its start, so the cut is 2 µs after the instant to keep
-		// it out of the second piece.
-		if cut := sample[0] + 2*int64(Overlap/time.Microsecond); cut < pd.s.hi {
-			return []pending{
-				{s: span{pd.s.lo, cut}, sample: sample, dens: next.dens},
-				{s: span{cut, pd.s.hi}, dens: next.dens},
-			}, nil
+	if len(pieces) < 2 {
+		var ok bool
+		if pieces, ok = cutOut(next, lo < pd.s.lo, hi >= pd.s.hi); !ok {
+			pieces = nil
 		}
 	}
-	if len(pieces) < 2 {
-		// No instant inside the window to cut at: the rows are at one
-		// instant, or at the edges an inclusive bound adds. Name the
-		// instant most of them share.
-		all := slices.Clone(t.Times)
-		slices.Sort(all)
-		return nil, overflow(mode(all))
+	if len(pieces) == 0 {
+		// No whole second inside the window to cut at: the rows are in
+		// one second, or at the edges a bound at a whole second adds.
+		// Name the second most of them share.
+		secs := make([]int64, len(t.Times))
+		for i, ts := range t.Times {
+			secs[i] = floorSec(ts)
+		}
+		slices.Sort(secs)
+		return nil, p.secondOverflow(mode(secs))
 	}
 	return pieces, nil
+}
+
+// cutOut splits an unordered window whose sampled rows inside it are all at
+// one instant, and which came back truncated with rows outside it (below
+// it: below; at or above its end: above), around that instant, to the
+// microsecond: so that the rows at the edges, which a bound at a whole
+// second adds, come in other pieces than the instant's. The piece holding
+// the instant starts at it, if there are rows below, and ends just after
+// it, if there are rows above, each such edge exact with the instant as
+// witness. It reports false when that asks for no less than pd did.
+func cutOut(pd pending, below, above bool) ([]pending, bool) {
+	if len(pd.sample) == 0 || pd.sample[0] != pd.sample[len(pd.sample)-1] {
+		return nil, false
+	}
+	at := pd.sample[0]
+	var out []pending
+	mid := pd
+	if below {
+		if at > pd.s.lo {
+			out = append(out, pending{s: span{pd.s.lo, at}, dens: pd.dens, exact: pd.exact & exactFrom, witnessLo: pd.witnessLo, witnessHi: noWitness})
+		}
+		mid.s.lo, mid.exact, mid.witnessLo = at, mid.exact|exactFrom, at
+	}
+	// created_after is a microsecond before a piece's start, so the rest
+	// starts two microseconds after the instant to leave it out.
+	if above && at+2 < pd.s.hi {
+		rest := pending{s: span{at + 2, pd.s.hi}, dens: pd.dens, exact: pd.exact&exactTo | exactFrom, witnessLo: noWitness, witnessHi: pd.witnessHi}
+		mid.s.hi, mid.exact, mid.witnessHi = at+2, mid.exact|exactTo, at
+		return append(out, mid, rest), true
+	}
+	out = append(out, mid)
+	return out, len(out) > 1 || mid.after() > pd.after()
+}
+
+// secondOverflow says that the limit's rows are in the second of at (or
+// at the edges of a window around it), which a window asked with whole
+// seconds cannot split.
+func (p *Planner) secondOverflow(at int64) error {
+	return &OverflowError{At: time.UnixMicro(floorSec(at)).UTC(), Limit: p.Limit, Second: true}
 }
 
 // mode returns the most frequent value of a sorted slice.

@@ -22,6 +22,25 @@ type simAPI struct {
 	limit  int
 	calls  int
 	seen   []bool
+	// unit is the precision the bounds are kept at, in microseconds (0:
+	// as sent); round says how: "" truncates, "nearest" rounds half up,
+	// "ceil" rounds up.
+	unit  int64
+	round string
+	last  []int // the rows of the last answer
+}
+
+// coarse keeps a bound at the API's precision.
+func (s *simAPI) coarse(us int64) int64 {
+	if s.unit <= 1 || us == minTime || us == maxTime {
+		return us
+	}
+	f := us - ((us%s.unit)+s.unit)%s.unit
+	switch {
+	case s.round == "nearest" && us-f >= s.unit/2, s.round == "ceil" && us != f:
+		return f + s.unit
+	}
+	return f
 }
 
 func (s *simAPI) export(w Window) Tally {
@@ -29,10 +48,10 @@ func (s *simAPI) export(w Window) Tally {
 	q := w.Apply(Query{})
 	lo, hi := int64(minTime), int64(maxTime)
 	if !q.CreatedAfter.IsZero() {
-		lo = q.CreatedAfter.UnixMicro()
+		lo = s.coarse(q.CreatedAfter.UnixMicro())
 	}
 	if !q.CreatedBefore.IsZero() {
-		hi = q.CreatedBefore.UnixMicro()
+		hi = s.coarse(q.CreatedBefore.UnixMicro())
 	}
 	// Rows with after <= t (inclusive, mixed) or after < t (exclusive), and
 	// t <= before (inclusive) or t < before (exclusive, mixed).
@@ -61,6 +80,7 @@ func (s *simAPI) export(w Window) Tally {
 	if len(idx) > s.limit {
 		idx = idx[:s.limit]
 	}
+	s.last = idx
 	var t Tally
 	for _, i := range idx {
 		s.seen[i] = true
@@ -234,15 +254,27 @@ func TestPlannerResumesFromPending(t *testing.T) {
 	}
 }
 
+// TestWindowApply checks the bounds a window is asked with: whole seconds,
+// the one before From and the first not before To, which no precision the
+// API may keep them at changes.
 func TestWindowApply(t *testing.T) {
 	from := time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)
 	to := time.Date(2024, 2, 1, 0, 0, 0, 0, time.FixedZone("x", 3600))
-	v := Window{From: from, To: to}.Apply(Query{Limit: 5}).Values()
-	if got := v.Get("created_after"); got != "2024-01-02T03:04:04.999999Z" {
-		t.Errorf("created_after = %s", got)
-	}
-	if got := v.Get("created_before"); got != "2024-01-31T23:00:00Z" {
-		t.Errorf("created_before = %s", got)
+	for _, tc := range []struct {
+		w             Window
+		after, before string
+	}{
+		{Window{From: from, To: to}, "2024-01-02T03:04:04Z", "2024-01-31T23:00:00Z"},
+		{Window{From: from.Add(500 * time.Millisecond), To: to.Add(time.Microsecond)}, "2024-01-02T03:04:05Z", "2024-01-31T23:00:01Z"},
+		{Window{From: from.Add(time.Microsecond), To: to.Add(-time.Microsecond)}, "2024-01-02T03:04:05Z", "2024-01-31T23:00:00Z"},
+	} {
+		v := tc.w.Apply(Query{Limit: 5}).Values()
+		if got := v.Get("created_after"); got != tc.after {
+			t.Errorf("%s: created_after = %s, want %s", tc.w, got, tc.after)
+		}
+		if got := v.Get("created_before"); got != tc.before {
+			t.Errorf("%s: created_before = %s, want %s", tc.w, got, tc.before)
+		}
 	}
 	if v := (Window{}).Apply(Query{}).Values(); v.Has("created_after") || v.Has("created_before") {
 		t.Errorf("unbounded window sent bounds: %v", v)
@@ -306,7 +338,7 @@ func TestRowsOutsideTheWindow(t *testing.T) {
 		{"inside", Window{From: from, To: to}, []int64{us(0), us(time.Minute)}, 0, false, ""},
 		{"inclusive edges", Window{From: from, To: to}, []int64{us(-time.Microsecond), us(time.Hour)}, 0, false, ""},
 		{"bounds kept to the second", Window{From: from.Add(500 * time.Millisecond), To: to.Add(500 * time.Millisecond)}, []int64{us(0), us(time.Hour + time.Second)}, 0, false, ""},
-		{"before created_after", Window{From: from, To: to}, []int64{us(time.Minute), us(-time.Second - 2*time.Microsecond)}, 0, true, "2024-02-29T23:59:58.999998Z"},
+		{"before created_after", Window{From: from, To: to}, []int64{us(time.Minute), us(-2*time.Second - 2*time.Microsecond)}, 0, true, "2024-02-29T23:59:57.999998Z"},
 		{"after created_before", Window{From: from, To: to}, []int64{us(time.Hour + time.Second + time.Microsecond)}, 0, true, "2024-03-01T01:00:01.000001Z"},
 		{"no lower bound", Window{To: to}, []int64{us(-24 * time.Hour)}, 0, false, ""},
 		{"no upper bound", Window{From: from}, []int64{us(24 * time.Hour)}, 0, false, ""},
@@ -333,7 +365,7 @@ func TestRowsOutsideTheWindow(t *testing.T) {
 			if !errors.As(err, &pe) || !errors.Is(err, ErrProtocol) {
 				t.Fatalf("got %v, want a *ProtocolError", err)
 			}
-			for _, s := range []string{"outside the requested window", "seems to ignore created_after/created_before", tt.wantAt, FormatTime(from.Add(-Overlap))} {
+			for _, s := range []string{"outside the requested window", "seems to ignore created_after/created_before", tt.wantAt, FormatTime(from.Add(-time.Second))} {
 				if !strings.Contains(err.Error(), s) {
 					t.Errorf("message %q lacks %q", err, s)
 				}
@@ -479,9 +511,10 @@ func TestPlannerSizesPieces(t *testing.T) {
 				t.Fatal(err)
 			}
 			probe, _ := p.Next()
-			// The probe ends midway between the 15th and 16th sampled
-			// instants (where no sampled row is).
-			end := sorted[probeN-1] + (sorted[probeN]-sorted[probeN-1])/2
+			// The probe ends at a whole second after the 15th sampled
+			// instant, midway to the 16th's second where they are apart:
+			// here, a second apart, at the 16th.
+			end := sorted[probeN]
 			if !probe.From.Equal(w.From) || probe.To.UnixMicro() != end {
 				t.Fatalf("probe %s, want [%s, %s)", probe, w.From, time.UnixMicro(end).UTC())
 			}

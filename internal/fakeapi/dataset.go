@@ -3,6 +3,7 @@ package fakeapi
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -69,7 +70,7 @@ type Contact struct {
 	CompanyName string
 	LinkedInURL string
 	Tags        []string
-	CreatedAt   time.Time // UTC, whole seconds
+	CreatedAt   time.Time // UTC; whole seconds unless the server has Config.SubSecond
 	ListIDs     []string
 	City        string
 	Country     string
@@ -116,7 +117,7 @@ func (c Contact) Field(name string) (string, bool) {
 		}
 		return strings.Join(c.Tags, sep), true
 	case fCreatedAt:
-		return c.CreatedAt.UTC().Format(time.RFC3339), true
+		return c.CreatedAt.UTC().Format(time.RFC3339Nano), true
 	case fListIDs:
 		return strings.Join(c.ListIDs, ","), true
 	case fCity:
@@ -136,6 +137,7 @@ func (c Contact) Field(name string) (string, bool) {
 // hash of the seed and the contact's index.
 type Dataset struct {
 	created  []int64 // unix seconds, ascending
+	frac     []int32 // microseconds within the second, ascending in it; nil: all whole seconds
 	base     [numStreams]uint64
 	feistel  [4]uint64
 	largestT int64
@@ -145,7 +147,7 @@ type Dataset struct {
 	// shares the rest: a response reads one Dataset throughout.
 	version map[int32]uint32 // edits of a contact; nil when none
 	deleted map[int32]bool   // nil when none
-	moved   map[int32]int64  // contacts whose created_at moved (Server.Move): the new unix second; nil when none
+	moved   map[int32]int64  // contacts whose created_at moved (Server.Move): the new time in Unix µs; nil when none
 }
 
 // Independent hash streams per contact, so that a filter can read a
@@ -236,6 +238,18 @@ func (d *Dataset) appended(n int, t int64) (*Dataset, error) {
 	copy(next.created, d.created)
 	for range n {
 		next.created = append(next.created, t)
+	}
+	if d.frac != nil {
+		// At the whole second, or with the last contact when it is in the
+		// same second: the times stay ascending.
+		var f int32
+		if last := len(d.created) - 1; last >= 0 && d.created[last] == t {
+			f = d.frac[last]
+		}
+		next.frac = slices.Clone(d.frac)
+		for range n {
+			next.frac = append(next.frac, f)
+		}
 	}
 	if same := sort.Search(len(next.created), func(i int) bool { return next.created[i] >= t }); len(next.created)-same > next.largestN {
 		next.largestT, next.largestN = t, len(next.created)-same
@@ -329,11 +343,62 @@ func buildCreated(n int, r rng) []int64 {
 	return created
 }
 
+// withFractions returns d with sub-second creation times: the contacts of
+// each second spread over it in ascending order, some groups at the whole
+// second, some sharing one instant, some to the millisecond, most to the
+// microsecond. Which second each contact has stays.
+func (d *Dataset) withFractions() *Dataset {
+	next := d.clone()
+	next.frac = make([]int32, len(d.created))
+	r := rng{s: mix64(d.base[streamTime] ^ 0x5ec0_4d5f_7ac7_1095)}
+	for i := 0; i < len(d.created); {
+		j := i + 1
+		for j < len(d.created) && d.created[j] == d.created[i] {
+			j++
+		}
+		g := next.frac[i:j]
+		switch u := r.float(); {
+		case u < 0.3: // at the whole second
+		case u < 0.45: // one instant within the second
+			f := int32(r.intn(1_000_000))
+			for k := range g {
+				g[k] = f
+			}
+		case u < 0.6: // to the millisecond: some share one
+			for k := range g {
+				g[k] = int32(r.intn(1000) * 1000)
+			}
+		default:
+			for k := range g {
+				g[k] = int32(r.intn(1_000_000))
+			}
+		}
+		slices.Sort(g)
+		i = j
+	}
+	return next
+}
+
+// at returns contact i's creation time in Unix microseconds.
+func (d *Dataset) at(i int) int64 {
+	us := d.created[i] * 1_000_000
+	if d.frac != nil {
+		us += int64(d.frac[i])
+	}
+	return us
+}
+
+// createdTime returns contact i's creation time, moved or not.
+func (d *Dataset) createdTime(i int) time.Time {
+	return time.UnixMicro(d.createdOf(i)).UTC()
+}
+
 // Len returns the number of contacts.
 func (d *Dataset) Len() int { return len(d.created) }
 
-// LargestGroup returns the creation time shared by the most contacts and how
-// many contacts share it; the earliest such time when several tie.
+// LargestGroup returns the creation second shared by the most contacts and
+// how many contacts share it; the earliest such second when several tie.
+// Without Config.SubSecond they share the instant too.
 func (d *Dataset) LargestGroup() (t time.Time, n int) {
 	if d.largestN == 0 {
 		return time.Time{}, 0
@@ -344,7 +409,7 @@ func (d *Dataset) LargestGroup() (t time.Time, n int) {
 // CreatedAt returns the creation time of contact i without generating the
 // rest of it.
 func (d *Dataset) CreatedAt(i int) time.Time {
-	return time.Unix(d.createdOf(i), 0).UTC()
+	return d.createdTime(i)
 }
 
 // Contact returns contact i, for i in [0, Len()); it panics for other i.
@@ -365,7 +430,7 @@ func (d *Dataset) Contact(i int) Contact {
 		JobTitle:    str(fJobTitle),
 		CompanyName: str(fCompanyName),
 		LinkedInURL: str(fLinkedInURL),
-		CreatedAt:   time.Unix(p.created, 0).UTC(),
+		CreatedAt:   time.UnixMicro(p.created).UTC(),
 		City:        str(fCity),
 		Country:     str(fCountry),
 		Notes:       str(fNotes),
@@ -400,10 +465,10 @@ func (d *Dataset) Index(id string) (int, bool) {
 }
 
 // search returns the index range [from, to) of contacts created within the
-// inclusive second bounds [lo, hi].
+// inclusive bounds [lo, hi], in Unix microseconds.
 func (d *Dataset) search(lo, hi int64) (from, to int) {
-	from = sort.Search(len(d.created), func(i int) bool { return d.created[i] >= lo })
-	to = sort.Search(len(d.created), func(i int) bool { return d.created[i] > hi })
+	from = sort.Search(len(d.created), func(i int) bool { return d.at(i) >= lo })
+	to = sort.Search(len(d.created), func(i int) bool { return d.at(i) > hi })
 	return from, max(from, to)
 }
 
@@ -579,7 +644,7 @@ type parts struct {
 	linkedinSuffix uint32
 	tags           uint16
 	spaced         bool
-	created        int64
+	created        int64 // Unix microseconds
 	offset         int
 	lists          uint32
 	place          int
@@ -721,13 +786,13 @@ func (p *parts) appendField(buf []byte, f field, tf TimeFormat) []byte {
 		}
 		return buf
 	case fCreatedAt:
-		t := time.Unix(p.created, 0)
+		t := time.UnixMicro(p.created)
 		if tf == TimeOffset {
 			t = t.In(offsetZones[p.offset])
 		} else {
 			t = t.UTC()
 		}
-		return t.AppendFormat(buf, time.RFC3339)
+		return t.AppendFormat(buf, time.RFC3339Nano)
 	case fListIDs:
 		for m, k := p.lists, 0; m != 0; m, k = m&(m-1), k+1 {
 			if k > 0 {

@@ -43,6 +43,34 @@ const (
 	BoundsMixed     Bounds = "mixed"     // after <= t < before
 )
 
+// Precision is how finely the server keeps the created_after and
+// created_before it is sent before comparing them with created_at: the spec
+// says nothing of it.
+type Precision string
+
+// The bound precisions. A coarser one truncates the bound (towards the
+// past) to its unit, as a service that parses bounds into whole seconds
+// would, and then applies Bounds.
+const (
+	PrecisionExact       Precision = "exact"       // as sent, to the nanosecond
+	PrecisionMicrosecond Precision = "microsecond" // truncated to the microsecond
+	PrecisionMillisecond Precision = "millisecond" // truncated to the millisecond, as a JavaScript Date keeps it
+	PrecisionSecond      Precision = "second"      // truncated to the whole second
+)
+
+// unit is the duration a bound is truncated to; 0 keeps it as sent.
+func (p Precision) unit() time.Duration {
+	switch p {
+	case PrecisionMicrosecond:
+		return time.Microsecond
+	case PrecisionMillisecond:
+		return time.Millisecond
+	case PrecisionSecond:
+		return time.Second
+	}
+	return 0
+}
+
 // ResetStyle is how X-RateLimit-Reset is expressed.
 type ResetStyle string
 
@@ -94,6 +122,9 @@ const StallHeaders = -1
 
 // OverrunEndless is Config.Overrun for a body that never ends.
 const OverrunEndless = -1
+
+// ErrorBodyEndless is Config.ErrorBody for error bodies that never end.
+const ErrorBodyEndless = -1
 
 // The default API keys, both of workspace "demo".
 const (
@@ -170,11 +201,27 @@ type Config struct {
 	// Control serves MutatePath, a control endpoint that edits, deletes and
 	// adds contacts, for demos of a workspace that changes.
 	Control bool
+	// Trickle makes every 200 body come one byte at a time, this long
+	// apart, however long that takes; 0 streams it normally.
+	Trickle time.Duration
+	// ErrorBody pads the message of every JSON error body with this many
+	// bytes of text; ErrorBodyEndless never ends the body. 0 sends the
+	// error as it is.
+	ErrorBody int
 	// ExtraColumns adds this many columns nobody asked for to every
 	// response, at pseudo-random places: the first holds a UUID (the kind
 	// of value a reader that maps columns by position mistakes for the id),
 	// the others text. At most 8.
 	ExtraColumns int
+
+	// BoundPrecision is how finely created_after and created_before are
+	// kept before they are compared; "" means PrecisionExact.
+	BoundPrecision Precision
+	// SubSecond gives contacts creation times with microseconds: the
+	// contacts of one second spread over it, some at the whole second,
+	// some sharing one instant. Without it every contact is created at a
+	// whole second.
+	SubSecond bool
 
 	Now func() time.Time // clock of the rate limiter; nil means time.Now
 }
@@ -223,9 +270,10 @@ type Server struct {
 	seq    atomic.Uint64
 	idBase uint64
 
-	requests atomic.Int64
-	calls    atomic.Int64
-	layouts  atomic.Uint64 // responses laid out with shuffled or extra columns
+	requests   atomic.Int64
+	calls      atomic.Int64
+	errorBytes atomic.Int64  // bytes of error bodies written
+	layouts    atomic.Uint64 // responses laid out with shuffled or extra columns
 
 	mu        sync.Mutex
 	mutations uint64             // MutatePath calls so far, for their random picks
@@ -253,6 +301,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Bounds == "" {
 		cfg.Bounds = BoundsInclusive
+	}
+	if cfg.BoundPrecision == "" {
+		cfg.BoundPrecision = PrecisionExact
 	}
 	if cfg.Hour == 0 {
 		cfg.Hour = time.Hour
@@ -286,7 +337,11 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.ds.Store(newDataset(cfg.Contacts, cfg.Seed))
+	ds := newDataset(cfg.Contacts, cfg.Seed)
+	if cfg.SubSecond {
+		ds = ds.withFractions()
+	}
+	s.ds.Store(ds)
 	for _, w := range cfg.Workspaces {
 		if s.others == nil {
 			s.others = map[string]*Dataset{}
@@ -295,7 +350,11 @@ func New(cfg Config) (*Server, error) {
 		if n == 0 {
 			n = cfg.Contacts
 		}
-		s.others[w.Name] = newDataset(n, w.Seed)
+		other := newDataset(n, w.Seed)
+		if cfg.SubSecond {
+			other = other.withFractions()
+		}
+		s.others[w.Name] = other
 	}
 	for _, k := range cfg.Keys {
 		s.keys[k.Token] = k
@@ -320,6 +379,17 @@ func (c *Config) validate() error {
 	case "", BoundsInclusive, BoundsExclusive, BoundsMixed:
 	default:
 		bad("unknown Bounds %q (want inclusive, exclusive or mixed)", c.Bounds)
+	}
+	switch c.BoundPrecision {
+	case "", PrecisionExact, PrecisionMicrosecond, PrecisionMillisecond, PrecisionSecond:
+	default:
+		bad("unknown BoundPrecision %q (want exact, microsecond, millisecond or second)", c.BoundPrecision)
+	}
+	if c.Trickle < 0 {
+		bad("negative Trickle %s", c.Trickle)
+	}
+	if c.ErrorBody < ErrorBodyEndless {
+		bad("ErrorBody %d is neither a byte count nor ErrorBodyEndless", c.ErrorBody)
 	}
 	switch c.ResetStyle {
 	case "", ResetEpoch, ResetDelta:
@@ -447,6 +517,10 @@ func (s *Server) Delete(idx ...int) {
 // the rate limiter, and so counted against the limit (when there is one).
 // Calls answered 400 or with an injected 5xx count too.
 func (s *Server) Calls() int64 { return s.calls.Load() }
+
+// ErrorBytes returns how many bytes of error bodies the server has written
+// to its clients (as far as their connections took them).
+func (s *Server) ErrorBytes() int64 { return s.errorBytes.Load() }
 
 // Requests returns the number of requests to the export path, whatever their
 // outcome, including 401, 403, 405 and 429.

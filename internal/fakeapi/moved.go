@@ -8,17 +8,17 @@ import (
 )
 
 // Move changes the created_at of the contacts at the given indexes to t
-// (whole seconds): the API's spec does not promise that a contact's
+// (to the microsecond): the API's spec does not promise that a contact's
 // created_at never changes, so an export of t's range returns them and
 // an export of their old one no longer does. Their index, id and other
 // fields stay.
 func (s *Server) Move(t time.Time, idx ...int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ds.Store(s.ds.Load().movedTo(idx, t.Unix()))
+	s.ds.Store(s.ds.Load().movedTo(idx, t.UnixMicro()))
 }
 
-// movedTo returns d with the contacts at idx created at the unix second t.
+// movedTo returns d with the contacts at idx created at t (Unix µs).
 func (d *Dataset) movedTo(idx []int, t int64) *Dataset {
 	next := d.clone()
 	next.moved = make(map[int32]int64, len(d.moved)+len(idx))
@@ -31,16 +31,17 @@ func (d *Dataset) movedTo(idx []int, t int64) *Dataset {
 	return next
 }
 
-// createdOf returns contact i's creation second, moved or not.
+// createdOf returns contact i's creation time in Unix µs, moved or not
+// (at is where it sits in the order of the dataset).
 func (d *Dataset) createdOf(i int) int64 {
 	if t, ok := d.moved[int32(i)]; ok {
 		return t
 	}
-	return d.created[i]
+	return d.at(i)
 }
 
 // inRange returns the indexes of the contacts created within the inclusive
-// second bounds [lo, hi], moved ones at their new time, ascending by
+// bounds [lo, hi] (Unix µs), moved ones at their new time, ascending by
 // creation time, ties in dataset order.
 func (d *Dataset) inRange(lo, hi int64) []int32 {
 	from, to := d.search(lo, hi)

@@ -47,6 +47,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	c.Bounds = BoundsInclusive
 	fs.Var(&enumValue[Bounds]{p: &c.Bounds, allowed: []Bounds{BoundsInclusive, BoundsExclusive, BoundsMixed}}, "bounds",
 		"whether created_after/created_before include a contact created exactly at the bound: inclusive (after <= t <= before), exclusive (after < t < before) or mixed (after <= t < before); the real API does not document it")
+	c.BoundPrecision = PrecisionExact
+	fs.Var(&enumValue[Precision]{p: &c.BoundPrecision, allowed: []Precision{PrecisionExact, PrecisionMicrosecond, PrecisionMillisecond, PrecisionSecond}}, "bound-precision",
+		"how finely created_after/created_before are kept before --bounds applies: exact (as sent), or truncated to the microsecond, millisecond or whole second, as a service that parses them coarsely would; the real API does not document it")
+	fs.BoolVar(&c.SubSecond, "sub-second", false,
+		"give contacts created_at with microseconds: the contacts of one second spread over it, some at the whole second, some sharing one instant (without it every contact is created at a whole second)")
 
 	c.RateLimit = 10
 	fs.Var(&intValue{p: &c.RateLimit, max: math.MaxInt32}, "rate-limit",
@@ -81,6 +86,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"every 200 body stops after N data rows (or before its end, if shorter) and the connection stays open, silent, until the client gives up; 'headers' never sends even the headers; 0 never stalls")
 	fs.Var(&countOrValue{p: &c.Overrun, word: "endless", wordValue: OverrunEndless}, "overrun",
 		"every 200 body goes on N rows past the limit, repeating its rows from the first, as a server that ignores limit would; 'endless' never ends; 0 keeps to the limit")
+	fs.Var(&durationValue{p: &c.Trickle}, "trickle",
+		"every 200 body comes one byte at a time, this long apart (e.g. 2s), however long that takes, as a service that keeps a connection alive without delivering; 0 streams normally")
+	fs.Var(&countOrValue{p: &c.ErrorBody, word: "endless", wordValue: ErrorBodyEndless}, "error-body",
+		"pad the message of every JSON error body with N bytes of text; 'endless' never ends the body; 0 sends errors as they are")
 	fs.BoolVar(&c.IgnoreBounds, "ignore-bounds", false,
 		"check created_after and created_before, then ignore them: every call answers as if they were absent, as a broken service might")
 	fs.BoolVar(&c.Control, "control", false,

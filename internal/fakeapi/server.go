@@ -3,9 +3,11 @@ package fakeapi
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -46,7 +48,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.echoes(EchoErrors) {
 			msg += fmt.Sprintf(" (request had Authorization: %s)", auth)
 		}
-		writeError(w, id, status, code, msg)
+		s.writeError(w, r, id, status, code, msg)
 	}
 	if r.URL.Path == MutatePath && s.cfg.Control {
 		s.serveMutate(w, r, id)
@@ -182,20 +184,61 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-func writeError(w http.ResponseWriter, id string, status int, code, msg string) {
+// writeError writes an error response of the export endpoint, its message
+// padded by Config.ErrorBody, and counts its bytes.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, id string, status int, code, msg string) {
+	if s.cfg.ErrorBody == 0 {
+		s.errorBytes.Add(int64(writeError(w, id, status, code, msg)))
+		return
+	}
+	// The message comes last and is left open for the padding.
+	head, _ := json.Marshal(struct {
+		Code      string `json:"code"`
+		RequestID string `json:"request_id"`
+	}{code, id})
+	quoted, _ := json.Marshal(msg + " ")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	rc := http.NewResponseController(w)
+	write := func(b []byte) bool {
+		n, err := w.Write(b)
+		s.errorBytes.Add(int64(n))
+		return err == nil && rc.Flush() == nil && r.Context().Err() == nil
+	}
+	if !write([]byte(`{"error":` + string(head[:len(head)-1]) + `,"message":` + string(quoted[:len(quoted)-1]))) {
+		return
+	}
+	pad := bytes.Repeat([]byte("padding "), 4096)
+	for left := s.cfg.ErrorBody; left != 0; {
+		chunk := pad
+		if left > 0 {
+			chunk = pad[:min(left, len(pad))]
+			left -= len(chunk)
+		}
+		if !write(chunk) {
+			return
+		}
+	}
+	write([]byte("\"}}\n"))
+}
+
+// writeError writes a JSON error response and returns the bytes of its body
+// written.
+func writeError(w http.ResponseWriter, id string, status int, code, msg string) int {
 	var b errorBody
 	b.Error.Code, b.Error.Message, b.Error.RequestID = code, msg, id
 	body, _ := json.Marshal(b) // cannot fail for strings
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)+1))
 	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	n, _ := w.Write(append(body, '\n'))
+	return n
 }
 
 // query is a validated export request.
 type query struct {
 	limit   int
-	lo, hi  int64 // creation second bounds, both inclusive
+	lo, hi  int64 // creation time bounds in Unix microseconds, both inclusive
 	tags    uint16
 	list    uint32
 	nothing bool // a filter no contact can match (unknown tag or list)
@@ -262,21 +305,22 @@ func (s *Server) parseQuery(raw string) (query, error) {
 		return q, fmt.Errorf("created_after (%s) must not be later than created_before (%s)",
 			after.Format(time.RFC3339Nano), before.Format(time.RFC3339Nano))
 	}
-	// Contacts are created at whole seconds, so a bound at any precision
-	// becomes an inclusive bound in seconds. Unix() floors.
+	// The bounds are kept at the server's precision, then made inclusive
+	// bounds in microseconds, the precision of created_at.
+	if unit := s.cfg.BoundPrecision.unit(); unit > 0 {
+		after, before = after.Truncate(unit), before.Truncate(unit)
+	}
 	if hasAfter {
-		sec := after.Unix()
-		if s.cfg.Bounds == BoundsExclusive || after.Nanosecond() > 0 {
-			sec++
+		q.lo = ceilMicro(after)
+		if s.cfg.Bounds == BoundsExclusive {
+			q.lo = after.UnixMicro() + 1
 		}
-		q.lo = sec
 	}
 	if hasBefore {
-		sec := before.Unix()
-		if s.cfg.Bounds != BoundsInclusive && before.Nanosecond() == 0 {
-			sec--
+		q.hi = before.UnixMicro()
+		if s.cfg.Bounds != BoundsInclusive {
+			q.hi = ceilMicro(before) - 1
 		}
-		q.hi = sec
 	}
 	if s.cfg.IgnoreBounds {
 		q.lo, q.hi = math.MinInt64, math.MaxInt64
@@ -330,6 +374,15 @@ func (s *Server) parseQuery(raw string) (query, error) {
 		}
 	}
 	return q, nil
+}
+
+// ceilMicro returns t in Unix microseconds, rounded up.
+func ceilMicro(t time.Time) int64 {
+	us := t.UnixMicro()
+	if t.Nanosecond()%1000 != 0 {
+		us++
+	}
+	return us
 }
 
 // parseTimeParam parses an ISO 8601 bound: RFC 3339 with optional fractional
@@ -497,7 +550,11 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, d *Dataset, q qu
 
 	ctx := r.Context()
 	rc := http.NewResponseController(w)
-	bw := bufio.NewWriterSize(w, 2*flushEvery)
+	var out io.Writer = w
+	if s.cfg.Trickle > 0 {
+		out = &trickleWriter{w: w, rc: rc, ctx: ctx, every: s.cfg.Trickle}
+	}
+	bw := bufio.NewWriterSize(out, 2*flushEvery)
 	cw := csv.NewWriter(bw)
 	cw.UseCRLF = true
 	// flush sends what is buffered as a chunk; it reports false once the
@@ -583,6 +640,34 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, d *Dataset, q qu
 		s.abort(bw, rc, lay.apply(rr.record(int(rows[cut])), int(rows[cut])))
 	}
 	flush()
+}
+
+// trickleWriter sends what is written to it one byte at a time, flushed,
+// every apart, until the client goes away.
+type trickleWriter struct {
+	w     io.Writer
+	rc    *http.ResponseController
+	ctx   context.Context
+	every time.Duration
+}
+
+func (t *trickleWriter) Write(p []byte) (int, error) {
+	for i := range p {
+		if _, err := t.w.Write(p[i : i+1]); err != nil {
+			return i, err
+		}
+		if err := t.rc.Flush(); err != nil {
+			return i + 1, err
+		}
+		tm := time.NewTimer(t.every)
+		select {
+		case <-t.ctx.Done():
+			tm.Stop()
+			return i + 1, t.ctx.Err()
+		case <-tm.C:
+		}
+	}
+	return len(p), nil
 }
 
 // columnLayout is the order of a response's columns: slot k holds the

@@ -190,7 +190,7 @@ func TestBounds(t *testing.T) {
 				t.Fatalf("largest group has %d contacts; want a shared second", n)
 			}
 			// hi is the time of a contact some way after the largest group.
-			_, to := d.search(lo.Unix(), lo.Unix())
+			_, to := d.search(lo.UnixMicro(), lo.UnixMicro())
 			hi := d.CreatedAt(min(d.Len()-1, to+300))
 			plus2 := time.FixedZone("", 2*3600)
 			half := 500 * time.Millisecond
@@ -220,7 +220,7 @@ func TestBounds(t *testing.T) {
 			// The exact-second window must differ between the rules by
 			// exactly the contacts on its edges.
 			_, recs := export(t, ts, url.Values{"created_after": {lo.Format(time.RFC3339)}, "created_before": {hi.Format(time.RFC3339)}, "limit": {"50000"}}.Encode())
-			hiFrom, hiTo := d.search(hi.Unix(), hi.Unix())
+			hiFrom, hiTo := d.search(hi.UnixMicro(), hi.UnixMicro())
 			nHi := hiTo - hiFrom
 			all := len(selectRef(d, &lo, &hi, BoundsInclusive, nil))
 			want := map[Bounds]int{BoundsInclusive: all, BoundsExclusive: all - n - nHi, BoundsMixed: all - nHi}[b]

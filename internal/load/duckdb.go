@@ -622,10 +622,10 @@ func (d *DuckDB) withBatchesCount(ctx context.Context, q string, args ...any) (i
 	return d.withBatchesDo(ctx, func() (int64, error) { return d.execCount(ctx, q, args...) })
 }
 
-// withBatchesQuery is withBatches for a query of one number, read into n.
-func (d *DuckDB) withBatchesQuery(ctx context.Context, q string, n *int64) error {
+// withBatchesQuery is withBatches for a query of one row, read into dest.
+func (d *DuckDB) withBatchesQuery(ctx context.Context, q string, dest ...any) error {
 	_, err := d.withBatchesDo(ctx, func() (int64, error) {
-		if err := d.conn.QueryRowContext(ctx, q).Scan(n); err != nil {
+		if err := d.conn.QueryRowContext(ctx, q).Scan(dest...); err != nil {
 			return 0, fmt.Errorf("%s: %w", firstLine(q), err)
 		}
 		return 0, nil
@@ -638,6 +638,17 @@ func (d *DuckDB) withBatchesDo(ctx context.Context, f func() (int64, error)) (in
 }
 
 // viewDo runs f with batches registered as batchView (see withBatches).
+// f's statements must run on a context that is never cancelled. duckdb-go
+// interrupts a statement whose context ends, and when the end comes after
+// DuckDB has started the statement but before duckdb-go waits for it, it
+// returns at once while DuckDB's worker threads go on scanning the view
+// until the connection's next statement. release would then have freed the
+// Arrow stream under them: a Go callback through a deleted cgo.Handle
+// ("misuse of an invalid Handle", a panic) or a freed function pointer (a
+// segmentation fault), seen in the ROLLBACK after an interrupted commit. An
+// interrupt that lands while DuckDB plans the statement, or before its
+// transaction starts, fails it with DuckDB's own error instead of the
+// context's, or leaves a transaction open that nothing rolls back.
 func (d *DuckDB) viewDo(ctx context.Context, batches []arrow.RecordBatch, f func() (int64, error)) (int64, error) {
 	rr, err := array.NewRecordReader(batches[0].Schema(), batches)
 	if err != nil {
@@ -685,10 +696,17 @@ func slicesRange(n int) []int {
 
 // Commit upserts the window into contacts, marks the contacts it shows
 // deleted, and records rejects, the window and the stream state, all in one
-// transaction.
+// transaction. A ctx that has ended stops it before it starts, or while
+// it waits for readers to close the file; once the window's statements
+// start, they run to the end (a window holds at most the API's limit of
+// rows), as they must (see viewDo).
 func (d *DuckDB) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, stats WindowStats, st StreamState) (ch Changes, err error) {
 	defer d.releaseBatches()
+	if err := ctx.Err(); err != nil {
+		return ch, err
+	}
 	err = d.with(ctx, func() error {
+		ctx := context.WithoutCancel(ctx)
 		if err := d.groupError(); err != nil {
 			return err
 		}
@@ -914,8 +932,11 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	if ch.Revived, err = d.countRevived(ctx, info); err != nil {
 		return ch, err
 	}
+	storedIDs := int64(-1) // the window's ids the table holds, when counted
 	if info.Refresh {
-		// Stored rows the refresh finds different, or live again.
+		// Stored contacts the refresh finds different, or live again, and
+		// how many of the window's ids are stored (in more rows than that
+		// if some were stored more than once, outside the tool).
 		var differ []string
 		for _, c := range d.cols {
 			if c.Name != "id" {
@@ -923,8 +944,9 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 			}
 		}
 		differ = append(differ, "o."+schemas.DeletedAt+" IS NOT NULL")
-		q := `SELECT count(*) FROM (` + latest + `) AS s JOIN ` + contacts + ` AS o ON o.id = s.id WHERE ` + strings.Join(differ, " OR ")
-		if err := d.withBatchesQuery(ctx, q, &ch.Changed); err != nil {
+		q := `SELECT count(DISTINCT o.id) FILTER (WHERE ` + strings.Join(differ, " OR ") + `), count(DISTINCT o.id) FROM (` + latest + `) AS s JOIN ` +
+			contacts + ` AS o ON o.id = s.id`
+		if err := d.withBatchesQuery(ctx, q, &ch.Changed, &storedIDs); err != nil {
 			return ch, err
 		}
 	}
@@ -951,6 +973,7 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 			return ch, err
 		}
 		ch.Inserted = inserted - ch.Replaced
+		ch.splitDuplicates(storedIDs)
 		return ch, nil
 	}
 	var sel strings.Builder
@@ -970,6 +993,26 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	}
 	ch.Inserted = inserted - ch.Replaced
 	return ch, d.exec(ctx, `DROP TABLE `+mergedTable)
+}
+
+// splitDuplicates makes ch, whose Replaced counts the rows the upsert
+// deleted, count an id stored more than once (written outside the tool)
+// once in Replaced and its other rows in Duplicates. storedIDs is the
+// window's ids the table held, when a refresh counted them, else -1: then
+// duplicates show only where the window deleted more rows than it wrote,
+// and a window that also brought new contacts may count some of them as
+// written again.
+func (ch *Changes) splitDuplicates(storedIDs int64) {
+	if storedIDs >= 0 && ch.Replaced > storedIDs {
+		ch.Duplicates = ch.Replaced - storedIDs
+		ch.Inserted += ch.Duplicates
+		ch.Replaced = storedIDs
+	}
+	if ch.Inserted < 0 {
+		ch.Duplicates -= ch.Inserted
+		ch.Replaced += ch.Inserted
+		ch.Inserted = 0
+	}
 }
 
 // markDeleted marks the stored contacts created in info.Deletes that the

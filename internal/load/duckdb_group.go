@@ -53,11 +53,15 @@ type group struct {
 // GroupCommits implements Grouper.
 func (d *DuckDB) GroupCommits(maxRows int64) { d.groupRows = maxRows }
 
-// Flush implements Grouper.
+// Flush implements Grouper. A ctx that has ended before the flush starts
+// fails it, rolling the group back; once started, it runs to the end.
 func (d *DuckDB) Flush(ctx context.Context) error {
 	return d.with(ctx, func() error {
 		if err := d.groupError(); err != nil {
 			return err
+		}
+		if err := ctx.Err(); err != nil && d.grp.open {
+			return d.failGroup(ctx, err)
 		}
 		return d.flushGroup(ctx)
 	})
@@ -299,11 +303,13 @@ func spansMeet(s, w extract.Window) bool {
 	return (w.From.IsZero() || !s.To.Before(w.From)) && (w.To.IsZero() || s.From.Before(w.To))
 }
 
-// flushGroup inserts the group's rows and commits its transaction.
+// flushGroup inserts the group's rows and commits its transaction, to the
+// end whatever becomes of ctx (see viewDo).
 func (d *DuckDB) flushGroup(ctx context.Context) (err error) {
 	if !d.grp.open {
 		return nil
 	}
+	ctx = context.WithoutCancel(ctx)
 	defer func() {
 		if err != nil {
 			err = d.failGroup(ctx, err)

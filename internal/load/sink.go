@@ -56,6 +56,12 @@ type Changes struct {
 	// from that window's range into this one's. The run's count of
 	// deletions leaves them out (Changes.AddWindow).
 	Revived int64
+	// Duplicates are extra stored rows of ids stored more than once (not
+	// by this tool: written by hand or by another program), removed when
+	// the window wrote those ids again; each such id counts once in
+	// Replaced. A refresh counts them exactly; another window only where
+	// they outnumber its new contacts (see DuckDB's splitDuplicates).
+	Duplicates int64
 }
 
 // Add adds c to ch.
@@ -65,6 +71,7 @@ func (ch *Changes) Add(c Changes) {
 	ch.Changed += c.Changed
 	ch.Deleted += c.Deleted
 	ch.Revived += c.Revived
+	ch.Duplicates += c.Duplicates
 }
 
 // AddWindow adds the changes of a window of a run to the run's, ch: a

@@ -102,6 +102,8 @@ const (
 	RunOK      = "ok"
 	RunPartial = "partial" // stopped at --max-calls, or rate-limited with --no-wait
 	RunFailed  = "failed"
+	// RunInterrupted is a run a signal stopped (its context was cancelled).
+	RunInterrupted = "interrupted"
 )
 
 // segmentJSON is how a covered range is stored; "" is an open bound.

@@ -601,7 +601,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 	streamID, identity, windows, st, runSince, runUntil, budgetKey := pr.streamID, pr.identity, pr.windows, pr.st, pr.runSince, pr.runUntil, pr.budgetKey
 	res = Result{StreamID: streamID, RunID: newRunID(start), Since: runSince, Until: runUntil, Cursor: st.Cursor(), WasResume: len(st.Pending) > 0}
 	log = log.With("stream", streamID, "run", res.RunID)
-	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: "running", Since: runSince, Until: runUntil}
+	run := load.Run{RunID: res.RunID, StreamID: streamID, StartedAt: start, Status: load.RunRunning, Since: runSince, Until: runUntil}
 	for _, t := range o.Targets {
 		if err := t.StartRun(ctx, run); err != nil {
 			return res, err
@@ -639,6 +639,12 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		sum.RateLimited += rsum.RateLimited
 		sum.Elapsed += rsum.Elapsed
 	}
+	if err := ctx.Err(); err != nil && !errors.Is(runErr, err) {
+		// A run the context ended is interrupted: also when that came while
+		// its last window committed (which runs to its end), or when DuckDB
+		// said so with an error of its own.
+		runErr = errors.Join(err, runErr)
+	}
 	res.Changes = h.changes
 	res.Archived = h.archived
 	res.Summary = sum
@@ -653,14 +659,7 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects, run.Calls = now().UTC(), sum.Windows, int64(sum.Rows), h.rejects, sum.Calls
 	run.Changes, run.RefreshCalls, run.RequestIDs = h.changes, res.Refresh.Calls, h.requestIDs
-	switch {
-	case runErr != nil:
-		run.Status, run.Error = "failed", runErr.Error()
-	case res.Complete:
-		run.Status = "ok"
-	default:
-		run.Status = "partial"
-	}
+	run.Status, run.Error = runStatus(runErr, res.Complete)
 	// Record the outcome even if ctx was cancelled.
 	bg := context.WithoutCancel(ctx)
 	var finishErr error
@@ -672,6 +671,21 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		return res, runErr
 	}
 	return res, finishErr
+}
+
+// runStatus is how a run that ended with err is recorded: interrupted
+// when a signal (its context) ended it, failed on any other error, else ok
+// or, stopped short of its range (--max-calls), partial.
+func runStatus(err error, complete bool) (status, msg string) {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return load.RunInterrupted, err.Error()
+	case err != nil:
+		return load.RunFailed, err.Error()
+	case complete:
+		return load.RunOK, ""
+	}
+	return load.RunPartial, ""
 }
 
 func fmtTime(t time.Time, zero string) string {
@@ -898,6 +912,24 @@ func subtract(w extract.Window, ws []extract.Window) []extract.Window {
 	return parts
 }
 
+// within returns the non-empty parts of ws inside c.
+func within(ws []extract.Window, c extract.Window) []extract.Window {
+	var out []extract.Window
+	cl, ch := micros(c.From, math.MinInt64), micros(c.To, math.MaxInt64)
+	for _, w := range ws {
+		if micros(w.From, math.MinInt64) < cl {
+			w.From = c.From
+		}
+		if micros(w.To, math.MaxInt64) > ch {
+			w.To = c.To
+		}
+		if micros(w.From, math.MinInt64) < micros(w.To, math.MaxInt64) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
 func micros(t time.Time, zero int64) int64 {
 	if t.IsZero() {
 		return zero
@@ -991,15 +1023,17 @@ func (h *handler) advance(w extract.Window, pending []extract.Window) load.Windo
 	// Segments verified within the refresh's minimum age of each other are
 	// one to the refresh: merge them, so the state stays small.
 	h.st.Coverage = h.st.Coverage.Compact(int64(h.o.Query.Limit), h.o.Refresh.MinAge)
-	// What the window exported completely tells which stored contacts are
-	// gone at the source, unless a row did not parse: its contact is
-	// there, but not known.
+	// What the window exported completely, and its request certainly
+	// covered whatever the API's bound precision and rule, tells which
+	// stored contacts are gone at the source, unless a row did not parse:
+	// its contact is there, but not known.
+	certain := within(complete, w.Certain())
 	switch {
-	case !h.canDelete || len(complete) == 0:
+	case !h.canDelete || len(certain) == 0:
 	case len(h.rejected) > 0:
 		h.log.Warn("rows of this window did not parse, so it tells no deletion", "window", w.String(), "rejects", len(h.rejected))
 	default:
-		info.Deletes, info.HardDelete = complete, h.o.HardDelete
+		info.Deletes, info.HardDelete = certain, h.o.HardDelete
 		info.DeleteGuard = load.DeleteGuard{MaxRatio: h.o.MaxDeleteRatio, Allowed: max(0, DeletesAllowed-h.changes.Deleted)}
 	}
 	info.Refresh = h.refreshing
@@ -1025,6 +1059,7 @@ func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load
 	// Each target commits atomically on its own. If the process dies
 	// between two commits, the next run plans from the least advanced
 	// target, and the one ahead absorbs the repeated window by upserting.
+	h.log.Info("window committing", "window", w.String(), "request_id", h.reqID, "rows", h.rows, "refresh", h.refreshing)
 	for i, t := range h.o.Targets {
 		ch, err := t.Commit(ctx, info, h.rejected, stats, h.st)
 		if err != nil {

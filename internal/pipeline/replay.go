@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -63,7 +65,18 @@ type ReplayResult struct {
 	Changes  load.Changes
 	Coverage load.Coverage    // the stream's synced ranges after the replay
 	Pending  []extract.Window // windows the last archived run had left to do
-	Elapsed  time.Duration
+	// Resumed is how many of the archived windows every destination held
+	// already (an interrupted replay of the archive committed them): the
+	// replay went on after them.
+	Resumed int
+	// CanDelete says the destinations let the stream tell deletions, as a
+	// sync of it into them would (see TellsDeletions): the archived
+	// deletions are applied only then.
+	CanDelete bool
+	// UnappliedDeletes counts the replayed windows whose archived deletions
+	// were not applied, as CanDelete is false.
+	UnappliedDeletes int
+	Elapsed          time.Duration
 }
 
 // StreamChoiceError says the raw archive holds windows of several streams
@@ -99,77 +112,60 @@ func (e *StreamChoiceError) Error() string {
 // uses. The contacts then equal the original destination's, lineage
 // included (_loaded_at and _deleted_at are the original commits' times),
 // and so does the stream's coverage when the archive holds the stream's
-// whole history. Before loading anything it reads every window's metadata
-// and checks each body's size; a body that does not decompress or holds
-// other rows than archived fails its window (a *archive.CorruptError
-// naming the file) and the replay stops there: the windows before it stay
-// committed.
+// whole history. Before loading anything it reads and cross-checks every
+// window's metadata (checkEntries) and checks each body's size; a body
+// that does not decompress or holds other rows than archived fails its
+// window (a *archive.CorruptError naming the file) and the replay stops
+// there: the windows before it stay committed. A destination that holds
+// the stream as a replay of this archive left it after some window (an
+// interrupted one) is resumed after that window (see heldWindows); one
+// that holds it otherwise is refused (*StreamHeldError). A cancelled ctx
+// stops the replay between two windows, with context.Cause's error.
 func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) {
 	now, log := clockAndLog(o.Now, o.Logger)
 	start := now().UTC()
 	if len(o.Targets) == 0 {
 		return res, errors.New("no destination")
 	}
-	streams, err := o.Archive.Streams()
+	id, err := chooseStream(o.Archive, o.StreamID)
 	if err != nil {
 		return res, err
 	}
-	id := o.StreamID
-	switch {
-	case id != "":
-		found := false
-		for _, s := range streams {
-			found = found || s.ID == id
-		}
-		if !found {
-			return res, &StreamChoiceError{Dir: o.Archive.Dir(), Wanted: id, Streams: streams}
-		}
-	case len(streams) == 1:
-		id = streams[0].ID
-	default:
-		return res, &StreamChoiceError{Dir: o.Archive.Dir(), Streams: streams}
-	}
-	entries, err := o.Archive.Entries(id)
+	entries, identity, err := replayEntries(o.Archive, id, start, log)
 	if err != nil {
 		return res, err
-	}
-	identity := entries[0].Identity
-	same, err := checkIdentity(id, identity)
-	if err != nil {
-		return res, &archive.CorruptError{Path: path.Join(o.Archive.Dir(), entries[0].MetaPath()), Detail: err.Error()}
-	}
-	if !same {
-		log.Warn("this version derives another stream id from the archived identity (it was written by another version): the replayed state keeps the archived id, which a sync of this version may not find",
-			"stream", id, "identity", identity)
-	}
-	for _, e := range entries {
-		if e.Identity != identity {
-			return res, &archive.CorruptError{Path: path.Join(o.Archive.Dir(), e.MetaPath()),
-				Detail: fmt.Sprintf("stream identity %s differs from the stream's first window's %s", e.Identity, identity)}
-		}
-	}
-	var st load.StreamState
-	for i, t := range o.Targets {
-		tst, err := t.LoadState(ctx, id, identity)
-		if err != nil {
-			return res, err
-		}
-		if len(tst.Coverage) > 0 || len(tst.Pending) > 0 {
-			return res, fmt.Errorf("a destination already holds stream %s: replay rebuilds a new destination (or one without this stream), it does not merge", id)
-		}
-		if i == 0 {
-			st = tst
-		}
 	}
 	res = ReplayResult{StreamID: id, Identity: identity, RunID: newRunID(start)}
+	held, st, err := heldWindows(ctx, &o, entries, id, identity)
+	if err != nil {
+		return res, err
+	}
+	res.Resumed = slices.Min(held)
+	if res.Resumed == len(entries) {
+		log.Info("the destinations already hold every archived window of the stream: nothing to replay", "stream", id, "windows", len(entries))
+		return res, nil
+	}
 	log = log.With("stream", id, "run", res.RunID)
+	// Deletions are told by the rule a sync into these destinations would
+	// follow now, whatever the archived run's destinations allowed.
+	// A replay has no API key: a destination's other stream that recorded
+	// one may be another workspace's, so it tells no deletion there.
+	if res.CanDelete, err = canTellDeletions(ctx, o.Targets, id, identity, extract.APIKey{}, log); err != nil {
+		return res, err
+	}
+	if !res.CanDelete {
+		res.UnappliedDeletes = countDeletes(entries[res.Resumed:])
+	}
+	if res.UnappliedDeletes > 0 {
+		log.Warn("a destination holds other streams that this stream's complete exports cannot judge, so a sync of it would tell no deletion there: the archived deletions are not applied")
+	}
 	run := load.Run{RunID: res.RunID, StreamID: id, StartedAt: start, Status: load.RunRunning}
 	for _, t := range o.Targets {
 		if err := t.StartRun(ctx, run); err != nil {
 			return res, err
 		}
 	}
-	log.Info("replay starting", "raw_dir", o.Archive.Dir(), "windows", len(entries), "identity", identity)
+	log.Info("replay starting", "raw_dir", o.Archive.Dir(), "windows", len(entries), "identity", identity, "resuming_after", res.Resumed)
 	groupRows := o.GroupRows
 	if groupRows == 0 {
 		groupRows = DefaultReplayGroupRows
@@ -182,34 +178,8 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 		}
 	}
 
-	ho := Options{Targets: o.Targets, Transform: o.Transform, Logger: log}
-	// Every archived window committed once, rejects and all.
-	ho.Transform.MaxRejectRatio = 2
-	var cur archive.Entry
-	// The handler's clock is the archived commit's: rows, deletions and
-	// coverage get the times the original run gave them.
-	h := &handler{o: &ho, st: st, now: func() time.Time { return cur.LoadedAt }, log: log}
-	// The next window is decompressed and transformed while the targets
-	// commit this one.
-	rctx, stop := context.WithCancel(ctx)
-	ahead := readAheadWindows(rctx, o.Archive, entries, ho.Transform)
-	for ra := range ahead {
-		cur = ra.e
-		// Where the stream's history starts, and its key's fingerprint,
-		// as the window committed them.
-		h.st.Start, h.st.KeyFingerprint = cur.HistoryStart, cur.KeyFingerprint
-		err = h.replayWindow(ctx, ra)
-		ra.release()
-		if err != nil {
-			break
-		}
-		res.Windows++
-		res.Rows += h.rows
-	}
-	stop()
-	for ra := range ahead {
-		ra.release()
-	}
+	h := newReplayer(o.Transform, st, log)
+	err = h.replayFrom(ctx, o.Archive, o.Targets, entries, held, res.CanDelete, &res)
 	// The windows of open groups commit now, before the run record (which
 	// commits them otherwise, after a failed window).
 	for _, g := range groupers {
@@ -227,10 +197,7 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 
 	run.FinishedAt, run.Windows, run.Rows, run.Rejects = now().UTC(), res.Windows, res.Rows, res.Rejects
 	run.Changes, run.RequestIDs = h.changes, h.requestIDs
-	run.Status = load.RunOK
-	if err != nil {
-		run.Status, run.Error = load.RunFailed, err.Error()
-	}
+	run.Status, run.Error = runStatus(err, true)
 	bg := context.WithoutCancel(ctx)
 	var finishErr error
 	for _, t := range o.Targets {
@@ -243,27 +210,173 @@ func Replay(ctx context.Context, o ReplayOptions) (res ReplayResult, err error) 
 	return res, finishErr
 }
 
+// chooseStream returns the stream to replay: wanted, which the archive must
+// hold, or its only one.
+func chooseStream(arch *archive.Archive, wanted string) (string, error) {
+	streams, err := arch.Streams()
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case wanted != "":
+		for _, s := range streams {
+			if s.ID == wanted {
+				return wanted, nil
+			}
+		}
+		return "", &StreamChoiceError{Dir: arch.Dir(), Wanted: wanted, Streams: streams}
+	case len(streams) == 1:
+		return streams[0].ID, nil
+	}
+	return "", &StreamChoiceError{Dir: arch.Dir(), Streams: streams}
+}
+
+// replayEntries reads and checks the stream's archived windows and returns
+// them with the stream's identity.
+func replayEntries(arch *archive.Archive, id string, now time.Time, log *slog.Logger) ([]archive.Entry, string, error) {
+	entries, err := arch.Entries(id)
+	if err != nil {
+		return nil, "", err
+	}
+	identity := entries[0].Identity
+	same, err := checkIdentity(id, identity)
+	if err != nil {
+		return nil, "", &archive.CorruptError{Path: path.Join(arch.Dir(), entries[0].MetaPath()), Detail: err.Error()}
+	}
+	if !same {
+		log.Warn("this version derives another stream id from the archived identity (it was written by another version): the replayed state keeps the archived id, which a sync of this version may not find",
+			"stream", id, "identity", identity)
+	}
+	for _, e := range entries {
+		if e.Identity != identity {
+			return nil, "", &archive.CorruptError{Path: path.Join(arch.Dir(), e.MetaPath()),
+				Detail: fmt.Sprintf("stream identity %s differs from the stream's first window's %s", e.Identity, identity)}
+		}
+	}
+	return entries, identity, checkEntries(arch, entries, identity, now)
+}
+
+// replayer is a handler that replays archived windows. Its clock is the
+// archived commit's: rows, deletions and coverage get the times the
+// original run gave them.
+type replayer struct {
+	*handler
+	at time.Time // the LoadedAt of the window in hand
+}
+
+// newReplayer returns a replayer that goes on from state st, with no
+// target yet.
+func newReplayer(topts transform.Options, st load.StreamState, log *slog.Logger) *replayer {
+	ho := &Options{Transform: topts, Logger: log}
+	// Every archived window committed once, rejects and all.
+	ho.Transform.MaxRejectRatio = 2
+	r := &replayer{}
+	r.handler = &handler{o: ho, st: st, log: log, now: func() time.Time { return r.at }}
+	return r
+}
+
+// enter sets what the handler knows of the run and request of e, the
+// window in hand.
+func (r *replayer) enter(e archive.Entry) {
+	r.at = e.LoadedAt
+	r.runID, r.runSince, r.runUntil, r.refreshing = e.RunID, e.RunSince, e.RunUntil, e.Refresh
+	r.o.Query = extract.Query{Limit: e.Query.Limit, ListID: e.Query.ListID, Tags: e.Query.Tags, Fields: e.Query.Fields}
+	r.o.Refresh.MinAge, r.o.HardDelete = e.RefreshMinAge, e.HardDelete
+	// Where the stream's history starts, and its key's fingerprint, as the
+	// window committed them.
+	r.st.Start, r.st.KeyFingerprint = e.HistoryStart, e.KeyFingerprint
+}
+
+// advanceOnly moves the stream state on by a window read ahead, as
+// replaying it would, and commits nothing.
+func (r *replayer) advanceOnly(ra *readAhead) {
+	r.enter(ra.e)
+	r.times, r.rejected, r.rows = ra.tally.Times, ra.rejects, ra.rows
+	r.advance(ra.e.Window, ra.e.Pending)
+}
+
+// replayFrom replays entries into targets, where target i already holds
+// the first held[i] of them, from the first window one of them lacks: each
+// window goes to the targets that lack it. It counts what it did in res,
+// and stops between two windows when ctx ends.
+func (r *replayer) replayFrom(ctx context.Context, arch *archive.Archive, targets []load.Target, entries []archive.Entry, held []int, canDelete bool, res *ReplayResult) error {
+	first := slices.Min(held)
+	// The next window is decompressed and transformed while the targets
+	// commit this one.
+	rctx, stop := context.WithCancel(ctx)
+	ahead := readAheadWindows(rctx, arch, entries[first:], r.o.Transform)
+	defer func() {
+		stop()
+		for ra := range ahead {
+			ra.release()
+		}
+	}()
+	i := first
+	for ra := range ahead {
+		if ctx.Err() != nil {
+			ra.release()
+			return context.Cause(ctx)
+		}
+		r.o.Targets = r.o.Targets[:0]
+		for t, n := range held {
+			if n <= i {
+				r.o.Targets = append(r.o.Targets, targets[t])
+			}
+		}
+		// The window in hand commits even if ctx ends meanwhile.
+		err := r.replayWindow(context.WithoutCancel(ctx), ra, canDelete)
+		ra.release()
+		if err != nil {
+			return err
+		}
+		res.Windows++
+		res.Rows += r.rows
+		i++
+	}
+	if i < len(entries) {
+		// The read-ahead stops early only when ctx ends.
+		return cmp.Or(context.Cause(ctx), errors.New("internal error: the archived windows stopped coming"))
+	}
+	return nil
+}
+
 // replayWindow loads one archived window, read ahead, through the
-// handler, as the original run did: same state rules, then the archived
-// deletions.
-func (h *handler) replayWindow(ctx context.Context, ra *readAhead) error {
+// handler into its targets, as the original run did: same state rules, then the archived
+// deletions if canDelete.
+func (r *replayer) replayWindow(ctx context.Context, ra *readAhead, canDelete bool) error {
 	if ra.err != nil {
 		return ra.err
 	}
 	e := ra.e
-	h.runID, h.runSince, h.runUntil, h.refreshing = e.RunID, e.RunSince, e.RunUntil, e.Refresh
-	h.o.Query = extract.Query{Limit: e.Query.Limit, ListID: e.Query.ListID, Tags: e.Query.Tags, Fields: e.Query.Fields}
-	h.o.Refresh.MinAge, h.o.HardDelete = e.RefreshMinAge, e.HardDelete
-	if _, err := h.load(ctx, e.Window, e.RequestID, ra); err != nil {
+	r.enter(e)
+	if _, err := r.load(ctx, e.Window, e.RequestID, ra); err != nil {
 		return fmt.Errorf("replay %s: %w", ra.file, err)
 	}
-	info := h.advance(e.Window, e.Pending)
-	info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
-	stats := load.WindowStats{Rows: h.rows, Rejects: int64(len(h.rejected)), Calls: e.Calls}
-	if _, err := h.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
+	info := r.advance(e.Window, e.Pending)
+	// The window's deletions as the original run applied them, where the
+	// destinations let the stream tell them.
+	info.Deletes, info.HardDelete = nil, false
+	if canDelete {
+		info.Deletes, info.HardDelete = e.Deletes, e.HardDelete
+		// The deletion guard the window passed when it was synced.
+		info.DeleteGuard = load.DeleteGuard{MaxRatio: e.MaxDeleteRatio, Allowed: e.DeletesAllowed}
+	}
+	stats := load.WindowStats{Rows: r.rows, Rejects: int64(len(r.rejected)), Calls: e.Calls}
+	if _, err := r.commitTargets(ctx, e.Window, info, stats, len(e.Pending)); err != nil {
 		return fmt.Errorf("replay %s: commit window %s: %w", ra.file, e.Window, err)
 	}
 	return nil
+}
+
+// countDeletes counts the archived windows that told deletions.
+func countDeletes(entries []archive.Entry) int {
+	n := 0
+	for _, e := range entries {
+		if len(e.Deletes) > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // readAhead is an archived window read, checked and transformed ahead of
@@ -329,8 +442,9 @@ func readAheadWindows(ctx context.Context, arch *archive.Archive, entries []arch
 }
 
 // readWindow reads and transforms one archived body, checking that it is
-// whole: it decompresses, holds the bytes archived, and the rows and
-// rejects the original run counted.
+// whole: it decompresses, holds the bytes archived (and their SHA-256),
+// the rows and rejects the original run counted, and no row created
+// outside its window.
 func readWindow(arch *archive.Archive, e archive.Entry, topts transform.Options) *readAhead {
 	ra := &readAhead{e: e, file: path.Join(arch.Dir(), e.Path)}
 	fail := func(err error) *readAhead {
@@ -373,6 +487,10 @@ func readWindow(arch *archive.Archive, e archive.Entry, topts transform.Options)
 	if int64(ra.tally.Rows) != e.Rows || int64(len(ra.rejects)) != e.Rejects {
 		return fail(&archive.CorruptError{Path: ra.file,
 			Detail: fmt.Sprintf("holds %d rows (%d rejected), but %d (%d rejected) were archived", ra.tally.Rows, len(ra.rejects), e.Rows, e.Rejects)})
+	}
+	if at, ok := outsideWindow(ra.tally.Times, e.Window); ok {
+		return fail(&archive.CorruptError{Path: ra.file,
+			Detail: fmt.Sprintf("holds a contact created at %s, outside its window %s, where no sync commits one: not this window's body, or altered", at.Format(time.RFC3339Nano), e.Window)})
 	}
 	return ra
 }
