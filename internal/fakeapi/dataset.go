@@ -147,6 +147,7 @@ type Dataset struct {
 	// shares the rest: a response reads one Dataset throughout.
 	version map[int32]uint32 // edits of a contact; nil when none
 	deleted map[int32]bool   // nil when none
+	moved   map[int32]int64  // contacts whose created_at moved (Server.Move): the new time in Unix µs; nil when none
 }
 
 // Independent hash streams per contact, so that a filter can read a
@@ -387,9 +388,9 @@ func (d *Dataset) at(i int) int64 {
 	return us
 }
 
-// createdTime returns contact i's creation time.
+// createdTime returns contact i's creation time, moved or not.
 func (d *Dataset) createdTime(i int) time.Time {
-	return time.UnixMicro(d.at(i)).UTC()
+	return time.UnixMicro(d.createdOf(i)).UTC()
 }
 
 // Len returns the number of contacts.
@@ -656,7 +657,7 @@ type parts struct {
 // gen fills p with contact i's choices.
 func (d *Dataset) gen(i int, p *parts) {
 	p.idHi, p.idLo = d.uuid(i)
-	p.created = d.at(i)
+	p.created = d.createdOf(i)
 	p.tags, p.spaced = d.tagInfo(i)
 	p.lists = d.listMask(i)
 

@@ -93,7 +93,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.IgnoreBounds, "ignore-bounds", false,
 		"check created_after and created_before, then ignore them: every call answers as if they were absent, as a broken service might")
 	fs.BoolVar(&c.Control, "control", false,
-		"serve POST "+MutatePath+"?edit=N&delete=N&append=N (with the key): edit and delete N random contacts and add N created now, to show how syncs follow a workspace that changes")
+		"serve POST "+MutatePath+"?edit=N&delete=N&append=N&move=N (with the key): edit and delete N random contacts, add N created now, and move the created_at of N to move_to (default now), to show how syncs follow a workspace that changes")
 	fs.BoolVar(&c.ShuffleColumns, "shuffle-columns", false,
 		"write the columns of every response in its own random order, not the order fields asked for: a client must map columns by header name")
 	fs.Var(&intValue{p: &c.ExtraColumns, max: MaxExtraColumns}, "extra-columns",

@@ -421,6 +421,9 @@ func (s *Server) selectRows(d *Dataset, q query) []int32 {
 		}
 		return q.list == 0 || d.listMask(i)&q.list != 0
 	}
+	if d.moved != nil {
+		return s.selectMoved(d, q, match)
+	}
 	rows := make([]int32, 0, min(q.limit, to-from))
 	switch s.cfg.Order {
 	case OrderDesc:
@@ -761,14 +764,16 @@ func (s *Server) abort(bw *bufio.Writer, rc *http.ResponseController, record []s
 
 // MutatePath is the control endpoint that changes the workspace, served
 // when Config.Control is set: POST with edit=N, delete=N and append=N to
-// edit and delete N pseudo-random contacts and add N created now.
+// edit and delete N pseudo-random contacts and add N created now, and with
+// move=N to change the created_at of N pseudo-random contacts to move_to
+// (ISO 8601; default: now).
 const MutatePath = "/_fake/mutate"
 
 // serveMutate answers MutatePath with what it did, as JSON.
 func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request, id string) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, id, http.StatusMethodNotAllowed, "method_not_allowed", "use POST "+MutatePath+"?edit=N&delete=N&append=N")
+		writeError(w, id, http.StatusMethodNotAllowed, "method_not_allowed", "use POST "+MutatePath+"?edit=N&delete=N&append=N&move=N")
 		return
 	}
 	if _, msg := s.authenticate(r.Header.Get("Authorization")); msg != "" {
@@ -776,7 +781,7 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request, id string) 
 		return
 	}
 	n := map[string]int{}
-	for _, name := range []string{"edit", "delete", "append"} {
+	for _, name := range []string{"edit", "delete", "append", "move"} {
 		v := r.URL.Query().Get(name)
 		if v == "" {
 			continue
@@ -800,14 +805,24 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request, id string) 
 		}
 		return out
 	}
-	edited, deleted := pick(n["edit"]), pick(n["delete"])
+	moveTo := s.now().Add(-time.Second)
+	if v := r.URL.Query().Get("move_to"); v != "" {
+		t, err := parseTimeParam("move_to", v)
+		if err != nil {
+			writeError(w, id, http.StatusBadRequest, "validation_error", err.Error())
+			return
+		}
+		moveTo = t
+	}
+	edited, deleted, moved := pick(n["edit"]), pick(n["delete"]), pick(n["move"])
 	s.Edit(edited...)
 	s.Delete(deleted...)
+	s.Move(moveTo, moved...)
 	if err := s.Append(n["append"], s.now().Add(-time.Second)); err != nil {
 		writeError(w, id, http.StatusBadRequest, "validation_error", err.Error())
 		return
 	}
 	d := s.Dataset()
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]int{"edited": len(edited), "deleted": len(deleted), "appended": n["append"], "contacts": d.Len(), "live": d.Live()})
+	_ = json.NewEncoder(w).Encode(map[string]int{"edited": len(edited), "deleted": len(deleted), "appended": n["append"], "moved": len(moved), "contacts": d.Len(), "live": d.Live()})
 }

@@ -799,6 +799,107 @@ func init() {
 	conformanceCases = append(conformanceCases, struct {
 		name string
 		run  func(c *conformance)
+	}{"AnIDWhoseCreatedAtMovesStaysOneContact", func(c *conformance) {
+		day := func(m, d int) time.Time { return time.Date(2024, time.Month(m), d, 0, 0, 0, 0, time.UTC) }
+		span := func(from, to time.Time) []extract.Window { return []extract.Window{{From: from, To: to}} }
+		check := func(when string, want map[string]map[string]string) {
+			c.t.Helper()
+			got := stripID(c.rows("id", "full_name", "city", "created_at", "_deleted_at"))
+			for _, r := range got {
+				r["created_at"] = r["created_at"][:10]
+			}
+			if !reflect.DeepEqual(got, want) {
+				c.t.Errorf("%s:\n got  %v\n want %v", when, got, want)
+			}
+		}
+		ch := c.commit("id,full_name,created_at,city\n"+uA+",A,2024-01-02T00:00:00Z,Oslo\n"+uB+",B,2024-01-03T00:00:00Z,Bergen\n", st1)
+		if ch != (load.Changes{Inserted: 2}) {
+			c.t.Errorf("first window: %+v", ch)
+		}
+		// A moves to March, in a window without the city: still one A, in
+		// March, with its city.
+		ch = c.commit("id,full_name,created_at\n"+uA+",A moved,2024-03-05T00:00:00Z\n", st1)
+		if ch != (load.Changes{Replaced: 1}) {
+			c.t.Errorf("A moved: %+v, want 1 replaced", ch)
+		}
+		want := map[string]map[string]string{
+			uA: {"full_name": "A moved", "city": "Oslo", "created_at": "2024-03-05", "_deleted_at": "<null>"},
+			uB: {"full_name": "B", "city": "Bergen", "created_at": "2024-01-03", "_deleted_at": "<null>"},
+		}
+		check("after the move", want)
+		c.reopen()
+		check("after reopening", want)
+		// One run refreshes March, which lacks A (moved on to May), then
+		// May, which has it: A was marked deleted, and is found again by the
+		// same run. The later window says so (Revived), so that the run
+		// does not count a move as a deletion.
+		inRun := func(run string, deletes []extract.Window) func(*load.WindowInfo) {
+			return func(i *load.WindowInfo) { i.RunID, i.Refresh, i.Deletes = run, true, deletes }
+		}
+		ch = c.commitWith("id,full_name,created_at\n", st1, inRun("run2", span(day(3, 1), day(4, 1))))
+		if ch != (load.Changes{Deleted: 1}) {
+			c.t.Errorf("March without A: %+v, want 1 deleted", ch)
+		}
+		ch = c.commitWith("id,full_name,created_at\n"+uA+",A moved,2024-05-06T00:00:00Z\n", st1, inRun("run2", span(day(5, 1), day(6, 1))))
+		if ch != (load.Changes{Replaced: 1, Changed: 1, Revived: 1}) {
+			c.t.Errorf("A found again in May by the same run: %+v, want 1 replaced, 1 changed, 1 revived", ch)
+		}
+		want[uA]["created_at"] = "2024-05-06"
+		check("after the run that moved A to May", want)
+		// A contact another run marked deleted that comes back is a change,
+		// not a move of this run.
+		ch = c.commitWith("id,full_name,created_at\n", st1, inRun("run3", span(day(5, 1), day(6, 1))))
+		if ch != (load.Changes{Deleted: 1}) {
+			c.t.Errorf("May without A: %+v, want 1 deleted", ch)
+		}
+		ch = c.commitWith("id,full_name,created_at\n"+uA+",A moved,2024-02-07T00:00:00Z\n", st1, inRun("run4", span(day(2, 1), day(3, 1))))
+		if ch != (load.Changes{Replaced: 1, Changed: 1}) {
+			c.t.Errorf("A back in February in the next run: %+v, want 1 replaced, 1 changed", ch)
+		}
+		want[uA]["created_at"] = "2024-02-07"
+		check("after A came back in February", want)
+		if c.sink.sorted != nil {
+			c.sink.sorted(c.t, c.dir)
+		}
+	}}, struct {
+		name string
+		run  func(c *conformance)
+	}{"TheLastRowOfAnIDWinsAcrossPartitions", func(c *conformance) {
+		// One response holds A in July then August, B in August then July,
+		// and C, stored in June, in July then August.
+		c.commit(header+uC+",C June,,,,,,,2024-06-01T00:00:00Z\n", st1)
+		ch := c.commit(header+
+			uA+",A July,,,,,,,2024-07-10T00:00:00Z\n"+
+			uB+",B August,,,,,,,2024-08-10T00:00:00Z\n"+
+			uC+",C July,,,,,,,2024-07-12T00:00:00Z\n"+
+			uA+",A August,,,,,,,2024-08-11T00:00:00Z\n"+
+			uB+",B July,,,,,,,2024-07-11T00:00:00Z\n"+
+			uC+",C August,,,,,,,2024-08-12T00:00:00Z\n", st1)
+		if ch != (load.Changes{Inserted: 2, Replaced: 1}) {
+			c.t.Errorf("%+v, want 2 inserted, 1 replaced", ch)
+		}
+		want := map[string]map[string]string{
+			uA: {"full_name": "A August", "created_at": "2024-08-11"},
+			uB: {"full_name": "B July", "created_at": "2024-07-11"},
+			uC: {"full_name": "C August", "created_at": "2024-08-12"},
+		}
+		for _, when := range []string{"after the window", "after reopening"} {
+			got := stripID(c.rows("id", "full_name", "created_at"))
+			for _, r := range got {
+				r["created_at"] = r["created_at"][:10]
+			}
+			if !reflect.DeepEqual(got, want) {
+				c.t.Errorf("%s:\n got  %v\n want %v", when, got, want)
+			}
+			c.reopen()
+		}
+	}})
+}
+
+func init() {
+	conformanceCases = append(conformanceCases, struct {
+		name string
+		run  func(c *conformance)
 	}{"TheDeletionGuardHoldsBackAWindow", func(c *conformance) {
 		// 20 contacts in January, 4 in March; a refresh of January that
 		// lacks half of them, or all, is held back: nothing of it (rows,

@@ -103,6 +103,7 @@ type DuckDB struct {
 	// opened read-only that an older version wrote (no upgrade ran).
 	stateCols map[string]bool
 	inTx      bool
+	marks     runMarks // of the deletions the current run marked
 }
 
 var _ Target = (*DuckDB)(nil)
@@ -928,6 +929,9 @@ func (d *DuckDB) upsert(ctx context.Context, info WindowInfo) (ch Changes, err e
 	if d.dups {
 		latest += ` QUALIFY row_number() OVER (PARTITION BY id ORDER BY _line DESC) = 1`
 	}
+	if ch.Revived, err = d.countRevived(ctx, info); err != nil {
+		return ch, err
+	}
 	storedIDs := int64(-1) // the window's ids the table holds, when counted
 	if info.Refresh {
 		// Stored contacts the refresh finds different, or live again, and
@@ -1036,8 +1040,12 @@ func (d *DuckDB) markDeleted(ctx context.Context, info WindowInfo) (int64, error
 	if info.HardDelete {
 		return d.execCount(ctx, `DELETE FROM `+schemas.QuoteIdent(ContactsTable)+` WHERE `+where, args...)
 	}
-	return d.execCount(ctx, `UPDATE `+schemas.QuoteIdent(ContactsTable)+` SET `+schemas.DeletedAt+` = ?::TIMESTAMPTZ WHERE `+
+	n, err := d.execCount(ctx, `UPDATE `+schemas.QuoteIdent(ContactsTable)+` SET `+schemas.DeletedAt+` = ?::TIMESTAMPTZ WHERE `+
 		schemas.DeletedAt+` IS NULL AND `+where, append([]any{info.LoadedAt.UTC()}, args...)...)
+	if n > 0 {
+		d.marks.note(info)
+	}
+	return n, err
 }
 
 // columnsNotIn returns the contacts table's data columns (not lineage) that

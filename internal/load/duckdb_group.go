@@ -124,6 +124,9 @@ func (d *DuckDB) commitGrouped(ctx context.Context, info WindowInfo, rejects []t
 		return ch, false, err
 	}
 	if len(overlap) > 0 {
+		if ch.Revived, err = d.countRevived(ctx, info); err != nil {
+			return ch, false, err
+		}
 		if ch.Replaced, err = d.execCount(ctx, `DELETE FROM `+schemas.QuoteIdent(ContactsTable)+` WHERE id IN ('`+strings.Join(overlap, "'::UUID, '")+`'::UUID)`); err != nil {
 			return ch, false, err
 		}

@@ -81,6 +81,8 @@ type Lake struct {
 	cols    []schemas.Column
 	batches []arrow.RecordBatch // the current window's, retained
 	broken  error               // a journaled commit failed half-way
+	ids     *idIndex            // built by the first commit
+	marks   runMarks            // of the deletions the current run marked
 
 	readOnly   bool // OpenLakeReadOnly: no lock, no write
 	hasJournal bool // read-only: a commit is being applied, or was interrupted
@@ -184,12 +186,18 @@ func checkLakeDir(dir string) error {
 	return nil
 }
 
-func (l *Lake) open(ctx context.Context) error {
+func (l *Lake) open(ctx context.Context) (err error) {
 	if err := l.readState(); err != nil {
 		return err
 	}
 	if err := l.recover(); err != nil {
 		return fmt.Errorf("finish the interrupted commit in %s: %w", l.dir, err)
+	}
+	if l.state.PartitionBy == "" {
+		// A state that does not say: the files do.
+		if l.state.PartitionBy, err = l.partitioningOnDisk(); err != nil {
+			return err
+		}
 	}
 	switch {
 	case l.state.PartitionBy == "":
@@ -202,6 +210,13 @@ func (l *Lake) open(ctx context.Context) error {
 		if err := l.convert(ctx); err != nil {
 			return fmt.Errorf("convert lake %s to the current layout: %w", l.dir, err)
 		}
+	}
+	adopting := l.state.Files == nil
+	if err := l.checkShape(); err != nil {
+		return err
+	}
+	if adopting {
+		return l.saveState(l.state)
 	}
 	return nil
 }
@@ -284,7 +299,8 @@ type dataFile struct {
 }
 
 // listFiles returns the data files under rel (a partition folder, or the
-// data root), skipping hidden and "_" names.
+// data root), skipping hidden and "_" names. A file the lake's manifest
+// does not list as it is is a *ForeignFileError.
 func (l *Lake) listFiles(rel string) ([]dataFile, error) {
 	var out []dataFile
 	err := fs.WalkDir(l.root.FS(), rel, func(p string, d fs.DirEntry, err error) error {
@@ -301,12 +317,21 @@ func (l *Lake) listFiles(rel string) ([]dataFile, error) {
 			}
 			return nil
 		}
-		if d.Type().IsRegular() && strings.HasSuffix(name, ".parquet") && !strings.HasPrefix(name, ".") {
-			info, err := d.Info()
-			if err != nil {
-				return err
+		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !strings.HasPrefix(name, ".") {
+			f := diskFile{rel: p, regular: d.Type().IsRegular()}
+			if f.regular {
+				info, err := d.Info()
+				if err != nil {
+					return err
+				}
+				f.size = info.Size()
 			}
-			out = append(out, dataFile{rel: p, size: info.Size()})
+			// A file that appeared since the lake was opened is not
+			// taken for its data.
+			if e := l.foreign(f); e != nil && l.state.Files != nil {
+				return e
+			}
+			out = append(out, dataFile{rel: p, size: f.size})
 		}
 		return nil
 	})

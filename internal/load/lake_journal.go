@@ -128,12 +128,17 @@ func (l *Lake) checkNoLinks(j journal) error {
 
 // writeFileAtomic writes data to rel through a temporary file, fsyncs it,
 // renames it into place and fsyncs the folder.
-func (l *Lake) writeFileAtomic(rel string, data []byte) error {
+func (l *Lake) writeFileAtomic(rel string, data []byte) (err error) {
 	tmp := tempOf(rel)
 	f, err := l.root.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			_ = l.root.Remove(tmp)
+		}
+	}()
 	if _, err := f.Write(data); err != nil {
 		f.Close()
 		return err

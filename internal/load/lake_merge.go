@@ -104,10 +104,10 @@ func toLakeColumns(cols []schemas.Column) []lakeColumn {
 	return out
 }
 
-// needsRewrite reports whether a data file holds an incoming id, or a live
-// contact created in m's deletion ranges that the window did not return,
-// reading only the id, created_at and _deleted_at columns.
-func (l *Lake) needsRewrite(ctx context.Context, rel string, in map[string]RowRef, m *merge) (bool, error) {
+// holdsDeleted reports whether a data file holds a live contact created in
+// m's deletion ranges (which the window, lacking it, shows deleted),
+// reading only its created_at and _deleted_at columns.
+func (l *Lake) holdsDeleted(ctx context.Context, rel string, m *merge) (bool, error) {
 	f, err := l.root.Open(rel)
 	if err != nil {
 		return false, err
@@ -119,16 +119,13 @@ func (l *Lake) needsRewrite(ctx context.Context, rel string, in map[string]RowRe
 	}
 	defer rdr.Close()
 	sc := rdr.MetaData().Schema
-	idIdx, tsIdx, delIdx := sc.ColumnIndexByName("id"), sc.ColumnIndexByName("created_at"), sc.ColumnIndexByName(schemas.DeletedAt)
-	if idIdx < 0 || tsIdx < 0 {
-		return false, fmt.Errorf("%s has no id or created_at column", rel)
+	tsIdx, delIdx := sc.ColumnIndexByName("created_at"), sc.ColumnIndexByName(schemas.DeletedAt)
+	if tsIdx < 0 {
+		return false, fmt.Errorf("%s has no created_at column", rel)
 	}
-	cols := []int{idIdx}
-	if len(m.scope) > 0 {
-		cols = append(cols, tsIdx)
-		if delIdx >= 0 {
-			cols = append(cols, delIdx)
-		}
+	cols := []int{tsIdx}
+	if delIdx >= 0 {
+		cols = append(cols, delIdx)
 	}
 	fr, err := pqarrow.NewFileReader(rdr, pqarrow.ArrowReadProperties{BatchSize: 64 << 10}, l.opts.Alloc)
 	if err != nil {
@@ -142,25 +139,16 @@ func (l *Lake) needsRewrite(ctx context.Context, rel string, in map[string]RowRe
 	defer rr.Release()
 	for rr.Next() {
 		b := rr.RecordBatch()
-		ids, ok := b.Column(0).(*array.String)
+		ts, ok := b.Column(0).(*array.Timestamp)
 		if !ok {
-			return false, fmt.Errorf("%s: id column is %s", rel, b.Column(0).DataType())
+			return false, fmt.Errorf("%s: created_at column is %s", rel, b.Column(0).DataType())
 		}
-		var ts *array.Timestamp
 		live := func(int) bool { return true }
 		if len(cols) > 1 {
-			if ts, ok = b.Column(1).(*array.Timestamp); !ok {
-				return false, fmt.Errorf("%s: created_at column is %s", rel, b.Column(1).DataType())
-			}
-			if len(cols) > 2 {
-				live = b.Column(2).IsNull
-			}
+			live = b.Column(1).IsNull
 		}
-		for i := 0; i < ids.Len(); i++ {
-			if _, ok := in[ids.Value(i)]; ok {
-				return true, nil
-			}
-			if ts != nil && live(i) && m.inScope(int64(ts.Value(i))) {
+		for i := 0; i < ts.Len(); i++ {
+			if live(i) && m.inScope(int64(ts.Value(i))) {
 				return true, nil
 			}
 		}
@@ -174,9 +162,11 @@ func randomSuffix() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Commit merges the window into the partitions its rows fall in, marks the
-// contacts it shows deleted, and saves the stream state, atomically as
-// described on Lake.
+// Commit merges the window into the partitions its rows fall in, removes
+// the stored rows of its ids from any other partition (a contact whose
+// created_at moved), marks the contacts it shows deleted, and saves the
+// stream state, atomically as described on Lake. Of an id repeated in the
+// window, the last row wins, whatever partition each falls in.
 func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.Reject, _ WindowStats, st StreamState) (ch Changes, err error) {
 	defer l.releaseBatches()
 	if l.broken != nil {
@@ -198,75 +188,208 @@ func (l *Lake) Commit(ctx context.Context, info WindowInfo, rejects []transform.
 		return ch, err
 	}
 	defer releaseAll(src)
-	var keys []batchKeys
-	incoming := map[string]map[string]RowRef{} // partition -> id -> row; later rows win
+	m := merge{info: info, cols: cols, window: src, scope: toSpans(info.Deletes), rewriteAll: schemaChanged, next: &next,
+		latest: make(map[string]RowRef, windowRows(src)), incoming: map[string]map[string]RowRef{}, added: map[string][]uint64{}}
 	for bi, b := range src {
 		ids, ts, err := rowKeys(b)
 		if err != nil {
 			return ch, err
 		}
-		keys = append(keys, batchKeys{ids, ts})
+		m.windowKeys = append(m.windowKeys, batchKeys{ids, ts})
 		for r := range ids {
-			p := l.partitionOf(ts[r])
-			if incoming[p] == nil {
-				incoming[p] = map[string]RowRef{}
-			}
-			incoming[p][ids[r]] = RowRef{Batch: int32(bi), Row: int32(r)}
+			m.latest[ids[r]] = RowRef{Batch: int32(bi), Row: int32(r)} // later rows win
 		}
 	}
-	m := merge{info: info, cols: cols, window: src, windowKeys: keys, scope: toSpans(info.Deletes), rewriteAll: schemaChanged, next: &next}
-	// Partitions to rewrite: those the window touches, those its deletions
-	// may reach, or all of them when a new column appears (every file
-	// carries every column).
-	parts := map[string]bool{}
-	for p := range incoming {
-		parts[p] = true
-	}
-	if schemaChanged || len(m.scope) > 0 {
-		all, err := l.listFiles(dataDir)
-		if err != nil {
-			return ch, err
+	incoming := m.incoming
+	for id, ref := range m.latest {
+		p := l.partitionOf(m.windowKeys[ref.Batch].ts[ref.Row])
+		if incoming[p] == nil {
+			incoming[p] = map[string]RowRef{}
 		}
-		for _, f := range all {
-			p := strings.TrimPrefix(path.Dir(f.rel), dataDir+"/")
-			if schemaChanged || m.reaches(p) {
-				parts[p] = true
-			}
-		}
+		incoming[p][id] = ref
 	}
+	defer func() { releaseAll(m.movedSrc) }()
 	var j journal
-	for _, p := range slices.Sorted(maps.Keys(parts)) {
+	defer func() {
+		if err != nil && !l.decided() {
+			l.removeTemps(j)
+		}
+	}()
+	parts, err := l.partsToMerge(ctx, &m, incoming)
+	if err != nil {
+		return ch, err
+	}
+	for _, p := range parts {
 		if err := ctx.Err(); err != nil {
 			return ch, err
 		}
 		renames, deletes, pch, err := l.mergePartition(ctx, p, &m, incoming[p])
+		j.Renames = append(j.Renames, renames...)
 		if err != nil {
 			return ch, fmt.Errorf("partition %s: %w", p, err)
 		}
 		ch.Add(pch)
-		j.Renames = append(j.Renames, renames...)
 		j.Deletes = append(j.Deletes, deletes...)
 	}
 	if err := info.DeleteGuard.check(info, ch.Deleted, ch.Deleted+m.keptInScope); err != nil {
-		l.removeTemps(j)
-		return ch, err
+		return ch, err // the deferred removeTemps removes what the commit wrote
+	}
+	for _, rel := range j.Deletes {
+		delete(next.Files, rel)
 	}
 	if len(rejects) > 0 {
 		rel, err := l.writeRejects(info, rejects)
+		if rel != "" {
+			j.Renames = append(j.Renames, [2]string{tempOf(rel), rel})
+		}
 		if err != nil {
 			return ch, err
 		}
-		j.Renames = append(j.Renames, [2]string{tempOf(rel), rel})
 	}
 	j.State = next
-	return ch, l.commitJournal(j)
+	if err := l.commitJournal(j); err != nil {
+		return ch, err
+	}
+	if err := l.ids.update(j.Deletes, m.added); err != nil {
+		l.ids = nil // the next commit builds it again
+	}
+	if ch.Deleted > 0 && !info.HardDelete {
+		l.marks.note(info)
+	}
+	return ch, nil
 }
 
-// removeTemps removes the files a commit that will not happen wrote under
-// temporary names.
+// windowRows counts the rows of batches.
+func windowRows(batches []arrow.RecordBatch) int {
+	var n int
+	for _, b := range batches {
+		n += int(b.NumRows())
+	}
+	return n
+}
+
+// partsToMerge returns the partitions a commit rewrites, in order: those
+// the window's rows fall in, those holding stored rows of its ids (whose
+// rows it reads into m: see readMoved), those its deletions may reach, or
+// all of them when a new column appears (every file carries every column).
+func (l *Lake) partsToMerge(ctx context.Context, m *merge, incoming map[string]map[string]RowRef) ([]string, error) {
+	x, err := l.idIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	parts := map[string]bool{}
+	for p := range incoming {
+		parts[p] = true
+	}
+	// The files holding the window's ids: in the id's partition, merged
+	// there; in another, read first for the stored values.
+	m.holding = map[string]bool{}
+	away := map[string]bool{}
+	var holders []string
+	for _, k := range m.windowKeys {
+		for _, id := range k.ids {
+			if holders = x.holders(holders[:0], x.sum(id)); len(holders) == 0 {
+				continue // a new contact
+			}
+			for _, rel := range holders {
+				m.holding[rel] = true
+				if _, home := incoming[filePartition(rel)][id]; !home {
+					away[rel] = true
+				}
+			}
+		}
+	}
+	for rel := range away {
+		parts[filePartition(rel)] = true
+	}
+	if err := l.readMoved(slices.Sorted(maps.Keys(away)), m); err != nil {
+		return nil, err
+	}
+	if m.rewriteAll || len(m.scope) > 0 {
+		all, err := l.listFiles(dataDir)
+		if err != nil {
+			return nil, err
+		}
+		for _, f := range all {
+			if p := filePartition(f.rel); m.rewriteAll || m.reaches(p) {
+				parts[p] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(parts)), nil
+}
+
+// filePartition is the partition folder of a data file (lake-relative).
+func filePartition(rel string) string {
+	return strings.TrimPrefix(path.Dir(rel), dataDir+"/")
+}
+
+// readMoved reads the files, of partitions other than their ids', that hold
+// stored rows of the window's ids, and keeps those rows in m.moved: the
+// partition the id moved to replaces them, and keeps their values of the
+// columns the window lacks.
+func (l *Lake) readMoved(files []string, m *merge) error {
+	m.moved = map[string]RowRef{}
+	for _, rel := range files {
+		batches, err := l.readDataFile(rel)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", rel, err)
+		}
+		for _, b := range batches {
+			bi := int32(len(m.window) + len(m.movedSrc))
+			m.movedSrc = append(m.movedSrc, b)
+			if err := m.keepMoved(b, bi, filePartition(rel)); err != nil {
+				return fmt.Errorf("%s: %w", rel, err)
+			}
+		}
+	}
+	return nil
+}
+
+// keepMoved notes the rows of b, the source bi of a file of partition p,
+// whose ids the window puts in another partition. Of several stored rows
+// of an id (duplicates an earlier version left), a live one.
+func (m *merge) keepMoved(b arrow.RecordBatch, bi int32, p string) error {
+	ids, ts, err := rowKeys(b)
+	if err != nil {
+		return err
+	}
+	m.movedKeys = append(m.movedKeys, batchKeys{ids, ts})
+	live := liveRows(b)
+	for r, id := range ids {
+		if _, ok := m.latest[id]; !ok {
+			continue
+		}
+		if _, home := m.incoming[p][id]; home {
+			continue
+		}
+		if old, seen := m.moved[id]; seen && (!live(r) || m.movedLive(old)) {
+			continue
+		}
+		m.moved[id] = RowRef{Batch: bi, Row: int32(r)}
+	}
+	return nil
+}
+
+// movedLive reports whether a row of m.moved is live.
+func (m *merge) movedLive(ref RowRef) bool {
+	return liveRows(m.movedSrc[int(ref.Batch)-len(m.window)])(int(ref.Row))
+}
+
+// decided reports whether a commit's journal is on disk: the commit is
+// then decided, and the next open finishes it if this process cannot.
+func (l *Lake) decided() bool {
+	_, err := l.root.Stat(journalFile)
+	return err == nil
+}
+
+// removeTemps removes the temporary files a commit that failed before its
+// journal wrote.
 func (l *Lake) removeTemps(j journal) {
 	for _, r := range j.Renames {
-		_ = l.root.Remove(r[0])
+		if r[0] == tempOf(r[1]) {
+			_ = l.root.Remove(r[0])
+		}
 	}
 }
 
@@ -276,12 +399,21 @@ type merge struct {
 	cols       []schemas.Column
 	window     []arrow.RecordBatch // with lineage
 	windowKeys []batchKeys
+	latest     map[string]RowRef            // each id of the window: its last row
+	incoming   map[string]map[string]RowRef // the same by partition
+	holding    map[string]bool              // data files that (may) hold an id of the window
+	// The stored rows of ids the window puts in another partition, in
+	// movedSrc, which come after window in a partition's sources.
+	moved      map[string]RowRef
+	movedSrc   []arrow.RecordBatch
+	movedKeys  []batchKeys
 	scope      []span // info.Deletes in µs
 	rewriteAll bool
 	next       *lakeState
+	added      map[string][]uint64 // the files written: their ids' hashes, for the index
 	// keptInScope counts the live stored contacts in scope that the window
-	// returned (those it lacks are Changes.Deleted): with them, what the
-	// DeleteGuard weighs the deletions against.
+	// returned (those it lacks are Changes.Deleted), wherever it puts them:
+	// with them, what the DeleteGuard weighs the deletions against.
 	keptInScope int64
 }
 
@@ -368,27 +500,68 @@ func releaseAll(bs []arrow.RecordBatch) {
 }
 
 // mergePartition merges the incoming rows of partition p with the files
-// that must be rewritten: those holding an incoming id or a contact the
-// window shows deleted, those under half the target size, or all when the
-// columns changed. It writes the winning rows, sorted by created_at then
-// id, to new files under temporary names, and returns the renames that
-// publish them, the files they replace, and what changed.
+// that must be rewritten: those holding an id of the window or a contact
+// the window shows deleted, those under half the target size, or all when
+// the columns changed. Stored rows of an id the window puts in another
+// partition are dropped. It writes the winning rows, sorted by created_at
+// then id, to new files under temporary names, and returns the renames that
+// publish them (those written so far, on an error too), the files they
+// replace, and what changed.
 func (l *Lake) mergePartition(ctx context.Context, p string, m *merge, in map[string]RowRef) (renames [][2]string, deletes []string, ch Changes, err error) {
+	pm := partMerge{src: slices.Concat(m.window, m.movedSrc), winners: map[string]RowRef{}, stored: map[string]RowRef{}}
+	pm.keys = slices.Concat(m.windowKeys, m.movedKeys)
+	defer func() { releaseAll(pm.loaded) }()
+	if deletes, err = l.readPartition(ctx, p, m, in, &pm); err != nil {
+		return nil, nil, pm.ch, err
+	}
+	// An id moved here from another partition: its stored row is there.
+	for id := range in {
+		if _, ok := pm.stored[id]; !ok {
+			if old, ok := m.moved[id]; ok {
+				pm.stored[id] = old
+			}
+		}
+	}
+	for id, ref := range in {
+		pm.winners[id] = ref
+	}
+	pm.count(m, in, &l.marks)
+	// Columns the window did not export keep the values stored for its ids.
+	if len(pm.stored) > 0 {
+		patched, err := keepStoredValues(pm.src, len(m.window), m.cols, in, pm.stored, l.opts.Alloc)
+		if err != nil {
+			return nil, nil, pm.ch, err
+		}
+		pm.loaded = append(pm.loaded, patched...)
+	}
+	renames, err = l.writePartition(p, m, &pm)
+	return renames, deletes, pm.ch, err
+}
+
+// partMerge is the merge of one partition: its sources (the window's
+// batches, the moved rows', then those of the files read), the keys of
+// each, the rows that win, and the stored rows of the ids coming in.
+type partMerge struct {
+	src     []arrow.RecordBatch
+	keys    []batchKeys
+	loaded  []arrow.RecordBatch // released after the merge
+	winners map[string]RowRef
+	stored  map[string]RowRef
+	ch      Changes
+}
+
+// readPartition reads the files of partition p that the merge rewrites into
+// pm and returns them.
+func (l *Lake) readPartition(ctx context.Context, p string, m *merge, in map[string]RowRef, pm *partMerge) (read []string, err error) {
 	files, err := l.listFiles(partitionDir(p))
 	if err != nil {
-		return nil, nil, ch, err
+		return nil, err
 	}
-	src, keys := slices.Clone(m.window), slices.Clone(m.windowKeys)
-	var loaded []arrow.RecordBatch
-	defer func() { releaseAll(loaded) }()
-	winners := map[string]RowRef{}
-	stored := map[string]RowRef{} // incoming ids found in the files: their stored row
-	deletedAt := arrow.Timestamp(m.info.LoadedAt.UnixMicro())
 	for _, f := range files {
-		dirty := m.rewriteAll || f.size < int64(l.opts.TargetFileBytes)/2
-		if !dirty && (len(in) > 0 || len(m.scope) > 0) {
-			if dirty, err = l.needsRewrite(ctx, f.rel, in, m); err != nil {
-				return nil, nil, ch, fmt.Errorf("read ids of %s: %w", f.rel, err)
+		dirty := m.rewriteAll || f.size < int64(l.opts.TargetFileBytes)/2 || m.holding[f.rel]
+		if !dirty && len(m.scope) > 0 {
+			if dirty, err = l.holdsDeleted(ctx, f.rel, m); err != nil {
+				return nil, fmt.Errorf("read %s: %w", f.rel, err)
 			}
 		}
 		if !dirty {
@@ -396,72 +569,103 @@ func (l *Lake) mergePartition(ctx context.Context, p string, m *merge, in map[st
 		}
 		batches, err := l.readDataFile(f.rel)
 		if err != nil {
-			return nil, nil, ch, fmt.Errorf("read %s: %w", f.rel, err)
+			return nil, fmt.Errorf("read %s: %w", f.rel, err)
 		}
-		loaded = append(loaded, batches...)
+		pm.loaded = append(pm.loaded, batches...)
 		for _, b := range batches {
-			ids, ts, err := rowKeys(b)
-			if err != nil {
-				return nil, nil, ch, fmt.Errorf("%s: %w", f.rel, err)
-			}
-			live := liveRows(b)
-			var marks []int // rows to mark deleted now
-			bi := int32(len(src))
-			for r, id := range ids {
-				if _, newer := in[id]; newer {
-					stored[id] = RowRef{Batch: bi, Row: int32(r)}
-					if live(r) && m.inScope(ts[r]) {
-						m.keptInScope++
-					}
-					continue
-				}
-				if live(r) && m.inScope(ts[r]) {
-					// The window exported this range completely and lacks it.
-					ch.Deleted++
-					if m.info.HardDelete {
-						continue
-					}
-					marks = append(marks, r)
-				}
-				winners[id] = RowRef{Batch: bi, Row: int32(r)}
-			}
-			if len(marks) > 0 {
-				mb, err := markDeleted(b, marks, deletedAt, l.opts.Alloc)
-				if err != nil {
-					return nil, nil, ch, err
-				}
-				loaded, b = append(loaded, mb), mb
-			}
-			src, keys = append(src, b), append(keys, batchKeys{ids, ts})
-		}
-		deletes = append(deletes, f.rel)
-	}
-	for id, ref := range in {
-		winners[id] = ref
-	}
-	ch.Replaced = int64(len(stored))
-	ch.Inserted = int64(len(in)) - ch.Replaced
-	if m.info.Refresh {
-		for id, ref := range in {
-			if old, ok := stored[id]; ok && rowChanged(src[ref.Batch], int(ref.Row), src[old.Batch], int(old.Row)) {
-				ch.Changed++
+			if err := l.mergeStored(b, m, in, pm); err != nil {
+				return nil, fmt.Errorf("%s: %w", f.rel, err)
 			}
 		}
+		read = append(read, f.rel)
 	}
-	// Columns the window did not export keep the values stored for its ids.
-	if len(stored) > 0 {
-		patched, err := keepStoredValues(src, len(m.window), m.cols, in, stored, l.opts.Alloc)
+	return read, nil
+}
+
+// mergeStored adds the stored rows of b to the partition's merge: a row of
+// an id coming in is replaced (or dropped, when its id goes to another
+// partition); a live row in the deletion ranges is marked deleted (or
+// dropped, with HardDelete); the others stay.
+func (l *Lake) mergeStored(b arrow.RecordBatch, m *merge, in map[string]RowRef, pm *partMerge) error {
+	ids, ts, err := rowKeys(b)
+	if err != nil {
+		return err
+	}
+	live := liveRows(b)
+	var marks []int // rows to mark deleted now
+	bi := int32(len(pm.src))
+	for r, id := range ids {
+		_, newer := in[id]
+		_, moved := m.latest[id]
+		if (newer || moved) && live(r) && m.inScope(ts[r]) {
+			m.keptInScope++
+		}
+		if newer {
+			pm.stored[id] = RowRef{Batch: bi, Row: int32(r)}
+			continue
+		}
+		if moved {
+			continue // the partition it moved to counts it
+		}
+		if live(r) && m.inScope(ts[r]) {
+			// The window exported this range completely and lacks it.
+			pm.ch.Deleted++
+			if m.info.HardDelete {
+				continue
+			}
+			marks = append(marks, r)
+		}
+		pm.winners[id] = RowRef{Batch: bi, Row: int32(r)}
+	}
+	if len(marks) > 0 {
+		mb, err := markDeleted(b, marks, arrow.Timestamp(m.info.LoadedAt.UnixMicro()), l.opts.Alloc)
 		if err != nil {
-			return nil, nil, ch, err
+			return err
 		}
-		loaded = append(loaded, patched...)
+		pm.loaded, b = append(pm.loaded, mb), mb
 	}
-	cols := m.cols
-	next := m.next
-	if len(winners) == 0 {
-		return nil, deletes, ch, nil
+	pm.src, pm.keys = append(pm.src, b), append(pm.keys, batchKeys{ids, ts})
+	return nil
+}
+
+// count counts the ids coming in: new, replaced, changed (in a refresh),
+// and revived (marked deleted by an earlier window of the run).
+func (pm *partMerge) count(m *merge, in map[string]RowRef, marks *runMarks) {
+	pm.ch.Replaced = int64(len(pm.stored))
+	pm.ch.Inserted = int64(len(in)) - pm.ch.Replaced
+	for id, old := range pm.stored {
+		s, ref := pm.src[old.Batch], in[id]
+		moved := pm.keys[old.Batch].ts[old.Row] != pm.keys[ref.Batch].ts[ref.Row]
+		if moved && revived(s, int(old.Row), m.info, marks) {
+			pm.ch.Revived++
+		}
+		if m.info.Refresh && rowChanged(pm.src[ref.Batch], int(ref.Row), s, int(old.Row)) {
+			pm.ch.Changed++
+		}
 	}
-	refs := slices.Collect(maps.Values(winners))
+}
+
+// revived reports whether row r of the stored batch s was marked deleted
+// by an earlier window of the run of info.
+func revived(s arrow.RecordBatch, r int, info WindowInfo, marks *runMarks) bool {
+	idx := s.Schema().FieldIndices(schemas.DeletedAt)
+	if len(idx) == 0 || s.Column(idx[0]).IsNull(r) {
+		return false
+	}
+	at, ok := s.Column(idx[0]).(*array.Timestamp)
+	return ok && marks.revives(info, time.UnixMicro(int64(at.Value(r))))
+}
+
+// writePartition writes the partition's winners, sorted by created_at then
+// id, to new files under temporary names, and returns the renames that
+// publish them (those written so far, on an error too). It notes the ids
+// of each file in m.added.
+func (l *Lake) writePartition(p string, m *merge, pm *partMerge) (renames [][2]string, err error) {
+	if len(pm.winners) == 0 {
+		return nil, nil
+	}
+	keys := pm.keys
+	refs := slices.Collect(maps.Values(pm.winners))
 	slices.SortFunc(refs, func(a, b RowRef) int {
 		ka, kb := keys[a.Batch], keys[b.Batch]
 		if c := cmp.Compare(ka.ts[a.Row], kb.ts[b.Row]); c != 0 {
@@ -471,22 +675,31 @@ func (l *Lake) mergePartition(ctx context.Context, p string, m *merge, in map[st
 	})
 	dir := partitionDir(p)
 	if err := l.root.MkdirAll(dir, 0o755); err != nil {
-		return nil, nil, ch, err
+		return nil, err
 	}
 	chunk := l.opts.Parquet.RowGroupRows
 	if chunk <= 0 {
 		chunk = parquetio.DefaultRowGroupRows
 	}
+	x := l.ids
 	for start := 0; start < len(refs); {
-		next.Seq++
-		name := fmt.Sprintf("part-%08d-%s.parquet", next.Seq, randomSuffix())
+		m.next.Seq++
+		name := fmt.Sprintf("part-%08d-%s.parquet", m.next.Seq, randomSuffix())
 		final := path.Join(dir, name)
-		if err := l.writeDataFile(tempOf(final), cols, src, refs, &start, chunk); err != nil {
-			return nil, nil, ch, err
-		}
 		renames = append(renames, [2]string{tempOf(final), final})
+		first := start
+		size, err := l.writeDataFile(tempOf(final), m.cols, pm.src, refs, &start, chunk)
+		if err != nil {
+			return renames, err
+		}
+		m.next.Files[final] = lakeFile{Size: size}
+		hs := make([]uint64, 0, start-first)
+		for _, ref := range refs[first:start] {
+			hs = append(hs, x.sum(keys[ref.Batch].ids[ref.Row]))
+		}
+		m.added[final] = hs
 	}
-	return renames, deletes, ch, nil
+	return renames, nil
 }
 
 // liveRows returns whether row r of b is live: its _deleted_at is NULL
@@ -733,20 +946,20 @@ func appendValue(b array.Builder, arr arrow.Array, i int) error {
 
 // writeDataFile writes refs[*start:] to rel until the file reaches the
 // target size, advancing *start, and fsyncs it.
-func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) error {
+func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) (size int64, err error) {
 	f, err := l.root.OpenFile(rel, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	w, err := parquetio.NewWriter(f, cols, l.opts.Parquet)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	for *start < len(refs) {
 		end := min(*start+chunk, len(refs))
 		if err := w.Write(src, refs[*start:end]); err != nil {
-			return fmt.Errorf("write %s: %w", rel, err)
+			return 0, fmt.Errorf("write %s: %w", rel, err)
 		}
 		*start = end
 		if w.Size() >= int64(l.opts.TargetFileBytes) {
@@ -754,12 +967,16 @@ func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.Reco
 		}
 	}
 	if err := w.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", rel, err)
+		return 0, fmt.Errorf("write %s: %w", rel, err)
 	}
 	if err := f.Sync(); err != nil {
-		return err
+		return 0, err
 	}
-	return f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), f.Close()
 }
 
 // withLineage returns the window's batches with _request_id and _loaded_at
@@ -821,11 +1038,11 @@ func (l *Lake) writeRejects(info WindowInfo, rejects []transform.Reject) (string
 	}
 	if _, err := f.WriteString(b.String()); err != nil {
 		f.Close()
-		return "", err
+		return rel, err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return "", err
+		return rel, err
 	}
 	return rel, f.Close()
 }

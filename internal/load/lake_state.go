@@ -37,6 +37,10 @@ type lakeState struct {
 	Runs        []runJSON             `json:"runs,omitempty"` // the last maxRuns
 	Seq         int64                 `json:"seq"`            // numbers data files
 	Windows     int64                 `json:"windows"`        // committed so far
+	// Files is the manifest: every data file the lake wrote, by its
+	// lake-relative path. nil in the state of earlier versions: opening
+	// such a lake checks its files and adopts them (see checkShape).
+	Files map[string]lakeFile `json:"files"`
 }
 
 type lakeColumn struct {
@@ -104,7 +108,7 @@ type rejectJSON struct {
 const maxRuns = 100
 
 func newLakeState() lakeState {
-	return lakeState{Format: lakeFormat, Streams: map[string]streamJSON{}}
+	return lakeState{Format: lakeFormat, Streams: map[string]streamJSON{}, Files: map[string]lakeFile{}}
 }
 
 // readState reads and checks state.json; a lake without one is new.

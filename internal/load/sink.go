@@ -51,6 +51,11 @@ type Changes struct {
 	Replaced int64 // ids stored before, written again
 	Changed  int64 // of Replaced, those whose values differ or that were marked deleted (counted for Refresh windows only)
 	Deleted  int64 // contacts marked deleted (or removed) because the window's complete export lacked them
+	// Revived counts, of Replaced, the contacts an earlier window of the
+	// same run (WindowInfo.RunID) marked deleted: their created_at moved
+	// from that window's range into this one's. The run's count of
+	// deletions leaves them out (Changes.AddWindow).
+	Revived int64
 	// Duplicates are extra stored rows of ids stored more than once (not
 	// by this tool: written by hand or by another program), removed when
 	// the window wrote those ids again; each such id counts once in
@@ -65,7 +70,16 @@ func (ch *Changes) Add(c Changes) {
 	ch.Replaced += c.Replaced
 	ch.Changed += c.Changed
 	ch.Deleted += c.Deleted
+	ch.Revived += c.Revived
 	ch.Duplicates += c.Duplicates
+}
+
+// AddWindow adds the changes of a window of a run to the run's, ch: a
+// contact an earlier window marked deleted that c found again was moved,
+// not deleted, and is no longer counted deleted.
+func (ch *Changes) AddWindow(c Changes) {
+	ch.Add(c)
+	ch.Deleted -= min(c.Revived, ch.Deleted)
 }
 
 // StreamState is the sync progress of one stream (one base URL, filter set

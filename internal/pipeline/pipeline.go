@@ -1066,9 +1066,11 @@ func (h *handler) commitTargets(ctx context.Context, w extract.Window, info load
 			return i, errors.Join(err, h.abort(ctx))
 		}
 		if i == 0 {
-			h.changes.Add(ch)
+			// A contact an earlier window marked deleted that this one
+			// finds moved is not counted deleted.
+			h.changes.AddWindow(ch)
 			if h.refreshing {
-				h.refreshed.Add(ch)
+				h.refreshed.AddWindow(ch)
 			}
 		}
 	}
