@@ -343,15 +343,19 @@ func (d *DuckDB) closeIdle(gen int) {
 }
 
 // OpenDuckDBReadOnly opens an existing DuckDB file for reading only, or an
-// in-memory database when path is "". It never downloads or loads an
-// extension; a path that is not a DuckDB database is a *NotDuckDBError.
+// in-memory database when path is "", to run a user's SQL. It never
+// downloads or loads an extension, whatever that SQL says (see
+// userSQLSettings); a path that is not a DuckDB database is a
+// *NotDuckDBError.
 func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
 	if path != "" {
 		if err := checkDuckDBFile(path); err != nil {
 			return nil, err
 		}
 	}
-	connector, err := duckdb.NewConnector(duckdbDSN(path, path != ""), nil)
+	connector, err := duckdb.NewConnector(duckdbDSN(path, path != ""), func(ex driver.ExecerContext) error {
+		return lockUserSQL(context.Background(), ex)
+	})
 	if err != nil {
 		return nil, openError(path, err)
 	}
