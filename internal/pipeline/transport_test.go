@@ -1,9 +1,12 @@
 package pipeline_test
 
 import (
+	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/internal/fakeapi"
@@ -58,4 +61,42 @@ func TestHostileBodyClosedMidRow(t *testing.T) {
 		env.checkNothingLoaded(t)
 		env.checkNoKey(t, err.Error())
 	})
+}
+
+// TestHostileClockSkew syncs with --no-wait from an API whose clock runs 10
+// minutes ahead of this machine's, and 10 behind, and says when its budget
+// resets only as epoch seconds of its clock (and the Date header). The run
+// that spends the budget, and the next run that finds it spent in the
+// machine's shared budget file without a call, are both told to resume an
+// hour after the call by this machine's clock: not 10 minutes late (every
+// run of the machine refusing to call after the real reset), nor 10
+// minutes early (a run calling into a 429).
+func TestHostileClockSkew(t *testing.T) {
+	for _, skew := range []time.Duration{10 * time.Minute, -10 * time.Minute} {
+		t.Run(skew.String(), func(t *testing.T) {
+			srv, url := startFake(t, fakeapi.Config{Contacts: 3000, Seed: 34, RateLimit: 1, ResetStyle: fakeapi.ResetEpoch, ClockSkew: skew})
+			store := openBudgets(t, filepath.Join(t.TempDir(), "budget.json"))
+			db := openDB(t, filepath.Join(t.TempDir(), "w.duckdb"))
+			start := time.Now()
+			res, _, err := budgetRun{limit: 1000, budgets: store, noWait: true}.sync(context.Background(), url, db)
+			var rl *extract.RateLimitError
+			if !errors.As(err, &rl) || rl.Saved || res.Windows != 1 {
+				t.Fatalf("first run: %v, %d windows; want one window, then a *RateLimitError", err, res.Windows)
+			}
+			// Epoch seconds round up, Date seconds down: up to 2 s late.
+			lo, hi := start.Add(time.Hour-time.Second), time.Now().Add(time.Hour+3*time.Second)
+			if rl.ResumeAt.Before(lo) || rl.ResumeAt.After(hi) {
+				t.Errorf("first run resumes at %s, want between %s and %s", rl.ResumeAt, lo, hi)
+			}
+			before := srv.Requests()
+			_, _, err = budgetRun{limit: 1000, budgets: openBudgets(t, store.Path()), noWait: true}.sync(context.Background(), url, db)
+			var saved *extract.RateLimitError
+			if !errors.As(err, &saved) || !saved.Saved || !saved.ResumeAt.Equal(rl.ResumeAt) {
+				t.Fatalf("second run: %v; want the saved budget's *RateLimitError, resuming at %s", err, rl.ResumeAt)
+			}
+			if n := srv.Requests() - before; n != 0 {
+				t.Errorf("the second run sent %d requests, want none", n)
+			}
+		})
+	}
 }
