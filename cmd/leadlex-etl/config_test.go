@@ -214,48 +214,6 @@ max_calls = 5
 	}
 }
 
-// TestReadmeConfigExample loads the README's example config file and
-// checks what it sets for a stream.
-func TestReadmeConfigExample(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, ok := strings.Cut(string(b), "```toml\n")
-	body, _, ok2 := strings.Cut(rest, "```")
-	if !ok || !ok2 {
-		t.Fatal("the README has no toml example")
-	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "leadlex.toml")
-	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	c, err := loadConfig(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sel, err := c.selectStreams([]string{"newsletter"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := new(syncOptions)
-	fs := newSyncFlagSet(o, io.Discard)
-	if err := parseFlags(fs, []string{"--limit", "100"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.apply(fs, sel[0]); err != nil {
-		t.Fatal(err)
-	}
-	want := syncOptions{ListID: "lst_123", Since: "2024-01-01", NoWait: true, Limit: 100,
-		DuckDB: filepath.Join(dir, "warehouse.duckdb"), Parquet: filepath.Join(dir, "newsletter-lake")}
-	if o.ListID != want.ListID || o.Since != want.Since || o.NoWait != want.NoWait || o.Limit != want.Limit ||
-		o.DuckDB != want.DuckDB || o.Parquet != want.Parquet || o.API.APIKeyFile != "/etc/leadlex/key" ||
-		o.SummaryJSON != filepath.Join(dir, "runs/{stream}.json") || len(o.Tags) != 0 {
-		t.Errorf("the README's newsletter stream reads as %+v", *o)
-	}
-}
-
 // TestConfigSettingsOfTwoFlags checks the settings two flags make: the
 // command line's or a stream's choice of one overrides the file's choice
 // of the other.

@@ -73,6 +73,9 @@ func runPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := r.apply(fs); err != nil {
 			return err
 		}
+		// plan writes no summary, so the folder a sync would write one
+		// into need not exist yet.
+		j.o.SummaryJSON = ""
 		if j.key, j.since, j.until, err = j.o.validate(fs); err != nil {
 			if r.name != "" {
 				return fmt.Errorf("stream %s: %w", r.name, err)

@@ -293,7 +293,9 @@ func (d *deleteMode) Set(s string) error {
 
 func (*deleteMode) Type() string { return "soft|hard" }
 
-// fields returns the requested fields with id and created_at added.
+// fields returns the requested fields with id and created_at added, each
+// once: the API refuses a field named twice, and a repeat asks for nothing
+// more (nor makes another stream: see pipeline.Identity.Canonical).
 func (o *syncOptions) fields() []string {
 	if len(o.Fields) == 0 {
 		return nil
@@ -309,7 +311,7 @@ func (o *syncOptions) fields() []string {
 		}
 	}
 	for _, f := range o.Fields {
-		if f = strings.TrimSpace(f); f != "" {
+		if f = strings.TrimSpace(f); f != "" && !slices.Contains(out, f) {
 			out = append(out, f)
 		}
 	}
@@ -622,6 +624,9 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 			return usageError{fmt.Errorf("--raw-dir: %w", err)}
 		}
 		defer arch.Close()
+		if err := arch.CheckWritable(""); err != nil {
+			return usageError{fmt.Errorf("--raw-dir: %w", err)}
+		}
 	}
 	for _, name := range []string{o.DuckDB, o.Parquet} {
 		if name != "" {
@@ -659,6 +664,9 @@ func (s *syncRun) run(ctx context.Context, since, until time.Time) error {
 	res, err := pipeline.Sync(ctx, popts)
 	if km, rs := (*pipeline.KeyMismatchError)(nil), (*pipeline.RotatedStreamError)(nil); errors.As(err, &km) || errors.As(err, &rs) {
 		return usageError{err}
+	}
+	if errors.Is(err, archive.ErrNotWritable) {
+		err = usageError{fmt.Errorf("--raw-dir: %w", err)}
 	}
 	var ns *pipeline.NewStreamError
 	if errors.As(err, &ns) {

@@ -286,6 +286,7 @@ type Client struct {
 	rateLimited int
 	inARow      int // 429 answers since the last other answer
 	badIDWarned bool
+	skewWarned  bool // the log has said what the Date header told of the API's clock
 }
 
 // Calls returns how many export requests reached the API and were answered
@@ -631,7 +632,8 @@ func (c *Client) once(ctx context.Context, q Query, fn func(*Response) error) er
 	now := time.Now()
 	reqID := c.requestID(resp.Header.Get("X-Request-ID"))
 	log := c.logger().With("request_id", reqID, "status", resp.StatusCode)
-	reset := capReset(parseReset(resp.Header.Get("X-RateLimit-Reset"), now), now, "X-RateLimit-Reset", log)
+	skew := c.serverSkew(resp.Header, now, log)
+	reset := capReset(parseReset(resp.Header.Get("X-RateLimit-Reset"), now, skew), now, "X-RateLimit-Reset", log)
 	rl := parseRateLimit(resp.Header, reset)
 
 	c.mu.Lock()
@@ -650,7 +652,7 @@ func (c *Client) once(ctx context.Context, q Query, fn func(*Response) error) er
 	if resp.StatusCode == http.StatusTooManyRequests {
 		// The next awaitBudget pauses until then, even if the headers
 		// were missing or said to go on at once.
-		resume := c.after429(resp.Header, reset, now, inARow, log)
+		resume := c.after429(resp.Header, reset, now, skew, inARow, log)
 		c.mu.Lock()
 		c.budget = RateLimit{Limit: rl.Limit, Remaining: 0, Reset: resume, Known: true}
 		c.saved = false
@@ -679,10 +681,11 @@ func (c *Client) once(ctx context.Context, q Query, fn func(*Response) error) er
 
 // after429 decides when to ask again after the n-th 429 in a row: when the
 // answer says (Retry-After, else X-RateLimit-Reset, already capped), capped
-// at MaxResetAhead, and never sooner than the floor for n.
-func (c *Client) after429(h http.Header, reset, now time.Time, n int, log *slog.Logger) time.Time {
+// at MaxResetAhead, and never sooner than the floor for n. skew is how far
+// the API's clock is ahead of this machine's (serverSkew).
+func (c *Client) after429(h http.Header, reset, now time.Time, skew time.Duration, n int, log *slog.Logger) time.Time {
 	floor := c.rateLimitFloor(n)
-	said := retryAfter(h, now)
+	said := retryAfter(h, now, skew)
 	if said.After(now) {
 		said = capReset(said, now, "Retry-After", log)
 	} else {
@@ -852,9 +855,10 @@ func parseRateLimit(h http.Header, reset time.Time) RateLimit {
 const maxHeaderSeconds = 9e9
 
 // parseReset reads X-RateLimit-Reset: epoch seconds or seconds until the
-// reset; values above 1e9 are taken as epoch seconds. It returns the zero
-// time for a missing, negative or unparsable value.
-func parseReset(s string, now time.Time) time.Time {
+// reset; values above 1e9 are taken as epoch seconds, of the API's clock,
+// which runs skew ahead of this machine's. It returns the zero time for a
+// missing, negative or unparsable value.
+func parseReset(s string, now time.Time, skew time.Duration) time.Time {
 	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
 	if err != nil || math.IsNaN(f) || f < 0 {
 		return time.Time{}
@@ -862,14 +866,15 @@ func parseReset(s string, now time.Time) time.Time {
 	if f > 1e9 {
 		f = min(f, maxHeaderSeconds)
 		sec := int64(f)
-		return time.Unix(sec, int64((f-float64(sec))*1e9))
+		return time.Unix(sec, int64((f-float64(sec))*1e9)).Add(-skew)
 	}
 	return now.Add(time.Duration(min(f, maxHeaderSeconds) * float64(time.Second)))
 }
 
-// retryAfter reads Retry-After (seconds or an HTTP date). It returns the
-// zero time for a missing, negative or unparsable value.
-func retryAfter(h http.Header, now time.Time) time.Time {
+// retryAfter reads Retry-After (seconds or an HTTP date of the API's
+// clock, which runs skew ahead of this machine's). It returns the zero time
+// for a missing, negative or unparsable value.
+func retryAfter(h http.Header, now time.Time, skew time.Duration) time.Time {
 	s := strings.TrimSpace(h.Get("Retry-After"))
 	if s == "" {
 		return time.Time{}
@@ -881,7 +886,7 @@ func retryAfter(h http.Header, now time.Time) time.Time {
 		return now.Add(time.Duration(min(n, maxHeaderSeconds) * float64(time.Second)))
 	}
 	if t, err := http.ParseTime(s); err == nil {
-		return t
+		return t.Add(-skew)
 	}
 	return time.Time{}
 }

@@ -173,6 +173,7 @@ type Config struct {
 
 	FailRate  float64       // probability that a counted call answers 500, 502 or 503
 	CutRate   float64       // probability that a body is cut off mid-row and the connection dropped
+	CutStyle  CutStyle      // how a cut body ends; "" means CutChunked
 	SlowRate  float64       // probability that a body is streamed slowly
 	SlowDelay time.Duration // pause between flushed chunks of a slow body; 0 means 50ms
 
@@ -224,6 +225,11 @@ type Config struct {
 	SubSecond bool
 
 	Now func() time.Time // clock of the rate limiter; nil means time.Now
+	// ClockSkew puts the server's clock this far ahead of Now (behind, if
+	// negative), as on a server whose clock is off: its rate-limit
+	// windows, X-RateLimit-Reset as epoch seconds and the Date header
+	// follow it. At most MaxClockSkew either way.
+	ClockSkew time.Duration
 }
 
 // Fault is a failure the server can be told to show on a call.
@@ -320,6 +326,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BadReset == "" {
 		cfg.BadReset = BadResetNone
 	}
+	if cfg.CutStyle == "" {
+		cfg.CutStyle = CutChunked
+	}
 	if cfg.Keys == nil {
 		cfg.Keys = []Key{
 			{Token: DemoKey, Workspace: "demo", ReadContacts: true},
@@ -337,6 +346,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.now = skewedClock(s.now, cfg.ClockSkew)
 	ds := newDataset(cfg.Contacts, cfg.Seed)
 	if cfg.SubSecond {
 		ds = ds.withFractions()
@@ -384,6 +394,14 @@ func (c *Config) validate() error {
 	case "", PrecisionExact, PrecisionMicrosecond, PrecisionMillisecond, PrecisionSecond:
 	default:
 		bad("unknown BoundPrecision %q (want exact, microsecond, millisecond or second)", c.BoundPrecision)
+	}
+	switch c.CutStyle {
+	case "", CutChunked, CutClose:
+	default:
+		bad("unknown CutStyle %q (want chunked or mid-row-close)", c.CutStyle)
+	}
+	if c.ClockSkew > MaxClockSkew || c.ClockSkew < -MaxClockSkew {
+		bad("ClockSkew %s is more than %s either way", c.ClockSkew, MaxClockSkew)
 	}
 	if c.Trickle < 0 {
 		bad("negative Trickle %s", c.Trickle)

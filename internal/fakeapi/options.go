@@ -70,6 +70,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 		"probability (0..1) that a counted call fails with a 500, 502 or 503 JSON error, as a gateway or function hiccup would")
 	fs.Var(&rateValue{p: &c.CutRate}, "cut-rate",
 		"probability (0..1) that a CSV body is cut off mid-row and the connection dropped, as a gateway timeout would")
+	c.CutStyle = CutChunked
+	fs.Var(&enumValue[CutStyle]{p: &c.CutStyle, allowed: []CutStyle{CutChunked, CutClose}}, "cut-style",
+		"how a body cut by --cut-rate ends: chunked (the connection drops inside a chunked body, so the client sees an unexpected EOF) or mid-row-close (the body has no Content-Length and the server closes the connection mid-row, so the client sees a clean EOF after a last row without its line ending)")
 	fs.Var(&rateValue{p: &c.SlowRate}, "slow-rate",
 		"probability (0..1) that a CSV body trickles out, pausing --slow-delay between 64 KiB chunks, as a loaded service would")
 	c.SlowDelay = 50 * time.Millisecond
@@ -80,6 +83,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	c.BadReset = BadResetNone
 	fs.Var(&enumValue[BadReset]{p: &c.BadReset, allowed: []BadReset{BadResetNone, BadResetZero, BadResetPast, BadResetFar, BadResetDate}}, "bad-reset",
 		"misstate when the rate limit resets (with --rate-limit on): none; zero (a 429 says Retry-After: 0 and X-RateLimit-Reset is now); past (X-RateLimit-Reset an hour ago, no Retry-After); far (X-RateLimit-Reset 50 years ahead, no Retry-After); far-date (a 429 says Retry-After: "+FarDate+")")
+	fs.Var(&signedDurationValue{p: &c.ClockSkew, max: MaxClockSkew}, "clock-skew",
+		"run the server's clock this far ahead of the machine's (e.g. 10m; negative: behind): its rate-limit windows, X-RateLimit-Reset as epoch seconds (--reset-style epoch) and the Date header follow it")
 	fs.Var(&urlValue{p: &c.RedirectTo}, "redirect-to",
 		"answer every export call with 302 Found to this base URL plus the call's path and query, e.g. another fake's URL: a client must not follow it to another origin")
 	fs.Var(&countOrValue{p: &c.StallAfter, word: "headers", wordValue: StallHeaders}, "stall-after",

@@ -39,6 +39,7 @@ var listIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // ResponseRecorder, when faults are enabled.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := s.requestID()
+	s.setDate(w.Header())
 	auth := r.Header.Get("Authorization")
 	if _, token, ok := strings.Cut(auth, " "); ok && s.echoes(EchoRequestID) {
 		id += "." + token
@@ -546,6 +547,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, d *Dataset, q qu
 	h := w.Header()
 	h.Set("Content-Type", "text/csv; charset=utf-8")
 	h.Set("Content-Disposition", `attachment; filename="contacts-export.csv"`)
+	if dec.cut && s.cfg.CutStyle == CutClose {
+		closeDelimited(h)
+	}
 	w.WriteHeader(http.StatusOK)
 
 	ctx := r.Context()

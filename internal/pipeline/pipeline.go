@@ -590,6 +590,9 @@ func Sync(ctx context.Context, o Options) (res Result, err error) {
 		return res, &NewStreamError{StreamID: pr.streamID, Identity: pr.identity, Existing: pr.others}
 	}
 	if o.Archive != nil {
+		if err := o.Archive.CheckWritable(pr.streamID); err != nil {
+			return res, err // before any call, not after the first
+		}
 		if err := settleArchive(ctx, o.Archive, o.Targets, pr.streamID, pr.identity, start, log); err != nil {
 			return res, err
 		}

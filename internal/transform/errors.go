@@ -3,6 +3,8 @@ package transform
 import (
 	"errors"
 	"fmt"
+
+	"github.com/leadlex/leadlex-etl/internal/extract"
 )
 
 // Sentinels matched with errors.Is. A row's reason wraps one of these, or one
@@ -84,3 +86,36 @@ func (e *RejectRatioError) Error() string {
 
 // Is reports whether target is ErrTooManyRejects.
 func (e *RejectRatioError) Is(target error) bool { return target == ErrTooManyRejects }
+
+// ErrTruncated is matched by a *TruncatedError.
+var ErrTruncated = errors.New("the body ends inside a record")
+
+// TruncatedError says a body ended inside its last record: the record has
+// no line ending and does not parse, or a quoted field is still open at the
+// end. A body without Content-Length that the server or a proxy closes
+// mid-row ends like a whole one, so this is how such a cut shows: the
+// window must be fetched again. Line is the line the record starts on,
+// Reason what is wrong with it. The Reader returns it wrapped in an
+// *extract.StreamError, which the client retries; it matches ErrTruncated.
+type TruncatedError struct {
+	Line   int64
+	Reason string
+}
+
+func (e *TruncatedError) Error() string {
+	return fmt.Sprintf("the body ends inside the record of line %d (%s): the connection was cut mid-row, so the window is fetched again",
+		e.Line, e.Reason)
+}
+
+// Is reports whether target is ErrTruncated.
+func (e *TruncatedError) Is(target error) bool { return target == ErrTruncated }
+
+// truncated returns the error of a body that ends inside the record of
+// bad's line, which open says ends inside a quoted field.
+func truncated(requestID string, bad *RowError, open bool) error {
+	reason := "it has no line ending and does not parse: " + bad.reason()
+	if open {
+		reason = "a quoted field is still open at the end of the body"
+	}
+	return &extract.StreamError{RequestID: requestID, Err: &TruncatedError{Line: bad.Line, Reason: reason}}
+}

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/leadlex/leadlex-etl/internal/extract"
 	"github.com/leadlex/leadlex-etl/schemas"
 )
 
@@ -111,7 +113,7 @@ func checkReader(t *testing.T, input []byte) {
 		batchRows := 1 + len(input)%5
 		rd, err := newReader(bytes.NewReader(input), Options{Alloc: alloc, BatchRows: batchRows, MaxRejectRatio: maxRatio}, 7, 4096)
 		if err != nil {
-			if !errors.Is(err, ErrEmptyBody) && !errors.Is(err, ErrHeader) {
+			if !errors.Is(err, ErrEmptyBody) && !errors.Is(err, ErrHeader) && !errors.Is(err, ErrTruncated) {
 				t.Fatalf("NewReader: %v", err)
 			}
 			alloc.AssertSize(t, 0)
@@ -163,6 +165,17 @@ func checkReader(t *testing.T, input []byte) {
 			}
 			if maxRatio == 0 && float64(len(rejects)) > DefaultMaxRejectRatio*float64(rd.Rows()) {
 				t.Fatalf("%d rejects of %d rows passed", len(rejects), rd.Rows())
+			}
+		case errors.Is(err, ErrTruncated):
+			// The body ends inside its last record: without a line ending,
+			// or in a quoted field.
+			var se *extract.StreamError
+			var te *TruncatedError
+			if !errors.As(err, &se) || !errors.As(err, &te) {
+				t.Fatalf("%v is not a *TruncatedError in an *extract.StreamError", err)
+			}
+			if bytes.HasSuffix(input, []byte("\n")) && !strings.Contains(te.Reason, "quoted field is still open") {
+				t.Fatalf("%v for a body that ends with a line ending", err)
 			}
 		case errors.Is(err, ErrTooManyRejects):
 			if maxRatio == 1 || float64(len(rejects)) <= DefaultMaxRejectRatio*float64(rd.Rows()) {

@@ -127,6 +127,9 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 		return nil, ErrEmptyBody
 	}
 	if sc.bad != nil {
+		if sc.cut {
+			return nil, truncated(opts.RequestID, &RowError{Line: sc.recLine, Err: sc.bad}, sc.open)
+		}
 		return nil, fmt.Errorf("%w: line %d: %w", ErrHeader, sc.recLine, sc.bad)
 	}
 	header := make([]string, len(sc.fields))
@@ -135,6 +138,9 @@ func newReader(r io.Reader, opts Options, bufSize, maxRecord int) (*Reader, erro
 	}
 	all, err := schemas.ForHeader(header)
 	if err != nil {
+		if sc.cut {
+			return nil, truncated(opts.RequestID, &RowError{Line: sc.recLine, Err: err}, false)
+		}
 		return nil, fmt.Errorf("%w: %w", ErrHeader, err)
 	}
 	var cols []schemas.Column
@@ -252,6 +258,10 @@ func (r *Reader) Next() bool {
 			bad = &RowError{Line: sc.recLine, Err: sc.bad}
 		} else {
 			bad = r.add(sc.fields, sc.raw, sc.recLine)
+		}
+		if bad != nil && sc.cut {
+			r.err = truncated(r.requestID, bad, sc.open)
+			return false
 		}
 		if bad != nil {
 			r.rejects = append(r.rejects, Reject{

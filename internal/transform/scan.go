@@ -47,6 +47,9 @@ type scanner struct {
 	raw     []byte   // its text without the final line ending (truncated if too long)
 	fields  [][]byte // its fields; not meaningful when bad != nil
 	bad     error    // csv.ErrQuote, csv.ErrBareQuote, ErrRecordTooLong, or nil
+	// cut says the record ends the body without its line ending, or inside
+	// a quoted field (open): where a body cut mid-row ends.
+	cut, open bool
 
 	spans   []span
 	scratch []byte
@@ -168,6 +171,7 @@ func (s *scanner) take(n int) {
 		raw = raw[:len(raw)-1]
 	}
 	s.raw = raw
+	s.cut = s.open || len(rec) == 0 || rec[len(rec)-1] != '\n'
 	s.fields = s.fields[:0]
 	if s.bad != nil {
 		return
@@ -190,7 +194,7 @@ var newline = []byte{'\n'}
 func (s *scanner) parse(b []byte, atEOF bool) (n int, more bool) {
 	s.spans = s.spans[:0]
 	s.scratch = s.scratch[:0]
-	s.bad = nil
+	s.bad, s.open = nil, false
 	// nl is the end of the current physical line: its '\n', or len(b) at EOF.
 	nl := bytes.IndexByte(b, '\n')
 	if nl < 0 {
@@ -212,7 +216,7 @@ func (s *scanner) parse(b []byte, atEOF bool) (n int, more bool) {
 					if !atEOF {
 						return 0, true
 					}
-					s.bad = csv.ErrQuote
+					s.bad, s.open = csv.ErrQuote, true
 					return len(b), false
 				}
 				j += k
@@ -349,6 +353,7 @@ func (s *scanner) skipLong() bool {
 		s.line += int64(bytes.Count(s.buf[s.pos:s.pos+n], newline))
 		s.pos += n
 		if done || s.rerr == io.EOF {
+			s.cut, s.open = !done, !done && st == skQuoted
 			return true
 		}
 		if s.rerr != nil {
