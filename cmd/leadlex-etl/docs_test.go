@@ -130,7 +130,7 @@ func TestDocsTryFreshness(t *testing.T) {
 	script := strings.ReplaceAll(shBlock(t, "docs/freshness.md", "freshness"), "8787", freePort(t))
 	out := runTryBlock(t, t.TempDir(), script)
 	wantOutput(t, out, `"deleted":5,"edited":20`,
-		"contacts: 10 new, 3005 written again (3005 of them by the refresh, 20 changed), 5 marked deleted",
+		"contacts: 10 new, 3005 written again (3005 of them by the refresh, 20 of those changed), 5 marked deleted",
 		"live  marked_deleted")
 	if n := strings.Count(out, "\n3005  5\n"); n != 2 {
 		t.Errorf("%d of the two destinations show 3005 live contacts and 5 marked deleted:\n%s", n, out)

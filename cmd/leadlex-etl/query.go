@@ -82,6 +82,10 @@ Examples:
 	if maxRows < 0 {
 		return usagef("--max-rows %d must not be negative", maxRows)
 	}
+	if st := extensionStatement(fs.Arg(0)); st != "" {
+		return usagef("query does not run %q: leadlex-etl never downloads or loads DuckDB extensions, so that it runs no code it did not ship "+
+			"(Parquet, JSON and time zones are built in); use the duckdb CLI for other extensions", st)
+	}
 	if path != "" {
 		if _, err := os.Stat(path); err != nil {
 			return fmt.Errorf("--duckdb: %w", err)

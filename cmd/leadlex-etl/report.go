@@ -59,8 +59,13 @@ type syncReport struct {
 type reportChanges struct {
 	Inserted int64 `json:"inserted"`
 	Replaced int64 `json:"replaced"`
-	Changed  int64 `json:"changed"`
-	Deleted  int64 `json:"deleted"`
+	// Changed counts, of Replaced, the contacts a refresh window found
+	// different (or marked deleted and live again). Only the refresh
+	// compares rows: windows of new data and backfills write theirs
+	// without, so this is the refresh's count, in changes as in
+	// refresh.changes.
+	Changed int64 `json:"changed"`
+	Deleted int64 `json:"deleted"`
 	// DuplicatesRemoved are extra rows of ids stored more than once (not
 	// by leadlex-etl) that the run replaced by one row each.
 	DuplicatesRemoved int64 `json:"duplicates_removed"`
@@ -111,6 +116,16 @@ func utcPtr(t time.Time) *time.Time {
 	}
 	u := t.UTC()
 	return &u
+}
+
+// byRefresh is what the prose summary says of the contacts the refresh
+// wrote again, and of those it found changed: only the refresh compares
+// rows, so no count of changed contacts is printed for a run without one.
+func byRefresh(rf pipeline.RefreshResult) string {
+	if rf.Calls == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d of them by the refresh, %d of those changed)", rf.Changes.Replaced, rf.Changes.Changed)
 }
 
 func changesOf(c load.Changes) reportChanges {

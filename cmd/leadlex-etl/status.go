@@ -404,9 +404,15 @@ func printStatus(w io.Writer, rep statusReport, now time.Time) {
 		fmt.Fprintf(w, "last %d run(s), newest first:\n", len(rep.Runs))
 	}
 	for _, r := range rep.Runs {
-		fmt.Fprintf(w, "  %s %s: started %s, %s; %d windows, %d calls (%d refresh); %d new, %d written again (%d changed), %d deleted, %d rejected\n",
+		// Only the refresh compares rows: a run without one counts no
+		// changed contacts.
+		changed := ""
+		if r.RefreshCalls > 0 {
+			changed = fmt.Sprintf(" (%d changed by the refresh)", r.Changes.Changed)
+		}
+		fmt.Fprintf(w, "  %s %s: started %s, %s; %d windows, %d calls (%d refresh); %d new, %d written again%s, %d deleted, %d rejected\n",
 			r.RunID, r.Status, r.StartedAt.UTC().Format(time.RFC3339), time.Duration(r.DurationSec*float64(time.Second)).Round(time.Millisecond),
-			r.Windows, r.Calls, r.RefreshCalls, r.Changes.Inserted, r.Changes.Replaced, r.Changes.Changed, r.Changes.Deleted, r.Rejects)
+			r.Windows, r.Calls, r.RefreshCalls, r.Changes.Inserted, r.Changes.Replaced, changed, r.Changes.Deleted, r.Rejects)
 		if r.Error != "" {
 			fmt.Fprintf(w, "    error: %s\n", r.Error)
 		}

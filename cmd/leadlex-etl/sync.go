@@ -872,8 +872,7 @@ func printSummary(w io.Writer, r pipeline.Result, err error, dest string, remove
 	if c.Duplicates > 0 {
 		dups = fmt.Sprintf(", %d duplicate rows removed (of ids stored more than once, not by leadlex-etl)", c.Duplicates)
 	}
-	fmt.Fprintf(w, "contacts: %d new, %d written again (%d of them by the refresh, %d changed), %d %s%s\n",
-		c.Inserted, c.Replaced, r.Refresh.Changes.Replaced, r.Refresh.Changes.Changed, c.Deleted, deleted, dups)
+	fmt.Fprintf(w, "contacts: %d new, %d written again%s, %d %s%s\n", c.Inserted, c.Replaced, byRefresh(r.Refresh), c.Deleted, deleted, dups)
 	switch rf := r.Refresh; {
 	case len(rf.Ranges) > 0:
 		done := "re-exported"

@@ -104,6 +104,7 @@ type DuckDB struct {
 	stateCols map[string]bool
 	inTx      bool
 	marks     runMarks // of the deletions the current run marked
+	mark      fileMark // of the file while closed, checked as it reopens
 }
 
 var _ Target = (*DuckDB)(nil)
@@ -210,11 +211,13 @@ func (d *DuckDB) prepare(ctx context.Context) error {
 	} else if err := d.createTables(ctx); err != nil {
 		return fmt.Errorf("prepare %s: %w", d.path, err)
 	}
-	return d.disconnect()
+	return d.release(ctx)
 }
 
 // connect opens the file if it is closed. When another process has it open
-// (a reader), it waits, retrying with backoff up to BusyTimeout.
+// (a reader), it waits, retrying with backoff up to BusyTimeout. A file
+// the sink opens again must be the one it closed, as it left it (a
+// *FileChangedError, or a *ShapeError, before anything is written).
 func (d *DuckDB) connect(ctx context.Context) error {
 	if d.db != nil {
 		return nil
@@ -222,9 +225,18 @@ func (d *DuckDB) connect(ctx context.Context) error {
 	deadline := time.Now().Add(d.opts.BusyTimeout)
 	pause, logged := 50*time.Millisecond, time.Time{}
 	for {
-		err := d.open(ctx)
+		err := d.checkSameFile()
+		if err == nil {
+			err = d.open(ctx)
+		}
+		if err == nil {
+			if err = d.checkReopened(ctx); err != nil {
+				return errors.Join(err, d.disconnect())
+			}
+			return nil
+		}
 		var locked *LockedError
-		if err == nil || !errors.As(err, &locked) || time.Now().After(deadline) {
+		if !errors.As(err, &locked) || time.Now().After(deadline) {
 			return err
 		}
 		if time.Since(logged) > 30*time.Second {
@@ -313,29 +325,37 @@ func (d *DuckDB) with(ctx context.Context, f func() error) error {
 	}
 	err := f()
 	gen := d.gen
-	d.idle = time.AfterFunc(d.opts.IdleClose, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.gen != gen || d.pinned || d.grp.open {
-			return
-		}
-		if err := d.disconnect(); err != nil {
-			d.opts.Logger.Warn("closing the DuckDB file failed", "path", d.path, "err", err.Error())
-		}
-	})
+	d.idle = time.AfterFunc(d.opts.IdleClose, func() { d.closeIdle(gen) })
 	return err
 }
 
+// closeIdle is the idle timer's work: it closes the file unless the sink
+// used it since use gen, or keeps it open (DB, an open group).
+func (d *DuckDB) closeIdle(gen int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.gen != gen || d.pinned || d.grp.open {
+		return
+	}
+	if err := d.release(context.Background()); err != nil {
+		d.opts.Logger.Warn("closing the DuckDB file failed", "path", d.path, "err", err.Error())
+	}
+}
+
 // OpenDuckDBReadOnly opens an existing DuckDB file for reading only, or an
-// in-memory database when path is "". It never downloads or loads an
-// extension; a path that is not a DuckDB database is a *NotDuckDBError.
+// in-memory database when path is "", to run a user's SQL. It never
+// downloads or loads an extension, whatever that SQL says (see
+// userSQLSettings); a path that is not a DuckDB database is a
+// *NotDuckDBError.
 func OpenDuckDBReadOnly(path string) (*sql.DB, error) {
 	if path != "" {
 		if err := checkDuckDBFile(path); err != nil {
 			return nil, err
 		}
 	}
-	connector, err := duckdb.NewConnector(duckdbDSN(path, path != ""), nil)
+	connector, err := duckdb.NewConnector(duckdbDSN(path, path != ""), func(ex driver.ExecerContext) error {
+		return lockUserSQL(context.Background(), ex)
+	})
 	if err != nil {
 		return nil, openError(path, err)
 	}

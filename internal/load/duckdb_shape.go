@@ -5,6 +5,7 @@ package load
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -37,11 +38,59 @@ func (e *ShapeError) Error() string {
 // noFetchSettings turn off what would make DuckDB download or load code at
 // run time: the automatic install and load of known extensions (DuckDB
 // fetches sqlite_scanner to open a SQLite file it is given, httpfs for a
-// URL in a query) and community extensions. The extensions the tool uses
-// (parquet, json, icu) are built in. External access (reading other files)
-// stays on: query reads Parquet lakes, and so do the tests through a
-// sink's DB, and DuckDB cannot turn it back on in a running database.
-const noFetchSettings = "autoinstall_known_extensions=false&autoload_known_extensions=false&allow_community_extensions=false"
+// URL in a query) and community extensions; and they keep extensions in
+// noExtensionDir, so that an INSTALL (from any repository or URL) fails
+// before it downloads anything, and no extension installed in the user's
+// ~/.duckdb is found by LOAD. The extensions the tool uses (parquet, json,
+// icu) are built in. External access (reading other files) stays on:
+// query reads Parquet lakes, and so do the tests through a sink's DB (the
+// connections of query lock it down further: userSQLSettings).
+const noFetchSettings = "autoinstall_known_extensions=false&autoload_known_extensions=false&allow_community_extensions=false" +
+	"&extension_directory=" + noExtensionDir + "&custom_extension_repository=" + noExtensionDir + "&autoinstall_extension_repository=" + noExtensionDir
+
+// noExtensionDir is a path under /dev/null, which no one can make: DuckDB's
+// install creates the extension folder first, and fails there.
+const noExtensionDir = "/dev/null/leadlex-etl-installs-no-extensions"
+
+// userSQLSettings make a database that runs a user's SQL (query) unable to
+// load any extension (external access off: LOAD of a file refused, files
+// still readable in every folder) and unable to undo noFetchSettings (the
+// configuration locked, but for settings that change no more than a
+// query's results or resources).
+var userSQLSettings = []string{
+	"SET allowed_directories = ['/']",
+	"SET enable_external_access = false",
+	"SET allowed_configs = ['TimeZone', 'Calendar', 'threads', 'memory_limit', 'temp_directory', 'search_path', " +
+		"'default_order', 'default_null_order', 'preserve_insertion_order']",
+	"SET lock_configuration = true",
+}
+
+// lockUserSQL applies userSQLSettings to a new connection's database,
+// unless an earlier connection did (the settings are the database's, and
+// once locked, unchangeable).
+func lockUserSQL(ctx context.Context, ex driver.ExecerContext) error {
+	if q, ok := ex.(driver.QueryerContext); ok {
+		rows, err := q.QueryContext(ctx, `SELECT current_setting('lock_configuration')`, nil)
+		if err != nil {
+			return err
+		}
+		v := make([]driver.Value, 1)
+		err = rows.Next(v)
+		rows.Close()
+		if err != nil {
+			return err
+		}
+		if locked, _ := v[0].(bool); locked {
+			return nil
+		}
+	}
+	for _, s := range userSQLSettings {
+		if _, err := ex.ExecContext(ctx, s, nil); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+	}
+	return nil
+}
 
 // duckdbDSN is the DSN of every DuckDB database the tool opens: the file
 // at path ("" in memory), read-only if asked, never fetching code.

@@ -86,6 +86,7 @@ type Lake struct {
 
 	readOnly   bool // OpenLakeReadOnly: no lock, no write
 	hasJournal bool // read-only: a commit is being applied, or was interrupted
+	filesNoted bool // the manifest noted a new time or checksum of a file: save it
 }
 
 // errReadOnlyLake is what writing a lake opened read-only returns.
@@ -215,7 +216,8 @@ func (l *Lake) open(ctx context.Context) (err error) {
 	if err := l.checkShape(); err != nil {
 		return err
 	}
-	if adopting {
+	if adopting || l.filesNoted {
+		l.filesNoted = false
 		return l.saveState(l.state)
 	}
 	return nil
@@ -302,6 +304,11 @@ type dataFile struct {
 // data root), skipping hidden and "_" names. A file the lake's manifest
 // does not list as it is is a *ForeignFileError.
 func (l *Lake) listFiles(rel string) ([]dataFile, error) {
+	for _, dir := range []string{dataDir, rel} {
+		if err := l.checkNotLink(dir); err != nil {
+			return nil, err
+		}
+	}
 	var out []dataFile
 	err := fs.WalkDir(l.root.FS(), rel, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) && p == rel {
@@ -310,29 +317,19 @@ func (l *Lake) listFiles(rel string) ([]dataFile, error) {
 		if err != nil {
 			return err
 		}
-		name := d.Name()
-		if d.IsDir() {
-			if p != rel && (strings.HasPrefix(name, "_") || strings.HasPrefix(name, ".")) {
-				return fs.SkipDir
-			}
-			return nil
+		if name := d.Name(); d.IsDir() && p != rel && (strings.HasPrefix(name, "_") || strings.HasPrefix(name, ".")) {
+			return fs.SkipDir
 		}
-		if strings.HasSuffix(strings.ToLower(name), ".parquet") && !strings.HasPrefix(name, ".") {
-			f := diskFile{rel: p, regular: d.Type().IsRegular()}
-			if f.regular {
-				info, err := d.Info()
-				if err != nil {
-					return err
-				}
-				f.size = info.Size()
-			}
-			// A file that appeared since the lake was opened is not
-			// taken for its data.
-			if e := l.foreign(f); e != nil && l.state.Files != nil {
-				return e
-			}
-			out = append(out, dataFile{rel: p, size: f.size})
+		f, ok, err := l.diskFileOf(p, d)
+		if !ok || err != nil {
+			return err
 		}
+		// A file that appeared since the lake was opened is not taken
+		// for its data.
+		if e := l.foreign(f); e != nil && l.state.Files != nil {
+			return e
+		}
+		out = append(out, dataFile{rel: p, size: f.size})
 		return nil
 	})
 	slices.SortFunc(out, func(a, b dataFile) int { return strings.Compare(a.rel, b.rel) })

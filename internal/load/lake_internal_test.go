@@ -285,9 +285,16 @@ func TestLakeRefusesAJournalThatLeavesTheLake(t *testing.T) {
 			}
 		})
 	}
-	// Without the journal the lake opens, and the symlinked folder is not
-	// taken for data.
+	// Without the journal the symlinked folder is refused (its files
+	// are not the lake's, and readers would follow it); without it, the
+	// lake opens.
 	if err := os.Remove(filepath.Join(dir, "_leadlex", "journal.json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenLake(context.Background(), dir, LakeOptions{}); !errors.As(err, new(*LinkError)) {
+		t.Fatalf("open with a symlinked partition folder: %v, want a *LinkError", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "contacts", "year=2023")); err != nil {
 		t.Fatal(err)
 	}
 	l, err = OpenLake(context.Background(), dir, LakeOptions{})

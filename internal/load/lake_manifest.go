@@ -15,9 +15,14 @@ import (
 )
 
 // lakeFile is an entry of the lake's manifest (lakeState.Files): a data
-// file the lake wrote, and its size.
+// file the lake wrote, its size, and what tells a change at the same size
+// cheaply: its modification time when the lake last saw it as written and
+// a checksum of its bytes (empty in the lists of earlier versions, whose
+// entries are completed when the lake next opens).
 type lakeFile struct {
-	Size int64 `json:"size"`
+	Size   int64  `json:"size"`
+	MTime  int64  `json:"mtime_ns,omitempty"` // Unix nanoseconds
+	CRC32C string `json:"crc32c,omitempty"`   // hex
 }
 
 // ForeignFileError says the lake's data folder holds a file the lake did
@@ -45,12 +50,17 @@ func (e *ForeignFileError) Error() string {
 type diskFile struct {
 	rel     string
 	size    int64
+	mtime   int64 // Unix nanoseconds
 	regular bool
 }
 
 // diskDataFiles lists, in order, every file under the data root that a
-// reader may take for data, in any folder.
+// reader may take for data, in any folder. A symbolic link there (or the
+// data root one) is a *LinkError.
 func (l *Lake) diskDataFiles() ([]diskFile, error) {
+	if err := l.checkNotLink(dataDir); err != nil {
+		return nil, err
+	}
 	var out []diskFile
 	err := fs.WalkDir(l.root.FS(), dataDir, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) && p == dataDir {
@@ -59,20 +69,11 @@ func (l *Lake) diskDataFiles() ([]diskFile, error) {
 		if err != nil {
 			return err
 		}
-		name := d.Name()
-		if d.IsDir() || strings.HasPrefix(name, ".") || !strings.HasSuffix(strings.ToLower(name), ".parquet") {
-			return nil
+		f, ok, err := l.diskFileOf(p, d)
+		if ok {
+			out = append(out, f)
 		}
-		f := diskFile{rel: p, regular: d.Type().IsRegular()}
-		if f.regular {
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			f.size = info.Size()
-		}
-		out = append(out, f)
-		return nil
+		return err
 	})
 	return out, err
 }
@@ -86,6 +87,9 @@ func (l *Lake) diskDataFiles() ([]diskFile, error) {
 // their rows) and adopted.
 func (l *Lake) checkShape() error {
 	disk, err := l.diskDataFiles()
+	if errors.As(err, new(*LinkError)) {
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("list the data files of %s: %w", l.dir, err)
 	}
@@ -116,10 +120,16 @@ func (l *Lake) foreign(f diskFile) *ForeignFileError {
 	rec, ok := l.state.Files[f.rel]
 	switch {
 	case ok && f.regular && rec.Size == f.size:
-		return nil
+		why := l.changedInPlace(f, rec)
+		if why == "" {
+			return nil
+		}
+		e := l.foreignFile(f, why)
+		e.Fix = changedFileFix
+		return e
 	case ok && f.regular:
 		e := l.foreignFile(f, fmt.Sprintf("it was changed after leadlex-etl wrote it (%d bytes, written as %d)", f.size, rec.Size))
-		e.Fix = "restore it from a backup, or remove it (the rolling refresh exports its contacts again)"
+		e.Fix = changedFileFix
 		return e
 	}
 	if e := l.misplaced(f); e != nil {
@@ -127,6 +137,9 @@ func (l *Lake) foreign(f diskFile) *ForeignFileError {
 	}
 	return l.foreignFile(f, "the lake's list of its data files ("+stateFile+") does not name it")
 }
+
+// changedFileFix is what to do with a data file of the lake that changed.
+const changedFileFix = "restore it from a backup, or remove it (the rolling refresh exports its contacts again)"
 
 // misplaced says why f cannot be a data file of the lake by its kind and
 // place, or nil.
@@ -227,7 +240,11 @@ func (l *Lake) adopt(disk []diskFile) error {
 			foreign = append(foreign, e)
 			continue
 		}
-		files[f.rel] = lakeFile{Size: f.size}
+		sum, err := l.fileChecksum(f.rel)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", l.rootPath(f.rel), err)
+		}
+		files[f.rel] = lakeFile{Size: f.size, MTime: f.mtime, CRC32C: sum}
 	}
 	if err := firstForeign(foreign); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path"
@@ -688,11 +689,11 @@ func (l *Lake) writePartition(p string, m *merge, pm *partMerge) (renames [][2]s
 		final := path.Join(dir, name)
 		renames = append(renames, [2]string{tempOf(final), final})
 		first := start
-		size, err := l.writeDataFile(tempOf(final), m.cols, pm.src, refs, &start, chunk)
+		written, err := l.writeDataFile(tempOf(final), m.cols, pm.src, refs, &start, chunk)
 		if err != nil {
 			return renames, err
 		}
-		m.next.Files[final] = lakeFile{Size: size}
+		m.next.Files[final] = written
 		hs := make([]uint64, 0, start-first)
 		for _, ref := range refs[first:start] {
 			hs = append(hs, x.sum(keys[ref.Batch].ids[ref.Row]))
@@ -946,20 +947,21 @@ func appendValue(b array.Builder, arr arrow.Array, i int) error {
 
 // writeDataFile writes refs[*start:] to rel until the file reaches the
 // target size, advancing *start, and fsyncs it.
-func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) (size int64, err error) {
+func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.RecordBatch, refs []RowRef, start *int, chunk int) (written lakeFile, err error) {
 	f, err := l.root.OpenFile(rel, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
-		return 0, err
+		return written, err
 	}
 	defer f.Close()
-	w, err := parquetio.NewWriter(f, cols, l.opts.Parquet)
+	sum := newChecksum()
+	w, err := parquetio.NewWriter(io.MultiWriter(f, sum), cols, l.opts.Parquet)
 	if err != nil {
-		return 0, err
+		return written, err
 	}
 	for *start < len(refs) {
 		end := min(*start+chunk, len(refs))
 		if err := w.Write(src, refs[*start:end]); err != nil {
-			return 0, fmt.Errorf("write %s: %w", rel, err)
+			return written, fmt.Errorf("write %s: %w", rel, err)
 		}
 		*start = end
 		if w.Size() >= int64(l.opts.TargetFileBytes) {
@@ -967,16 +969,18 @@ func (l *Lake) writeDataFile(rel string, cols []schemas.Column, src []arrow.Reco
 		}
 	}
 	if err := w.Close(); err != nil {
-		return 0, fmt.Errorf("write %s: %w", rel, err)
+		return written, fmt.Errorf("write %s: %w", rel, err)
 	}
 	if err := f.Sync(); err != nil {
-		return 0, err
+		return written, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return written, err
 	}
-	return fi.Size(), f.Close()
+	// Renaming it into place keeps its modification time.
+	written = lakeFile{Size: fi.Size(), MTime: fi.ModTime().UnixNano(), CRC32C: checksumString(sum)}
+	return written, f.Close()
 }
 
 // withLineage returns the window's batches with _request_id and _loaded_at
@@ -1061,7 +1065,8 @@ func safeName(s string) string {
 	return s
 }
 
-// readDataFile reads a whole data file of the lake.
+// readDataFile reads a whole data file of the lake; a file that does not
+// read as Parquet is an error saying what to do.
 func (l *Lake) readDataFile(rel string) ([]arrow.RecordBatch, error) {
 	f, err := l.root.Open(rel)
 	if err != nil {
@@ -1069,5 +1074,8 @@ func (l *Lake) readDataFile(rel string) ([]arrow.RecordBatch, error) {
 	}
 	defer f.Close()
 	_, batches, err := parquetio.Read(f, l.rootPath(rel), l.opts.Alloc)
-	return batches, err
+	if err != nil {
+		return nil, fmt.Errorf("%w: the lake cannot read this data file of its own (damaged?): %s, then run again", err, changedFileFix)
+	}
+	return batches, nil
 }
